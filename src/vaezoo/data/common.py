@@ -1,0 +1,165 @@
+"""Pieces shared by the datasets: paths, splits, image files and the result of a dataset builder."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from vaezoo.config import DataConfig
+from vaezoo.data.errors import DataError
+from vaezoo.data.transforms import ImagePipeline
+
+# What PIL raises for files that are not images, are truncated or are otherwise broken.
+IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+@dataclass
+class DataSplits:
+    """What a dataset builder returns: the three splits and what a model needs to know about them."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    channels: int
+    label_shape: tuple[int, ...]
+    ground_truth: Any = None  # the factor interface (dSprites) or None
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def cache_dir(config: DataConfig) -> Path:
+    """``data.cache_dir``, else ``$VAEZOO_CACHE``, else ``~/.cache/vaezoo``."""
+    raw = config.cache_dir or os.environ.get("VAEZOO_CACHE") or "~/.cache/vaezoo"
+    return Path(raw).expanduser()
+
+
+def require_path(config: DataConfig, expected: str, default: str | None = None) -> Path:
+    """``data.path`` (or ``default``) as an existing path; the error says what it should point at."""
+    raw = config.path or default
+    if raw is None:
+        raise DataError(
+            f"data.path is not set: the {config.name} dataset needs data.path pointing at {expected}"
+        )
+    path = Path(raw).expanduser()
+    if not path.exists():
+        key = "data.path" if config.path else f"data.path (default for {config.name})"
+        raise DataError(f"{key} = '{path}' does not exist; expected {expected}")
+    return path
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def subset_size(config: DataConfig, total: int, what: str) -> int:
+    """How many of ``total`` images ``data.subset`` keeps (all of them if it asks for more)."""
+    if config.subset is None or config.subset >= total:
+        if config.subset is not None and config.subset > total:
+            warnings.warn(
+                f"data.subset = {config.subset} exceeds the {total} images of {what}; using all", stacklevel=3
+            )
+        return total
+    if config.subset < 2:
+        raise DataError(f"data.subset = {config.subset} must be an integer > 1 or null")
+    return config.subset
+
+
+def split_indices(config: DataConfig, total: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, val) index arrays of a dataset without an official split, each sorted.
+
+    ``data.subset`` is drawn first, then ``data.val_fraction`` of it is held out (at least one image
+    whenever the fraction is positive and there are two images or more).
+    """
+    if not 0 <= config.val_fraction < 1:
+        raise DataError(f"data.val_fraction = {config.val_fraction!r} must be in [0, 1)")
+    rng = np.random.default_rng(config.split_seed)
+    chosen = rng.permutation(total)[: subset_size(config, total, what)]
+    n_val = round(len(chosen) * config.val_fraction)
+    if config.val_fraction > 0 and len(chosen) >= 2:
+        n_val = min(max(n_val, 1), len(chosen) - 1)
+    return np.sort(chosen[n_val:]), np.sort(chosen[:n_val])
+
+
+def proportional_subsets(config: DataConfig, sizes: Sequence[int], what: str) -> list[np.ndarray]:
+    """Index arrays into official splits of the given sizes, shrunk together by ``data.subset``.
+
+    The first split is the training split; ``data.subset`` counts it plus the second (validation)
+    split, and every split keeps its share of that total (at least one image each).
+    """
+    total = sum(sizes[:2])
+    keep = subset_size(config, total, what)
+    rng = np.random.default_rng(config.split_seed)
+    out = []
+    for size in sizes:
+        n = size if keep == total else min(size, max(1, round(keep * size / total)))
+        out.append(np.sort(rng.permutation(size)[:n]))
+    return out
+
+
+# --------------------------------------------------------------------------- image files
+
+
+def check_image_header(path: Path) -> None:
+    """Open ``path`` without decoding it; a non-image raises a DataError naming the file."""
+    try:
+        with Image.open(path) as image:
+            image.size  # noqa: B018 - reading the header is the check
+    except IMAGE_ERRORS as err:
+        raise DataError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
+
+
+def load_image(path: Path) -> Image.Image:
+    """Decode an image file fully; any failure raises a DataError naming the file."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except IMAGE_ERRORS as err:
+        raise DataError(f"{path}: cannot decode the image ({type(err).__name__}: {err})") from None
+
+
+class FileImageDataset(Dataset):
+    """Image files with one label each, sent through an ImagePipeline: ``(image, label)`` pairs."""
+
+    def __init__(
+        self,
+        files: Sequence[Path],
+        labels: torch.Tensor,
+        pipeline: ImagePipeline,
+        label_names: Sequence[str] | None = None,
+    ) -> None:
+        if len(files) != len(labels):
+            raise DataError(f"{len(files)} image files but {len(labels)} labels")
+        self.files = list(files)
+        self.labels = labels
+        self.pipeline = pipeline
+        self.label_names = list(label_names) if label_names is not None else None  # attribute or class names
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        path = self.files[index]
+        try:
+            image = self.pipeline(load_image(path))
+        except DataError as err:
+            message = str(err)
+            raise DataError(message if str(path) in message else f"{path}: {message}") from None
+        return image, self.labels[index]
+
+    def __getitems__(self, positions: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [self[i] for i in positions]
+
+    def without_augmentation(self) -> FileImageDataset:
+        """The same files with the random flip turned off (for fixed image grids)."""
+        pipeline = ImagePipeline(**{**vars(self.pipeline), "flip": False})
+        return FileImageDataset(self.files, self.labels, pipeline, self.label_names)

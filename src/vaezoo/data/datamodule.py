@@ -1,0 +1,170 @@
+"""``VAEDataModule``: the LightningDataModule of every dataset, chosen by ``data.name``."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from vaezoo.config import DataConfig
+from vaezoo.data.celeba import build_celeba
+from vaezoo.data.common import DataSplits
+from vaezoo.data.dsprites import build_dsprites, prepare_dsprites
+from vaezoo.data.errors import DataError
+from vaezoo.data.idx import build_idx
+from vaezoo.data.image_folder import build_image_folder
+from vaezoo.data.transforms import check_normalize, value_range
+
+Builder = Callable[[DataConfig], DataSplits]
+
+BUILDERS: dict[str, Builder] = {
+    "dsprites": build_dsprites,
+    "celeba": build_celeba,
+    "image_folder": build_image_folder,
+    "mnist": build_idx,
+    "fashion_mnist": build_idx,
+}
+# Work done once per node before setup (Lightning's prepare_data); datasets absent here need none.
+PREPARERS: dict[str, Callable[[DataConfig], None]] = {"dsprites": prepare_dsprites}
+DATASETS: tuple[str, ...] = tuple(BUILDERS)
+
+
+def get_builder(name: str) -> Builder:
+    """The builder of dataset ``name``; an unknown name lists the valid ones and the closest."""
+    if name not in BUILDERS:
+        close = difflib.get_close_matches(str(name), DATASETS, n=1, cutoff=0.4)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise DataError(f"data.name = {name!r} is not a dataset{hint}; valid names: {', '.join(DATASETS)}")
+    return BUILDERS[name]
+
+
+def check_config(config: DataConfig) -> None:
+    """The settings every dataset relies on (a config loaded from YAML is already checked)."""
+    get_builder(config.name)
+    check_normalize(config.normalize)
+    size = config.image_size
+    rules = [
+        (isinstance(size, int) and size > 0, "data.image_size", size, "a positive integer"),
+        (config.channels in (None, 1, 3), "data.channels", config.channels, "1, 3 or null"),
+        (config.crop is None or config.crop > 0, "data.crop", config.crop, "a positive integer or null"),
+        (config.num_workers >= 0, "data.num_workers", config.num_workers, "an integer >= 0"),
+    ]
+    for ok, key, value, expected in rules:
+        if not ok:
+            raise DataError(f"{key} = {value!r} must be {expected}")
+
+
+class VAEDataModule(L.LightningDataModule):
+    """Train/val/test loaders of the dataset named by ``config.name``.
+
+    After ``setup()``: ``channels``, ``image_size``, ``value_range``, ``num_train``, ``num_val``,
+    ``label_shape``, ``ground_truth`` (the factor interface, or None) and ``fixed_batch()``.
+    """
+
+    def __init__(self, config: DataConfig, batch_size: int = 64, val_batch_size: int | None = None) -> None:
+        super().__init__()
+        check_config(config)
+        if batch_size <= 0 or (val_batch_size is not None and val_batch_size <= 0):
+            raise DataError(
+                f"batch sizes must be positive, got batch_size={batch_size}, val_batch_size={val_batch_size}"
+            )
+        self.config = config
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self._splits: DataSplits | None = None
+
+    # ----------------------------------------------------------------- Lightning hooks
+
+    def prepare_data(self) -> None:
+        """dSprites: build the image cache. Nothing is ever downloaded."""
+        prepare = PREPARERS.get(self.config.name)
+        if prepare is not None:
+            prepare(self.config)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build all splits once (later calls do nothing); bad paths raise a DataError here."""
+        if self._splits is None:
+            self._splits = get_builder(self.config.name)(self.config)
+
+    def train_dataloader(self) -> DataLoader:
+        train = self.splits.train
+        return self._loader(train, self.batch_size, shuffle=True, drop_last=len(train) > self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.splits.val, self.val_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.splits.test, self.val_batch_size)
+
+    def _loader(
+        self, dataset: Dataset, batch_size: int, shuffle: bool = False, drop_last: bool = False
+    ) -> DataLoader:
+        workers = self.config.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    # ----------------------------------------------------------------- after setup
+
+    @property
+    def splits(self) -> DataSplits:
+        if self._splits is None:
+            raise RuntimeError("VAEDataModule: call setup() before using the data")
+        return self._splits
+
+    @property
+    def channels(self) -> int:
+        return self.splits.channels
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        return value_range(self.config.normalize)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.splits.train)
+
+    @property
+    def num_val(self) -> int:
+        return len(self.splits.val)
+
+    @property
+    def label_shape(self) -> tuple[int, ...]:
+        """(5,) dSprites factor values, (40,) CelebA attributes, () class indices."""
+        return self.splits.label_shape
+
+    @property
+    def ground_truth(self) -> Any:
+        """dSprites: ``factor_names``, ``factor_sizes``, ``factor_classes``, ``sample_factors``,
+        ``images_from_factors`` (indices are flat grid indices); None for other datasets."""
+        return self.splits.ground_truth
+
+    def fixed_batch(self, n: int, split: str = "val") -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` images (fewer if the split is smaller) and labels, evenly spaced over a split, unflipped.
+
+        The same images on every call, for image grids. An empty split falls back to ``train``.
+        """
+        datasets = {"train": self.splits.train, "val": self.splits.val, "test": self.splits.test}
+        if split not in datasets:
+            raise DataError(f"fixed_batch: split {split!r} must be one of {list(datasets)}")
+        dataset = datasets[split] if len(datasets[split]) else self.splits.train
+        dataset = dataset.without_augmentation()
+        if n <= 0 or len(dataset) == 0:
+            raise DataError(f"fixed_batch: cannot take n={n} images from a split of {len(dataset)}")
+        positions = np.linspace(0, len(dataset) - 1, num=min(n, len(dataset))).round().astype(np.int64)
+        return default_collate(dataset.__getitems__(positions.tolist()))

@@ -1,0 +1,83 @@
+"""Image grids and PNG files from tensors, with Pillow and numpy (no torchvision)."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+
+def make_grid(
+    images: Tensor,
+    nrow: int | None = None,
+    padding: int = 2,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    pad_value: float = 1.0,
+) -> Tensor:
+    """Tile a batch (B, C, H, W) into one image (C, H', W'), ``nrow`` images per row.
+
+    Values are mapped from ``value_range`` to [0, 1] and clipped; one-channel images stay one
+    channel. ``nrow`` defaults to a square-ish layout; ``pad_value`` is in [0, 1].
+    """
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    if images.dim() != 4:
+        raise ValueError(f"make_grid expects (B, C, H, W) images, got shape {tuple(images.shape)}")
+    low, high = value_range
+    images = ((images.detach().float().cpu() - low) / (high - low)).clamp(0.0, 1.0)
+    count, channels, height, width = images.shape
+    nrow = nrow or max(1, math.ceil(math.sqrt(count)))
+    ncol = min(nrow, count)
+    rows = math.ceil(count / nrow)
+    grid = torch.full(
+        (channels, rows * (height + padding) + padding, ncol * (width + padding) + padding), float(pad_value)
+    )
+    for index in range(count):
+        r, c = divmod(index, nrow)
+        top, left = padding + r * (height + padding), padding + c * (width + padding)
+        grid[:, top : top + height, left : left + width] = images[index]
+    return grid
+
+
+def to_pil(image: Tensor) -> Image.Image:
+    """A (C, H, W) tensor in [0, 1] (C = 1 or 3) -> a Pillow image."""
+    array = (image.detach().cpu().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
+    if array.shape[0] == 1:
+        return Image.fromarray(array[0], mode="L")
+    return Image.fromarray(np.ascontiguousarray(array.transpose(1, 2, 0)), mode="RGB")
+
+
+def save_image(
+    images: Tensor,
+    path: str | Path,
+    nrow: int | None = None,
+    padding: int = 2,
+    value_range: tuple[float, float] = (0.0, 1.0),
+) -> Path:
+    """Save a batch (B, C, H, W) as one PNG grid (or a single (C, H, W) image), atomically."""
+    grid = make_grid(images, nrow=nrow, padding=padding, value_range=value_range)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".png")
+    os.close(fd)
+    try:
+        to_pil(grid).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def interleave_rows(originals: Tensor, reconstructions: Tensor, nrow: int) -> Tensor:
+    """Stack rows of ``nrow`` originals, each followed by the row of their reconstructions."""
+    pairs = []
+    for start in range(0, originals.shape[0], nrow):
+        pairs += [originals[start : start + nrow], reconstructions[start : start + nrow]]
+    return torch.cat(pairs)

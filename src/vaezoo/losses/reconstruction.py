@@ -1,0 +1,22 @@
+"""Reconstruction errors, reduced per example."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+RECON_REDUCTIONS = ("mean", "sum")
+
+
+def squared_error(recons: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    """Squared error per example, (B, ...) -> (B,).
+
+    ``"mean"`` averages over pixels (PyTorch-VAE's ``F.mse_loss`` scale); ``"sum"`` adds them up,
+    which is the negative log-likelihood of a Gaussian decoder with variance 1/2 up to a constant,
+    the scale at which the papers' beta, gamma and capacity values hold.
+    """
+    error = (recons - target).pow(2).flatten(start_dim=1)
+    if reduction == "mean":
+        return error.mean(dim=1)
+    if reduction == "sum":
+        return error.sum(dim=1)
+    raise ValueError(f"recon_reduction '{reduction}' is not one of {RECON_REDUCTIONS}")

@@ -1,0 +1,7 @@
+"""Training: the generic LightningModule, callbacks, checkpoints and the run driver."""
+
+from vaezoo.training.callbacks import ImageGrids
+from vaezoo.training.checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint
+from vaezoo.training.module import VAEModule
+
+__all__ = ["AtomicCheckpointIO", "CheckpointError", "ImageGrids", "VAEModule", "load_checkpoint"]

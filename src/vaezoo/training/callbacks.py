@@ -1,0 +1,62 @@
+"""Callbacks: reconstruction and sample grids at the end of every validation epoch."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from vaezoo.images import interleave_rows, make_grid, save_image
+
+
+class ImageGrids(L.Callback):
+    """Save a reconstruction grid and a sample grid as PNG and to TensorBoard, on rank zero only.
+
+    The same validation images and the same prior draws (a fixed seed, outside the training RNG)
+    are used every epoch, so the grids show progress rather than noise. Reconstruction grids
+    alternate a row of inputs with the row of their reconstructions.
+    """
+
+    def __init__(self, out_dir: str | Path, num_images: int = 64, value_range: tuple[float, float] = (0, 1)):
+        self.out_dir = Path(out_dir)
+        self.nrow = max(1, int(num_images**0.5))
+        self.num_images = max(self.nrow, num_images - num_images % self.nrow)
+        self.value_range = value_range
+        self._sample_warned = False
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        model = pl_module.model
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                self._write(trainer, model, pl_module.device)
+        finally:
+            model.train(was_training)
+
+    def _write(self, trainer: L.Trainer, model: torch.nn.Module, device: torch.device) -> None:
+        epoch, step = trainer.current_epoch, trainer.global_step
+        images, labels = trainer.datamodule.fixed_batch(self.num_images, split="val")
+        images, labels = images.to(device), labels.to(device)
+        recons = model.generate(images, labels=labels)
+        grids = {"reconstructions": interleave_rows(images, recons, self.nrow)}
+        try:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(0)
+                grids["samples"] = model.sample(images.shape[0], device, labels=labels)
+        except NotImplementedError as err:
+            if not self._sample_warned:
+                warnings.warn(f"no sample grid: {err}", stacklevel=1)
+                self._sample_warned = True
+        for name, batch in grids.items():
+            save_image(batch, self.out_dir / f"{name}_epoch{epoch:03d}.png", nrow=self.nrow,
+                       value_range=self.value_range)
+            for logger in trainer.loggers:
+                experiment = getattr(logger, "experiment", None)
+                if hasattr(experiment, "add_image"):
+                    grid = make_grid(batch, nrow=self.nrow, value_range=self.value_range)
+                    experiment.add_image(name, grid, global_step=step)

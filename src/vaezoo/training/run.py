@@ -1,0 +1,225 @@
+"""The training driver: config -> data -> model -> Lightning Trainer -> run folder.
+
+Everything that can fail on bad input (config, data path, image files, model shapes) is checked
+before the run folder is created, so a failed start leaves nothing behind for ``--resume`` to trip
+over. A run folder holds::
+
+    config.yaml              the resolved config (model arguments filled in from the data)
+    checkpoints/last.ckpt    the latest state, for --resume
+    checkpoints/best-*.ckpt  the best by validation loss
+    images/                  reconstructions_epochNNN.png, samples_epochNNN.png
+    events.out.tfevents.*    TensorBoard (or metrics.csv with the CSV logger)
+    summary.json             final validation figures
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch import nn
+
+from vaezoo.config import Config, ConfigError, atomic_write_text, load_config
+from vaezoo.data import VAEDataModule
+from vaezoo.registry import create_model, get_model_class, model_parameters
+from vaezoo.training.callbacks import ImageGrids
+from vaezoo.training.checkpoint import AtomicCheckpointIO
+from vaezoo.training.module import VAEModule
+
+RUN_DIR_ENV = "VAEZOO_RUN_DIR"  # set for the worker processes Lightning launches, so all share one folder
+ACTIVATION_FOR_RANGE = {"unit": "sigmoid", "symmetric": "tanh"}
+
+
+@dataclass
+class PreparedRun:
+    config: Config
+    datamodule: VAEDataModule
+    model: nn.Module
+
+
+def data_model_arguments(config: Config, datamodule: VAEDataModule) -> dict[str, Any]:
+    """Model arguments the data decides: channels, image size, output range.
+
+    They are filled in where the model takes them and the config leaves them out; a config value
+    that contradicts the data is an error.
+    """
+    facts = {
+        "in_channels": datamodule.channels,
+        "image_size": datamodule.image_size,
+        "output_activation": ACTIVATION_FOR_RANGE[config.data.normalize],
+    }
+    params = model_parameters(get_model_class(config.model_name))
+    resolved = dict(config.model)
+    for key, value in facts.items():
+        if key not in params:
+            continue
+        if key in resolved and key != "output_activation" and resolved[key] != value:
+            raise ConfigError(
+                f"model.{key} = {resolved[key]!r} but the data ({config.data.name}) gives {value!r}; "
+                f"remove model.{key} or change the data settings"
+            )
+        resolved.setdefault(key, value)
+    return resolved
+
+
+def prepare(config: Config) -> PreparedRun:
+    """Set up data and model and run one batch through the model: every input error surfaces here."""
+    L.seed_everything(config.train.seed, workers=True, verbose=False)
+    datamodule = VAEDataModule(config.data, batch_size=config.train.batch_size,
+                               val_batch_size=config.train.val_batch_size)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    config.model = data_model_arguments(config, datamodule)
+    try:
+        model = create_model(config.model_name, **config.model_kwargs)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"model {config.model_name}: {err}") from None
+    images, labels = datamodule.fixed_batch(2, split="train")
+    model.eval()
+    with torch.no_grad():
+        output = model(images, labels=labels)
+        model.loss_function(*output, M_N=config.train.kl_weight, batch_idx=0, global_step=0, labels=labels)
+    model.train()
+    return PreparedRun(config, datamodule, model)
+
+
+def new_run_dir(config: Config) -> Path:
+    """``save_dir/name/version_N`` with the next free N (or the folder the launcher process chose)."""
+    if os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV])
+    root = Path(config.logging.save_dir) / (config.logging.name or config.model_name)
+    taken = [int(m.group(1)) for p in root.glob("version_*") if (m := re.fullmatch(r"version_(\d+)", p.name))]
+    return root / f"version_{max(taken, default=-1) + 1}"
+
+
+def resume_checkpoint(run_dir: Path) -> Path:
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"cannot resume {run_dir}: no config.yaml there (is it a vaezoo run folder?)")
+    if not checkpoint.is_file():
+        raise ConfigError(
+            f"cannot resume {run_dir}: {checkpoint} does not exist (the run stopped before its first "
+            "checkpoint); start a new run instead"
+        )
+    return checkpoint
+
+
+def load_resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
+    """The saved config of a run folder, with overrides (e.g. a larger ``--train.max_epochs``)."""
+    run_dir = Path(run_dir)
+    resume_checkpoint(run_dir)
+    return load_config(run_dir / "config.yaml", overrides)
+
+
+def build_trainer(config: Config, run_dir: Path, value_range: tuple[float, float]) -> L.Trainer:
+    log, train = config.logging, config.train
+    logger_cls = TensorBoardLogger if log.logger == "tensorboard" else CSVLogger
+    logger = logger_cls(save_dir=str(run_dir.parent), name="", version=run_dir.name)
+    callbacks: list[L.Callback] = [
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="best-epoch{epoch:03d}-step{step}",
+            monitor="val/loss",
+            mode="min",
+            save_top_k=log.save_top_k,
+            auto_insert_metric_name=False,
+        ),
+        # The latest state after every epoch, for --resume. (Lightning's own save_last only
+        # writes when a best checkpoint was written in the same step.)
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
+                        enable_version_counter=False),
+        ImageGrids(run_dir / "images", num_images=log.num_images, value_range=value_range),
+        LearningRateMonitor(logging_interval="epoch"),
+    ]
+    if log.progress_bar == "tqdm":
+        callbacks.append(TQDMProgressBar())
+    elif log.progress_bar == "rich":
+        callbacks.append(RichProgressBar())
+    return L.Trainer(
+        default_root_dir=run_dir,
+        logger=logger,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=log.progress_bar != "none",
+        log_every_n_steps=log.log_every_n_steps,
+        max_epochs=train.max_epochs,
+        max_steps=train.max_steps,
+        precision=train.precision,
+        gradient_clip_val=train.gradient_clip_val,
+        accelerator=train.accelerator,
+        devices=train.devices,
+        strategy=train.strategy,
+        num_nodes=train.num_nodes,
+        limit_train_batches=train.limit_train_batches,
+        limit_val_batches=train.limit_val_batches,
+        check_val_every_n_epoch=train.check_val_every_n_epoch,
+        deterministic=train.deterministic,
+    )
+
+
+def train(config: Config, resume: str | Path | None = None) -> Path:
+    """Train ``config`` in a new run folder, or continue the run in ``resume``; returns the folder."""
+    run_dir = Path(resume) if resume else None
+    checkpoint = resume_checkpoint(run_dir) if run_dir else None
+    prepared = prepare(config)
+    run_dir = run_dir or new_run_dir(config)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    trainer = build_trainer(config, run_dir, prepared.datamodule.value_range)
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / "config.yaml")
+    module = VAEModule(prepared.model, config.train, run_config=config.to_dict())
+    if checkpoint:  # the checkpoint folder of a resumed run is not empty, by design
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+    try:
+        trainer.fit(module, datamodule=prepared.datamodule, ckpt_path=checkpoint)
+    finally:
+        os.environ.pop(RUN_DIR_ENV, None)
+    if trainer.is_global_zero:
+        write_summary(run_dir, trainer, prepared)
+    return run_dir
+
+
+def write_summary(run_dir: Path, trainer: L.Trainer, prepared: PreparedRun) -> dict[str, Any]:
+    """Final validation figures, next to the baseline of always predicting the mean training image."""
+    model = prepared.model.eval()
+    datamodule = prepared.datamodule
+    device = next(model.parameters()).device
+    mean_image = torch.zeros(1)
+    count = 0
+    for images, _ in datamodule.train_dataloader():
+        mean_image = mean_image + images.sum(0)
+        count += images.shape[0]
+        if count >= 10_000:
+            break
+    mean_image = mean_image / count
+    model_se = baseline_se = 0.0
+    pixels = 0
+    with torch.no_grad():
+        for images, labels in datamodule.val_dataloader():
+            recons = model.generate(images.to(device), labels=labels.to(device)).cpu()
+            model_se += (recons - images).pow(2).sum().item()
+            baseline_se += (mean_image - images).pow(2).sum().item()
+            pixels += images.numel()
+    summary = {
+        "global_step": trainer.global_step,
+        "epochs": trainer.current_epoch,
+        "val_metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
+        "val_recon_mse_per_pixel": model_se / pixels,
+        "val_mean_image_mse_per_pixel": baseline_se / pixels,
+        "best_checkpoint": trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None,
+    }
+    summary["recon_mse_vs_mean_image"] = summary["val_recon_mse_per_pixel"] / max(
+        summary["val_mean_image_mse_per_pixel"], 1e-12
+    )
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary

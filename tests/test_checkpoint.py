@@ -1,0 +1,49 @@
+"""Checkpoints are written atomically and read without running pickled code."""
+
+import pytest
+import torch
+
+from vaezoo.training.checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint
+
+
+def test_atomic_save_keeps_the_previous_checkpoint_when_a_write_dies(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1, "w": torch.ones(3)}, path)
+    real_save = torch.save
+
+    def dying_save(obj, f, *args, **kwargs):
+        real_save({"partial": torch.zeros(1000)}, f)  # some bytes reach the disk ...
+        raise KeyboardInterrupt("killed mid-write")  # ... then the process is killed
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.setattr(torch, "save", real_save)
+    survivor = torch.load(path, weights_only=True)
+    assert survivor["step"] == 1 and torch.equal(survivor["w"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temp file left behind
+
+
+def test_load_checkpoint_errors_name_the_file(tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint not found: .*missing.ckpt"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="garbage.ckpt is not a readable checkpoint"):
+        load_checkpoint(garbage)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="foreign.ckpt is not a vaezoo checkpoint"):
+        load_checkpoint(foreign)
+
+
+def test_pickled_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    path = tmp_path / "evil.ckpt"
+    torch.save({"vaezoo": {}, "state_dict": {}, "payload": Evil()}, path)
+    with pytest.raises(CheckpointError, match="evil.ckpt is not a readable checkpoint"):
+        load_checkpoint(path)

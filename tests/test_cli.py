@@ -1,0 +1,142 @@
+"""The `vaezoo` command end to end: train writes every artefact, resume continues, bad input is named."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vaezoo.cli import main
+
+# A small, fast run: 32x32 dSprites, a three-layer model, a few steps.
+FAST = [
+    "--model.hidden_dims", "[8, 16, 32]", "--model.latent_dim", "4",
+    "--data.image_size", "32", "--data.subset", "400",
+    "--train.batch_size", "16", "--train.max_epochs", "2", "--train.limit_train_batches", "3",
+    "--train.limit_val_batches", "2", "--logging.num_images", "16", "--logging.progress_bar", "none",
+    "--logging.log_every_n_steps", "1",
+]
+
+
+def train(tmp_path: Path, *extra: str) -> int:
+    return main(["train", "-c", "configs/vae.yaml", *FAST, "--logging.save_dir", str(tmp_path / "runs"), *extra])
+
+
+def only_run_dir(tmp_path: Path) -> Path:
+    runs = sorted((tmp_path / "runs").glob("*/version_*"))
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def checkpoint_step(path: Path) -> int:
+    return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
+
+
+@pytest.mark.slow
+def test_train_writes_every_artefact_and_resume_continues(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    assert train(tmp_path) == 0
+    run = only_run_dir(tmp_path)
+    assert run.parent.name == "VanillaVAE"
+    names = {p.name for p in run.rglob("*") if p.is_file()}
+    assert {"config.yaml", "summary.json", "last.ckpt"} <= names
+    assert any(n.startswith("events.out.tfevents") for n in names)
+    assert any(n.startswith("best-epoch") for n in names)
+    for kind in ("reconstructions", "samples"):
+        for epoch in (0, 1):
+            png = run / "images" / f"{kind}_epoch{epoch:03d}.png"
+            assert png.is_file(), png
+            assert np.asarray(Image.open(png)).std() > 0  # not a blank picture
+    # The resolved config records what the data decided.
+    saved = (run / "config.yaml").read_text()
+    assert "in_channels: 1" in saved and "image_size: 32" in saved
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["global_step"] == 6 and summary["val_recon_mse_per_pixel"] > 0
+    # TensorBoard got the losses and the images.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run), size_guidance={"images": 0}).Reload()
+    assert {"train/loss_step", "val/loss", "val/KLD", "val/Reconstruction_Loss"} <= set(events.Tags()["scalars"])
+    assert {"reconstructions", "samples"} <= set(events.Tags()["images"])
+    assert checkpoint_step(run / "checkpoints" / "last.ckpt") == 6
+
+    # Resume: the global step goes on from 6, in the same folder.
+    assert main(["train", "--resume", str(run), "--train.max_epochs", "3"]) == 0
+    assert only_run_dir(tmp_path) == run
+    assert checkpoint_step(run / "checkpoints" / "last.ckpt") == 9
+    assert (run / "images" / "samples_epoch002.png").is_file()
+
+    # sample / reconstruct / list from the trained checkpoint.
+    out = tmp_path / "samples.png"
+    assert main(["sample", str(run / "checkpoints" / "last.ckpt"), "-n", "12", "-o", str(out)]) == 0
+    assert Image.open(out).size == (4 * 34 + 2, 3 * 34 + 2)  # 4 per row of 32 px + 2 px padding
+    recon = tmp_path / "recon.png"
+    assert main(["reconstruct", str(run), "-n", "8", "-o", str(recon)]) == 0
+    assert Image.open(recon).size == (2 * 34 + 2, 8 * 34 + 2)  # 8 images, 2 a row: 4 input + 4 recon rows
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray((np.random.rand(40, 40, 3) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    assert main(["reconstruct", str(run), "--data", str(folder), "-o", str(recon)]) == 0
+    capsys.readouterr()
+    assert main(["list"]) == 0
+    assert "VanillaVAE" in capsys.readouterr().out
+
+
+def test_print_config_applies_overrides(capsys, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    assert main(["train", "-c", "configs/vae.yaml", "--model.latent_dim", "32", "--print-config"]) == 0
+    assert "latent_dim: 32" in capsys.readouterr().out
+
+
+def corrupt_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "good.png")
+    (folder / "broken.png").write_bytes(b"definitely not a png")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("missing_path", "does not exist"),
+        ("empty_folder", "no image files found"),
+        ("corrupt_image", "broken.png"),
+        ("yaml_error", "line 2"),
+        ("unknown_model", "Did you mean 'VanillaVAE'"),
+        ("bad_image_size", "multiple of 2^3 = 8"),
+        ("channel_mismatch", "model.in_channels = 3 but the data"),
+    ],
+)
+def test_bad_input_is_named_and_leaves_no_run_folder(tmp_path, monkeypatch, capsys, case, expected):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("model:\n  name: VAE: x\n")
+    args = {
+        "missing_path": ["--data.name", "image_folder", "--data.path", str(tmp_path / "nowhere")],
+        "empty_folder": ["--data.name", "image_folder", "--data.path", str(empty)],
+        "corrupt_image": ["--data.name", "image_folder", "--data.path", str(corrupt_folder(tmp_path))],
+        "yaml_error": ["-c", str(bad_yaml)],
+        "unknown_model": ["--model.name", "VanilaVAE"],
+        "bad_image_size": ["--data.image_size", "36"],
+        "channel_mismatch": ["--model.in_channels", "3"],
+    }[case]
+    assert train(tmp_path, *args) == 2
+    message = capsys.readouterr().err
+    assert expected in message, message
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
+    run = tmp_path / "runs" / "VanillaVAE" / "version_0"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("model: {name: VanillaVAE}\n")
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "last.ckpt does not exist" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "no config.yaml" in capsys.readouterr().err
