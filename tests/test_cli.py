@@ -140,3 +140,23 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert "last.ckpt does not exist" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "no config.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_same_seed_same_weights_and_csv_logger(tmp_path, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    short = ["--train.max_epochs", "1"]
+    assert train(tmp_path, *short) == 0
+    assert train(tmp_path, *short, "--logging.logger", "csv") == 0
+    first, second = (tmp_path / "runs" / "VanillaVAE" / f"version_{i}" for i in (0, 1))
+    weights = [torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for run in (first, second)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    metrics = (second / "metrics.csv").read_text().splitlines()
+    assert "val/loss" in metrics[0] and len(metrics) > 1
+    assert (second / "images" / "samples_epoch000.png").is_file()
+    different = train(tmp_path, *short, "--train.seed", "7")
+    assert different == 0
+    third = torch.load(tmp_path / "runs" / "VanillaVAE" / "version_2" / "checkpoints" / "last.ckpt",
+                       weights_only=True)["state_dict"]
+    assert not torch.equal(third["model.head.fc_mu.weight"], weights[0]["model.head.fc_mu.weight"])

@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from vaezoo import __version__
 from vaezoo.config import TrainConfig
 
 
@@ -79,8 +80,6 @@ class VAEModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Plain data only, so `torch.load(weights_only=True)` can read it back without running code.
-        from vaezoo import __version__
-
         checkpoint["vaezoo"] = {
             "version": __version__,
             "config": self.run_config,
