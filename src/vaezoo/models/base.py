@@ -105,6 +105,19 @@ class BaseVAE(nn.Module):
         """The reconstruction of ``x``."""
         return self.forward(x, **kwargs)[0]
 
+    # -- training hooks (the generic LightningModule asks; models never import Lightning) -------
+    def auxiliary_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained by a second optimizer on ``auxiliary_loss`` (e.g. FactorVAE's
+        discriminator) and left out of the main one. A model that returns any is trained with
+        manual optimisation: main step on ``loss_function``, then auxiliary step."""
+        return []
+
+    def auxiliary_loss(self, output: Any, **kwargs: Any) -> dict[str, Tensor]:
+        """The auxiliary objective on a forward output: a dict with ``loss`` plus named terms."""
+        raise NotImplementedError(f"{type(self).__name__} has no auxiliary objective")
+
+    auxiliary_lr: float | None = None  # learning rate of the auxiliary optimizer (None: the main lr)
+
     # -- conveniences ---------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:

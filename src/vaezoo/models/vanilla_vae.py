@@ -1,4 +1,10 @@
-"""The variational autoencoder of Kingma & Welling, "Auto-Encoding Variational Bayes" (ICLR 2014)."""
+"""The variational autoencoder of Kingma & Welling, "Auto-Encoding Variational Bayes" (ICLR 2014).
+
+VanillaVAE is also the ELBO pipeline of the Gaussian family: a variant subclasses it and overrides
+one hook -- ``reconstruction_loss`` (LogCosh, MS-SSIM, feature losses), ``regularizer`` (beta,
+capacity, total correlation, MMD, DIP ...) or ``output_cls`` (to return ``z`` as well) -- instead of
+copying ``forward`` or ``loss_function``.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +20,22 @@ from vaezoo.registry import register_model
 
 
 class VAEOutput(NamedTuple):
-    """``forward``'s result: unpacks like PyTorch-VAE's list, and has names."""
+    """``forward``'s result: unpacks like PyTorch-VAE's ``[recons, input, mu, log_var]``, and has names."""
 
     recons: Tensor  # (B, C, H, W)
     input: Tensor  # (B, C, H, W)
     mu: Tensor  # (B, D)
     log_var: Tensor  # (B, D)
+
+
+class VAEOutputWithZ(NamedTuple):
+    """As :class:`VAEOutput` plus the sampled latent, for losses that need ``z`` (PyTorch-VAE's order)."""
+
+    recons: Tensor
+    input: Tensor
+    mu: Tensor
+    log_var: Tensor
+    z: Tensor  # (B, D)
 
 
 @register_model(aliases=("VAE", "GaussianVAE"))
@@ -40,8 +56,10 @@ class VanillaVAE(BaseVAE):
       as ``beta / (C*H*W)``: PyTorch-VAE's 0.00025 on 3x64x64 CelebA is beta ~ 3.1.
 
     The KL term is always per example, summed over latent dimensions, and logged as ``KLD`` with
-    its true, non-negative sign.
+    its true, non-negative sign. Loss keys: ``loss``, ``Reconstruction_Loss``, ``KLD``.
     """
+
+    output_cls: type[NamedTuple] = VAEOutput
 
     def __init__(
         self,
@@ -54,11 +72,11 @@ class VanillaVAE(BaseVAE):
         **kwargs: Any,
     ) -> None:
         super().__init__()
+        if recon_reduction not in RECON_REDUCTIONS:
+            raise ValueError(f"recon_reduction '{recon_reduction}' is not one of {RECON_REDUCTIONS}")
         hidden_dims = list(hidden_dims) if hidden_dims is not None else list(DEFAULT_HIDDEN_DIMS)
         self.latent_dim = latent_dim
         self.recon_reduction = recon_reduction
-        if recon_reduction not in RECON_REDUCTIONS:
-            raise ValueError(f"recon_reduction '{recon_reduction}' is not one of {RECON_REDUCTIONS}")
         self.encoder = ConvEncoder(in_channels, hidden_dims, image_size)
         self.head = GaussianHead(self.encoder.out_features, latent_dim)
         self.decoder = ConvDecoder(latent_dim, in_channels, hidden_dims, image_size, output_activation)
@@ -70,14 +88,25 @@ class VanillaVAE(BaseVAE):
     def decode(self, z: Tensor) -> Tensor:
         return self.decoder(z)  # (B, C, H, W)
 
-    def forward(self, input: Tensor, **kwargs: Any) -> VAEOutput:
+    def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:
         mu, log_var = self.encode(input)
         z = self.reparameterize(mu, log_var)
-        return VAEOutput(self.decode(z), input, mu, log_var)
+        values = {"recons": self.decode(z), "input": input, "mu": mu, "log_var": log_var, "z": z}
+        return self.output_cls(**{name: values[name] for name in self.output_cls._fields})
 
+    # -- the loss, and the hooks variants override ----------------------------------------------
     def loss_function(self, *args: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
-        recons, input, mu, log_var = args[:4]
-        recon = squared_error(recons, input, self.recon_reduction).mean()
-        kld = gaussian_kl(mu, log_var).mean()
-        loss = recon + M_N * kld
-        return {"loss": loss, "Reconstruction_Loss": recon.detach(), "KLD": kld.detach()}
+        output = self.output_cls(*args[: len(self.output_cls._fields)])
+        recon = self.reconstruction_loss(output.recons, output.input).mean()
+        penalty, terms = self.regularizer(output, M_N, **kwargs)
+        loss = recon + penalty
+        return {"loss": loss, "Reconstruction_Loss": recon.detach(), **{k: v.detach() for k, v in terms.items()}}
+
+    def reconstruction_loss(self, recons: Tensor, input: Tensor) -> Tensor:
+        """Per-example reconstruction error, (B,)."""
+        return squared_error(recons, input, self.recon_reduction)
+
+    def regularizer(self, output: Any, kl_weight: float, **kwargs: Any) -> tuple[Tensor, dict[str, Tensor]]:
+        """The term added to the reconstruction loss, and the named terms to log."""
+        kld = gaussian_kl(output.mu, output.log_var).mean()
+        return kl_weight * kld, {"KLD": kld}
