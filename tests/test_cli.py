@@ -66,6 +66,8 @@ def test_train_writes_every_artefact_and_resume_continues(tmp_path, monkeypatch,
     assert main(["train", "--resume", str(run), "--train.max_epochs", "3"]) == 0
     assert only_run_dir(tmp_path) == run
     assert checkpoint_step(run / "checkpoints" / "last.ckpt") == 9
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert int(resumed["state_dict"]["train_batches"]) == 9  # the step the models see survives resume too
     assert (run / "images" / "samples_epoch002.png").is_file()
 
     # sample / reconstruct / list from the trained checkpoint.

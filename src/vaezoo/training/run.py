@@ -120,7 +120,9 @@ def load_resume_config(run_dir: str | Path, overrides: list[str] | None = None) 
     return load_config(run_dir / "config.yaml", overrides)
 
 
-def build_trainer(config: Config, run_dir: Path, value_range: tuple[float, float]) -> L.Trainer:
+def build_trainer(
+    config: Config, run_dir: Path, value_range: tuple[float, float], automatic_optimization: bool = True
+) -> L.Trainer:
     log, train = config.logging, config.train
     logger_cls = TensorBoardLogger if log.logger == "tensorboard" else CSVLogger
     logger = logger_cls(save_dir=str(run_dir.parent), name="", version=run_dir.name)
@@ -154,7 +156,8 @@ def build_trainer(config: Config, run_dir: Path, value_range: tuple[float, float
         max_epochs=train.max_epochs,
         max_steps=train.max_steps,
         precision=train.precision,
-        gradient_clip_val=train.gradient_clip_val,
+        # with manual optimisation VAEModule clips itself (Lightning refuses to)
+        gradient_clip_val=train.gradient_clip_val if automatic_optimization else None,
         accelerator=train.accelerator,
         devices=train.devices,
         strategy=train.strategy,
@@ -173,11 +176,11 @@ def train(config: Config, resume: str | Path | None = None) -> Path:
     prepared = prepare(config)
     run_dir = run_dir or new_run_dir(config)
     os.environ[RUN_DIR_ENV] = str(run_dir)
-    trainer = build_trainer(config, run_dir, prepared.datamodule.value_range)
+    module = VAEModule(prepared.model, config.train, run_config=config.to_dict())
+    trainer = build_trainer(config, run_dir, prepared.datamodule.value_range, module.automatic_optimization)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / "config.yaml")
-    module = VAEModule(prepared.model, config.train, run_config=config.to_dict())
     if checkpoint:  # the checkpoint folder of a resumed run is not empty, by design
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     try:

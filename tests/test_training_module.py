@@ -1,0 +1,70 @@
+"""VAEModule: the same KL weight in training and validation, the batch counter, the auxiliary-optimizer hook."""
+
+import lightning as L
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from vaezoo.config import TrainConfig
+from vaezoo.models import VanillaVAE
+from vaezoo.training import VAEModule
+
+
+class WithCritic(VanillaVAE):
+    """A test model with an auxiliary objective: a linear critic on the detached latent mean."""
+
+    auxiliary_lr = 0.01
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.critic = nn.Linear(self.latent_dim, 1)
+        self.seen_steps: list[int] = []
+
+    def auxiliary_parameters(self):
+        return list(self.critic.parameters())
+
+    def auxiliary_loss(self, output, **kwargs):
+        if self.training:
+            self.seen_steps.append(kwargs["global_step"])
+        return {"loss": self.critic(output.mu.detach()).pow(2).mean()}
+
+
+def loaders(n: int = 24) -> tuple[DataLoader, DataLoader]:
+    generator = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.rand(n, 1, 16, 16, generator=generator), torch.zeros(n))
+    return DataLoader(data, batch_size=8), DataLoader(data, batch_size=8)
+
+
+def fit(model: nn.Module, **train: object) -> tuple[L.Trainer, VAEModule]:
+    module = VAEModule(model, TrainConfig(scheduler="none", **train))
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.fit(module, *loaders())
+    return trainer, module
+
+
+def test_validation_uses_the_training_kl_weight():
+    torch.manual_seed(0)
+    trainer, _ = fit(VanillaVAE(1, 4, [8, 8], image_size=16), kl_weight=0.25)
+    metrics = trainer.callback_metrics
+    expected = metrics["val/Reconstruction_Loss"] + 0.25 * metrics["val/KLD"]
+    assert torch.isclose(metrics["val/loss"], expected, rtol=1e-5)
+    assert metrics["val/KLD"] > 0
+
+
+def test_auxiliary_parameters_get_their_own_optimizer():
+    torch.manual_seed(0)
+    model = WithCritic(1, 4, [8, 8], image_size=16)
+    critic_before = model.critic.weight.detach().clone()
+    encoder_before = model.head.fc_mu.weight.detach().clone()
+    trainer, module = fit(model, gradient_clip_val=1.0)
+    assert not module.automatic_optimization
+    main, auxiliary = trainer.optimizers
+    main_ids = {id(p) for group in main.param_groups for p in group["params"]}
+    assert not main_ids & {id(p) for p in model.critic.parameters()}
+    assert auxiliary.param_groups[0]["lr"] == 0.01
+    assert not torch.equal(model.critic.weight, critic_before)  # both optimisers stepped
+    assert not torch.equal(model.head.fc_mu.weight, encoder_before)
+    assert model.seen_steps == [0, 1, 2]  # the training batches before this one
+    assert int(module.train_batches) == 3
+    assert "train/aux_loss_epoch" in trainer.callback_metrics and "val/aux_loss" in trainer.callback_metrics
