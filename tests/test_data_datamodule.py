@@ -172,3 +172,16 @@ def test_lightning_trainer_runs_the_module(folder: Path, tmp_path: Path):
     )
     trainer.fit(Tiny(), datamodule=data)
     assert trainer.global_step == 4 and data.num_train == 16
+
+
+def test_label_dim_for_conditioning(folder: Path, tmp_path: Path):
+    assert make_module(folder).label_dim == 1  # a flat folder is one class
+    classes = tmp_path / "classes"
+    for name in ("cats", "dogs", "owls"):
+        (classes / name).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(classes / name / "a.png")
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(classes / name / "b.png")
+    assert make_module(classes).label_dim == 3
+    dsprites = VAEDataModule(DataConfig(subset=100), batch_size=4)
+    dsprites.setup()
+    assert dsprites.label_dim == 5

@@ -32,6 +32,7 @@ class DataSplits:
     channels: int
     label_shape: tuple[int, ...]
     ground_truth: Any = None  # the factor interface (dSprites) or None
+    num_classes: int | None = None  # for class-index labels (label_shape == ()): how many classes
 
 
 # --------------------------------------------------------------------------- paths

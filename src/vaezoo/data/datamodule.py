@@ -149,6 +149,13 @@ class VAEDataModule(L.LightningDataModule):
         return self.splits.label_shape
 
     @property
+    def label_dim(self) -> int:
+        """Length of a label as a conditioning vector: the vector's length, or the number of classes
+        for class-index labels (one-hot)."""
+        shape = self.splits.label_shape
+        return int(np.prod(shape)) if shape else int(self.splits.num_classes or 1)
+
+    @property
     def ground_truth(self) -> Any:
         """dSprites: ``factor_names``, ``factor_sizes``, ``factor_classes``, ``sample_factors``,
         ``images_from_factors`` (indices are flat grid indices); None for other datasets."""

@@ -64,4 +64,4 @@ def build_image_folder(config: DataConfig) -> DataSplits:
         )
 
     val_set = dataset(val, False)
-    return DataSplits(dataset(train, True), val_set, val_set, channels, ())
+    return DataSplits(dataset(train, True), val_set, val_set, channels, (), num_classes=len(class_names))

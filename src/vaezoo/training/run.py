@@ -47,7 +47,7 @@ class PreparedRun:
 
 
 def data_model_arguments(config: Config, datamodule: VAEDataModule) -> dict[str, Any]:
-    """Model arguments the data decides: channels, image size, output range.
+    """Model arguments the data decides: channels, image size, output range, label size, data size.
 
     They are filled in where the model takes them and the config leaves them out; a config value
     that contradicts the data is an error.
@@ -56,13 +56,15 @@ def data_model_arguments(config: Config, datamodule: VAEDataModule) -> dict[str,
         "in_channels": datamodule.channels,
         "image_size": datamodule.image_size,
         "output_activation": ACTIVATION_FOR_RANGE[config.data.normalize],
+        "num_classes": datamodule.label_dim,  # conditional models
+        "dataset_size": datamodule.num_train,  # estimators that weigh a minibatch against the data set
     }
     params = model_parameters(get_model_class(config.model_name))
     resolved = dict(config.model)
     for key, value in facts.items():
         if key not in params:
             continue
-        if key in resolved and key != "output_activation" and resolved[key] != value:
+        if key in resolved and key in ("in_channels", "image_size") and resolved[key] != value:
             raise ConfigError(
                 f"model.{key} = {resolved[key]!r} but the data ({config.data.name}) gives {value!r}; "
                 f"remove model.{key} or change the data settings"
