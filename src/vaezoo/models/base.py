@@ -69,6 +69,8 @@ class BaseVAE(nn.Module):
 
     latent_dim: int
     config: dict[str, Any]
+    loss_keys: tuple[str, ...] = ("loss",)  # every key loss_function returns (checked by the contract tests)
+    samples_from_prior: bool = True  # False: sample() raises NotImplementedError saying why (e.g. VQ-VAE)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

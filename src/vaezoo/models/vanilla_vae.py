@@ -60,6 +60,7 @@ class VanillaVAE(BaseVAE):
     """
 
     output_cls: type[NamedTuple] = VAEOutput
+    loss_keys = ("loss", "Reconstruction_Loss", "KLD")
 
     def __init__(
         self,

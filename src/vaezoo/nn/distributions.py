@@ -30,6 +30,17 @@ class DiagonalGaussian:
         squared = (z - self.mu) ** 2 * torch.exp(-self.log_var)
         return -0.5 * (squared + self.log_var + math.log(2 * math.pi)).sum(-1)
 
+    def kl(self, other: DiagonalGaussian) -> Tensor:
+        """KL(self || other) between diagonal Gaussians in closed form, summed over the last dim."""
+        var_ratio = torch.exp(self.log_var - other.log_var)
+        mean_term = (self.mu - other.mu) ** 2 * torch.exp(-other.log_var)
+        return 0.5 * (var_ratio + mean_term - 1.0 - self.log_var + other.log_var).sum(-1)
+
     def kl_standard_normal(self) -> Tensor:
         """KL(q || N(0, I)) in closed form: 0.5 * sum(mu^2 + sigma^2 - 1 - log sigma^2) >= 0."""
         return 0.5 * (self.mu**2 + self.log_var.exp() - 1.0 - self.log_var).sum(-1)
+
+
+def log_standard_normal(z: Tensor) -> Tensor:
+    """log N(z; 0, I), summed over the last dimension."""
+    return -0.5 * (z**2 + math.log(2 * math.pi)).sum(-1)

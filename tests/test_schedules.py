@@ -1,0 +1,46 @@
+"""Schedules and distribution helpers shared by the zoo."""
+
+import math
+
+import pytest
+import torch
+
+from vaezoo.losses.schedules import exponential_temperature, linear_capacity, linear_warmup
+from vaezoo.nn.distributions import DiagonalGaussian, log_standard_normal
+
+
+def test_linear_capacity():
+    assert linear_capacity(0, 25.0, 100) == 0.0
+    assert linear_capacity(50, 25.0, 100) == pytest.approx(12.5)
+    assert linear_capacity(10_000, 25.0, 100) == 25.0
+    assert linear_capacity(5, 25.0, 0) == 25.0
+
+
+def test_exponential_temperature_really_anneals_to_the_minimum():
+    values = [exponential_temperature(s, 1.0, 1e-2, 0.1, interval=100) for s in (0, 99, 100, 250, 10_000)]
+    assert values[0] == values[1] == 1.0  # held within an interval
+    assert values[2] == pytest.approx(math.exp(-1.0))
+    assert values[3] == pytest.approx(math.exp(-2.0)) and values[4] == 0.1
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_linear_warmup():
+    assert [linear_warmup(s, 4) for s in (0, 2, 4, 8)] == [0.0, 0.5, 1.0, 1.0]
+
+
+def test_gaussian_kl_between_two_gaussians_matches_torch():
+    p = DiagonalGaussian(torch.randn(4, 3), torch.randn(4, 3))
+    q = DiagonalGaussian(torch.randn(4, 3), torch.randn(4, 3))
+    expected = torch.distributions.kl_divergence(
+        torch.distributions.Normal(p.mu, p.std), torch.distributions.Normal(q.mu, q.std)
+    ).sum(-1)
+    assert torch.allclose(p.kl(q), expected, atol=1e-5)
+    standard = DiagonalGaussian(torch.zeros(4, 3), torch.zeros(4, 3))
+    assert torch.allclose(p.kl(standard), p.kl_standard_normal(), atol=1e-6)
+
+
+def test_log_densities_match_torch():
+    z = torch.randn(5, 3)
+    g = DiagonalGaussian(torch.randn(5, 3), torch.randn(5, 3))
+    assert torch.allclose(g.log_prob(z), torch.distributions.Normal(g.mu, g.std).log_prob(z).sum(-1), atol=1e-5)
+    assert torch.allclose(log_standard_normal(z), torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1))

@@ -1,0 +1,168 @@
+"""The contract every registered model keeps, checked over the whole registry (one file, not one per model).
+
+Each model is built from its YAML under configs/, with the data-given arguments filled in as the
+trainer does. Per-model behaviour (each loss term against an independent computation) is tested in
+the model families' own test files.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from vaezoo.cli import main
+from vaezoo.config import load_config
+from vaezoo.data import render_dsprites
+from vaezoo.data.dsprites import factor_values
+from vaezoo.registry import create_model, get_model_class, list_models, model_parameters
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = list_models()
+
+
+def config_files() -> dict[str, list[Path]]:
+    """Registered model name -> the configs that train it."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        config = load_config(path)
+        found.setdefault(get_model_class(config.model_name).__name__, []).append(path)
+    return found
+
+
+CONFIGS = config_files()
+
+
+def config_of(name: str) -> Path:
+    paths = CONFIGS.get(name, [])
+    assert paths, f"{name} has no config under configs/"
+    return paths[0]
+
+
+def dsprites_batch(n: int, channels: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed batch of dSprites images (resized, channels repeated) and their factor values."""
+    rng = np.random.default_rng(seed)
+    classes = np.stack([rng.integers(0, k, n) for k in (3, 6, 40, 32, 32)], axis=1)
+    x = torch.from_numpy(render_dsprites(classes)).float().unsqueeze(1)
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="area").repeat(1, channels, 1, 1)
+    return x, torch.from_numpy(factor_values(classes)).float()
+
+
+def build(name: str, channels: int = 1, size: int = 32) -> torch.nn.Module:
+    """The model of ``name``'s config, for ``channels`` x ``size`` x ``size`` dSprites, as the trainer makes it."""
+    config = load_config(config_of(name))
+    kwargs = config.model_kwargs
+    given = {"in_channels": channels, "image_size": size, "num_classes": 5, "dataset_size": 10_000}
+    params = model_parameters(get_model_class(name))
+    kwargs.update({k: v for k, v in given.items() if k in params})
+    torch.manual_seed(0)
+    return create_model(config.model_name, **kwargs)
+
+
+def losses_of(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, step: int = 0) -> tuple[Any, dict]:
+    context = {"labels": labels, "global_step": step, "batch_idx": step}
+    output = model(x, **context)
+    return output, model.loss_function(*output, M_N=1.0, **context)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_has_a_config_and_a_cited_docstring(name):
+    config_of(name)
+    doc = get_model_class(name).__doc__ or ""
+    assert len(doc.strip()) > 40, f"{name} needs a docstring citing its paper"
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize(("channels", "size"), [(1, 32), (3, 32), (1, 64), (3, 64)])
+def test_forward_shapes(name, channels, size):
+    model = build(name, channels, size).eval()
+    x, labels = dsprites_batch(4, channels, size)
+    with torch.no_grad():
+        output = model(x, labels=labels)
+        assert output[0].shape == x.shape
+        assert output[1] is x
+        assert model.generate(x, labels=labels).shape == x.shape
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_loss_dict_has_the_documented_keys_all_finite(name):
+    model = build(name)
+    x, labels = dsprites_batch(6, 1, 32)
+    _, losses = losses_of(model, x, labels)
+    assert set(losses) == set(model.loss_keys), f"{name}: {sorted(losses)} vs documented {model.loss_keys}"
+    for key, value in losses.items():
+        assert value.dim() == 0 and torch.isfinite(value), (key, value)
+    assert losses["loss"].requires_grad
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_thirty_steps_on_a_fixed_batch_lower_the_loss(name):
+    model = build(name)
+    x, labels = dsprites_batch(16, 1, 32)
+    auxiliary = {id(p) for p in model.auxiliary_parameters()}
+    main_optimizer = torch.optim.Adam([p for p in model.parameters() if id(p) not in auxiliary], lr=1e-3)
+    aux_optimizer = torch.optim.Adam(model.auxiliary_parameters(), lr=1e-3) if auxiliary else None
+    history = []
+    for step in range(30):
+        output, losses = losses_of(model, x, labels, step)
+        main_optimizer.zero_grad()
+        losses["loss"].backward()
+        main_optimizer.step()
+        if aux_optimizer is not None:
+            aux_optimizer.zero_grad()
+            model.auxiliary_loss(output, labels=labels, global_step=step)["loss"].backward()
+            aux_optimizer.step()
+        history.append(losses["loss"].item())
+    assert all(math.isfinite(v) for v in history), history
+    assert np.mean(history[-5:]) < np.mean(history[:5]), history
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("device", [0, "cpu", torch.device("cpu")], ids=["int", "str", "torch.device"])
+def test_sample_and_generate(name, device):
+    model = build(name).eval()
+    x, labels = dsprites_batch(3, 1, 32)
+    with torch.no_grad():
+        assert model.generate(x, labels=labels).shape == x.shape
+        if not model.samples_from_prior:
+            with pytest.raises(NotImplementedError, match=".{20,}"):
+                model.sample(3, device, labels=labels)
+            return
+        samples = model.sample(3, device, labels=labels)
+    assert samples.shape == x.shape and samples.device.type == "cpu"
+    assert torch.isfinite(samples).all()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_save_load_round_trip(name):
+    model = build(name).eval()
+    clone = create_model(name, **model.config).eval()
+    clone.load_state_dict(model.state_dict())
+    x, labels = dsprites_batch(2, 1, 32)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        first = model.generate(x, labels=labels)
+        torch.manual_seed(1)
+        second = clone.generate(x, labels=labels)
+    assert torch.equal(first, second)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODELS)
+def test_cli_trains_every_model(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    args = [
+        "train", "-c", str(config_of(name)), "--data.name", "dsprites", "--data.path", "null",
+        "--data.image_size", "32", "--data.subset", "200", "--train.batch_size", "8",
+        "--train.max_epochs", "1", "--train.max_steps", "-1", "--train.limit_train_batches", "3",
+        "--train.limit_val_batches", "1", "--logging.num_images", "4", "--logging.progress_bar", "none",
+        "--logging.save_dir", str(tmp_path),
+    ]
+    assert main(args) == 0
+    run = next(tmp_path.glob("*/version_0"))
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "images" / "reconstructions_epoch000.png").is_file()
