@@ -34,10 +34,29 @@ def run_one(config: Path, dataset: str, steps: int, batch_size: int, out_root: P
     """Train one config on one dataset for ``steps`` batches; return its row of the table."""
     with tempfile.TemporaryDirectory() as tmp:
         command = [
-            sys.executable, "-m", "vaezoo.cli", "train", "-c", str(config), *DATASETS[dataset],
-            "--train.max_epochs", "1", "--train.max_steps", "-1", "--train.limit_train_batches", str(steps),
-            "--train.limit_val_batches", "20", "--train.batch_size", str(batch_size),
-            "--logging.num_images", "32", "--logging.progress_bar", "none", "--logging.save_dir", tmp,
+            sys.executable,
+            "-m",
+            "vaezoo.cli",
+            "train",
+            "-c",
+            str(config),
+            *DATASETS[dataset],
+            "--train.max_epochs",
+            "1",
+            "--train.max_steps",
+            "-1",
+            "--train.limit_train_batches",
+            str(steps),
+            "--train.limit_val_batches",
+            "20",
+            "--train.batch_size",
+            str(batch_size),
+            "--logging.num_images",
+            "32",
+            "--logging.progress_bar",
+            "none",
+            "--logging.save_dir",
+            tmp,
         ]
         start = time.perf_counter()
         result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
@@ -50,8 +69,13 @@ def run_one(config: Path, dataset: str, steps: int, batch_size: int, out_root: P
         summary = json.loads((run / "summary.json").read_text())
         checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         params = sum(v.numel() for k, v in checkpoint["state_dict"].items() if k.startswith("model."))
-        row.update(model=checkpoint["vaezoo"]["model_name"], params=params, **summary["val_metrics"],
-                   recon_mse=summary["val_recon_mse_per_pixel"], mean_image_mse=summary["val_mean_image_mse_per_pixel"])
+        row.update(
+            model=checkpoint["vaezoo"]["model_name"],
+            params=params,
+            **summary["val_metrics"],
+            recon_mse=summary["val_recon_mse_per_pixel"],
+            mean_image_mse=summary["val_mean_image_mse_per_pixel"],
+        )
         target = out_root / dataset
         target.mkdir(parents=True, exist_ok=True)
         for kind in ("reconstructions", "samples"):
@@ -60,6 +84,14 @@ def run_one(config: Path, dataset: str, steps: int, batch_size: int, out_root: P
                 shutil.copy(source, target / f"{config.stem}_{kind}.png")
                 row[kind] = f"gallery/{dataset}/{config.stem}_{kind}.png"
         return row
+
+
+def number(row: dict, key: str) -> str:
+    return f"{row[key]:.4g}" if key in row else "–"
+
+
+def picture(row: dict, key: str) -> str:
+    return f"![]({row[key]})" if key in row else "n/a"
 
 
 def markdown(rows: list[dict], steps: int, batch_size: int, command: str) -> str:
@@ -77,18 +109,22 @@ def markdown(rows: list[dict], steps: int, batch_size: int, command: str) -> str
         subset = [r for r in rows if r["dataset"] == dataset]
         if not subset:
             continue
-        lines += [f"## {dataset}", "", "| config | model | params | time (s) | val loss | val recon loss | "
-                  "val KLD | recon MSE (mean image) | reconstructions | samples |", "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {dataset}",
+            "",
+            "| config | model | params | time (s) | val loss | val recon loss | "
+            "val KLD | recon MSE (mean image) | reconstructions | samples |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in subset:
             if "error" in r:
                 lines.append(f"| {r['config']} | failed: {r['error']} | | {r['seconds']} | | | | | | |")
                 continue
-            image = lambda key: f"![]({r[key]})" if key in r else "n/a"  # noqa: E731
-            fmt = lambda key: f"{r[key]:.4g}" if key in r else "–"  # noqa: E731
             lines.append(
-                f"| {r['config']} | {r['model']} | {r['params']:,} | {r['seconds']} | {fmt('val/loss')} | "
-                f"{fmt('val/Reconstruction_Loss')} | {fmt('val/KLD')} | {r['recon_mse']:.4f} ({r['mean_image_mse']:.4f}) | "
-                f"{image('reconstructions')} | {image('samples')} |"
+                f"| {r['config']} | {r['model']} | {r['params']:,} | {r['seconds']} | {number(r, 'val/loss')} | "
+                f"{number(r, 'val/Reconstruction_Loss')} | {number(r, 'val/KLD')} | "
+                f"{r['recon_mse']:.4f} ({r['mean_image_mse']:.4f}) | {picture(r, 'reconstructions')} | "
+                f"{picture(r, 'samples')} |"
             )
         lines.append("")
     return "\n".join(lines)

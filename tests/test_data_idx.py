@@ -111,10 +111,10 @@ def test_subset_keeps_train_and_val_in_proportion(tmp_path: Path):
     assert (module.num_train, module.num_val) == (12, 2)
 
 
-def test_fashion_mnist_default_path(tmp_path: Path):
-    if Path(DEFAULT_PATHS["fashion_mnist"]).exists():
-        pytest.skip("the Debian Fashion-MNIST package is installed here")
-    with pytest.raises(DataError, match="/usr/share/datasets/fashion-mnist' does not exist"):
+def test_fashion_mnist_default_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    assert DEFAULT_PATHS["fashion_mnist"] == "/usr/share/datasets/fashion-mnist"  # Debian's package
+    monkeypatch.setitem(DEFAULT_PATHS, "fashion_mnist", str(tmp_path / "not-installed"))
+    with pytest.raises(DataError, match="not-installed' does not exist"):
         VAEDataModule(DataConfig(name="fashion_mnist")).setup()
     make_idx(tmp_path / "f", gz=True)
     assert make_module(tmp_path / "f", name="fashion_mnist").num_train == 12

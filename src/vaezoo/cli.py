@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. --model.latent_dim 32 --train.max_epochs 3 --data.name image_folder --data.path DIR).",
     )
     train.add_argument("-c", "--config", help="YAML config (ours or PyTorch-VAE's layout)")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    train.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint"
+    )
     train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
     sample = commands.add_parser("sample", help="decode samples from the prior into a PNG grid")
@@ -108,7 +110,9 @@ def cmd_reconstruct(args: argparse.Namespace, overrides: list[str]) -> int:
     raw = {key: dict(value) for key, value in saved.items()}
     if args.data:
         channels = model.config.get("in_channels")
-        raw["data"].update(name="image_folder", path=args.data, subset=None, val_fraction=0.0, channels=channels)
+        raw["data"].update(
+            name="image_folder", path=args.data, subset=None, val_fraction=0.0, channels=channels
+        )
     for key, value in parse_overrides(overrides):
         if not key.startswith("data."):
             raise ConfigError(f"reconstruct takes only --data.* overrides, not --{key}")

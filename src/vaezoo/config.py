@@ -12,8 +12,6 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import difflib
-import os
-import tempfile
 import types
 import typing
 import warnings
@@ -22,6 +20,8 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
+
+from vaezoo.fileio import atomic_write_text
 
 
 class ConfigError(ValueError):
@@ -65,11 +65,11 @@ class TrainConfig:
     gradient_clip_val: float | None = None
     seed: int = 1265
     accelerator: str = "auto"
-    devices: Union[int, str, list[int]] = "auto"
+    devices: int | str | list[int] = "auto"
     strategy: str = "auto"
     num_nodes: int = 1
-    limit_train_batches: Union[int, float, None] = None
-    limit_val_batches: Union[int, float, None] = None
+    limit_train_batches: int | float | None = None
+    limit_val_batches: int | float | None = None
     check_val_every_n_epoch: int = 1
     deterministic: bool = False
     channels_last: bool = False  # NHWC memory layout: ~1.4x faster convolutions on CPU
@@ -158,7 +158,9 @@ def build_section(cls: type, values: dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
     for key, value in values.items():
         if key not in hints:
-            raise ConfigError(f"{where}: unknown key '{key}'{suggest(key, hints)}; valid keys: {sorted(hints)}")
+            raise ConfigError(
+                f"{where}: unknown key '{key}'{suggest(key, hints)}; valid keys: {sorted(hints)}"
+            )
         check_type(value, hints[key], f"{where}.{key}")
     return cls(**values)
 
@@ -186,10 +188,20 @@ def check_values(config: Config, source: str) -> None:
     t, d = config.train, config.data
     rules = [
         (t.lr > 0, "train.lr", t.lr, "a positive number"),
-        (0 < t.scheduler_gamma <= 1, "train.scheduler_gamma", t.scheduler_gamma, "in (0, 1] (0 sets the lr to 0)"),
+        (
+            0 < t.scheduler_gamma <= 1,
+            "train.scheduler_gamma",
+            t.scheduler_gamma,
+            "in (0, 1] (0 sets the lr to 0)",
+        ),
         (t.kl_weight >= 0, "train.kl_weight", t.kl_weight, "a number >= 0"),
         (t.batch_size > 0, "train.batch_size", t.batch_size, "a positive integer"),
-        (t.max_epochs is None or t.max_epochs > 0, "train.max_epochs", t.max_epochs, "a positive integer or null"),
+        (
+            t.max_epochs is None or t.max_epochs > 0,
+            "train.max_epochs",
+            t.max_epochs,
+            "a positive integer or null",
+        ),
         (d.image_size > 0, "data.image_size", d.image_size, "a positive integer"),
         (d.channels in (None, 1, 3), "data.channels", d.channels, "1, 3 or null"),
         (0 <= d.val_fraction < 1, "data.val_fraction", d.val_fraction, "in [0, 1)"),
@@ -325,20 +337,6 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     raw[section][name] = value
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # --------------------------------------------------------------------------- PyTorch-VAE YAML
 
 # PyTorch-VAE key -> our (section, key); None drops the key with a warning.
@@ -400,7 +398,9 @@ def translate_pytorch_vae(raw: dict[str, Any], source: str = "config") -> dict[s
                 raise ConfigError(f"{source}: {section}.{key} is not a PyTorch-VAE key{suggest(key, table)}")
             target = table[key]
             if target is None:
-                warnings.warn(f"{source}: {section}.{key} has no equivalent here and is ignored", stacklevel=2)
+                warnings.warn(
+                    f"{source}: {section}.{key} has no equivalent here and is ignored", stacklevel=2
+                )
                 continue
             if key == "gpus":
                 value, out["train"]["accelerator"] = (value, "gpu") if value else (1, "cpu")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+
+from vaezoo.fileio import atomic_path
 
 
 def make_grid(
@@ -63,15 +63,8 @@ def save_image(
     """Save a batch (B, C, H, W) as one PNG grid (or a single (C, H, W) image), atomically."""
     grid = make_grid(images, nrow=nrow, padding=padding, value_range=value_range)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".png")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         to_pil(grid).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -22,9 +22,7 @@ same format instead, and its latents are used as labels.
 from __future__ import annotations
 
 import functools
-import os
 import re
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +36,7 @@ from vaezoo.config import DataConfig
 from vaezoo.data.common import DataSplits, cache_dir, require_path, split_indices
 from vaezoo.data.errors import DataError
 from vaezoo.data.transforms import random_hflip_batch, resize_binary, scale_unit
+from vaezoo.fileio import atomic_path
 
 # --------------------------------------------------------------------------- the factor grid
 
@@ -200,20 +199,11 @@ def open_packed(path: Path, rows: int) -> np.ndarray | None:
 
 def write_packed(path: Path, rows: int, fill: Callable[[np.ndarray], None]) -> None:
     """Create ``path`` as a packed-bit ``.npy`` that ``fill`` writes; atomic via a temp file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(rows, *PACKED_SHAPE))
         fill(out)
         out.flush()
         del out
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def fill_procedural(out: np.ndarray) -> None:

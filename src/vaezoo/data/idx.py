@@ -151,5 +151,10 @@ def build_idx(config: DataConfig) -> DataSplits:
     test = dataset(test_images, test_labels, keep_test, False)
     num_classes = int(max(train_labels.max(initial=0), test_labels.max(initial=0))) + 1
     return DataSplits(
-        dataset(train_images, train_labels, keep_train, True), test, test, channels, (), num_classes=num_classes
+        dataset(train_images, train_labels, keep_train, True),
+        test,
+        test,
+        channels,
+        (),
+        num_classes=num_classes,
     )

@@ -101,7 +101,11 @@ class VanillaVAE(BaseVAE):
         recon = self.reconstruction_loss(output.recons, output.input).mean()
         penalty, terms = self.regularizer(output, M_N, **kwargs)
         loss = recon + penalty
-        return {"loss": loss, "Reconstruction_Loss": recon.detach(), **{k: v.detach() for k, v in terms.items()}}
+        return {
+            "loss": loss,
+            "Reconstruction_Loss": recon.detach(),
+            **{k: v.detach() for k, v in terms.items()},
+        }
 
     def reconstruction_loss(self, recons: Tensor, input: Tensor) -> Tensor:
         """Per-example reconstruction error, (B,)."""

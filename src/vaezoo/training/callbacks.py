@@ -53,8 +53,12 @@ class ImageGrids(L.Callback):
                 warnings.warn(f"no sample grid: {err}", stacklevel=1)
                 self._sample_warned = True
         for name, batch in grids.items():
-            save_image(batch, self.out_dir / f"{name}_epoch{epoch:03d}.png", nrow=self.nrow,
-                       value_range=self.value_range)
+            save_image(
+                batch,
+                self.out_dir / f"{name}_epoch{epoch:03d}.png",
+                nrow=self.nrow,
+                value_range=self.value_range,
+            )
             for logger in trainer.loggers:
                 experiment = getattr(logger, "experiment", None)
                 if hasattr(experiment, "add_image"):

@@ -26,7 +26,9 @@ class VAEModule(L.LightningModule):
     optimisation: the main optimizer on ``loss_function``, then a second one on ``auxiliary_loss``.
     """
 
-    def __init__(self, model: nn.Module, train: TrainConfig, run_config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, train: TrainConfig, run_config: dict[str, Any] | None = None
+    ) -> None:
         super().__init__()
         self.model = model
         self.train_config = train
@@ -125,11 +127,14 @@ class VAEModule(L.LightningModule):
         optimizers = [optimizer_cls(main_params, lr=cfg.lr, weight_decay=cfg.weight_decay)]
         if self.auxiliary_parameters:
             aux_lr = self.model.auxiliary_lr or cfg.lr
-            optimizers.append(optimizer_cls(self.auxiliary_parameters, lr=aux_lr, weight_decay=cfg.weight_decay))
+            optimizers.append(
+                optimizer_cls(self.auxiliary_parameters, lr=aux_lr, weight_decay=cfg.weight_decay)
+            )
         if cfg.scheduler == "none":
             return optimizers
         schedulers = [
-            {"scheduler": self._make_scheduler(opt), "interval": self._scheduler_interval()} for opt in optimizers
+            {"scheduler": self._make_scheduler(opt), "interval": self._scheduler_interval()}
+            for opt in optimizers
         ]
         return optimizers, schedulers
 

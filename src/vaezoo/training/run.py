@@ -28,8 +28,9 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Ri
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 
-from vaezoo.config import Config, ConfigError, atomic_write_text, load_config
+from vaezoo.config import Config, ConfigError, load_config
 from vaezoo.data import VAEDataModule
+from vaezoo.fileio import atomic_write_text
 from vaezoo.registry import create_model, get_model_class, model_parameters
 from vaezoo.training.callbacks import ImageGrids
 from vaezoo.training.checkpoint import AtomicCheckpointIO
@@ -76,8 +77,9 @@ def data_model_arguments(config: Config, datamodule: VAEDataModule) -> dict[str,
 def prepare(config: Config) -> PreparedRun:
     """Set up data and model and run one batch through the model: every input error surfaces here."""
     L.seed_everything(config.train.seed, workers=True, verbose=False)
-    datamodule = VAEDataModule(config.data, batch_size=config.train.batch_size,
-                               val_batch_size=config.train.val_batch_size)
+    datamodule = VAEDataModule(
+        config.data, batch_size=config.train.batch_size, val_batch_size=config.train.val_batch_size
+    )
     datamodule.prepare_data()
     datamodule.setup("fit")
     config.model = data_model_arguments(config, datamodule)
@@ -139,8 +141,9 @@ def build_trainer(
         ),
         # The latest state after every epoch, for --resume. (Lightning's own save_last only
         # writes when a best checkpoint was written in the same step.)
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
-                        enable_version_counter=False),
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False
+        ),
         ImageGrids(run_dir / "images", num_images=log.num_images, value_range=value_range),
         LearningRateMonitor(logging_interval="epoch"),
     ]
@@ -221,7 +224,9 @@ def write_summary(run_dir: Path, trainer: L.Trainer, prepared: PreparedRun) -> d
         "val_metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
         "val_recon_mse_per_pixel": model_se / pixels,
         "val_mean_image_mse_per_pixel": baseline_se / pixels,
-        "best_checkpoint": trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None,
+        "best_checkpoint": trainer.checkpoint_callback.best_model_path
+        if trainer.checkpoint_callback
+        else None,
     }
     summary["recon_mse_vs_mean_image"] = summary["val_recon_mse_per_pixel"] / max(
         summary["val_mean_image_mse_per_pixel"], 1e-12
