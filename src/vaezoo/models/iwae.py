@@ -1,0 +1,99 @@
+"""The importance weighted autoencoder of Burda, Grosse & Salakhutdinov (ICLR 2016)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from torch import Tensor
+
+from vaezoo.losses.importance import log_importance_weights, multi_sample_bound
+from vaezoo.models.vanilla_vae import VanillaVAE
+from vaezoo.nn.distributions import DiagonalGaussian, log_standard_normal
+from vaezoo.registry import register_model
+
+
+class ImportanceOutput(NamedTuple):
+    """``forward``'s result: the shared ``(recons, input, mu, log_var)`` prefix, then every sample."""
+
+    recons: Tensor  # (B, C, H, W) the reconstruction from the first latent sample
+    input: Tensor  # (B, C, H, W)
+    mu: Tensor  # (B, D)
+    log_var: Tensor  # (B, D)
+    z: Tensor  # (B, S, D) S latent samples per input
+    all_recons: Tensor  # (B, S, C, H, W) their reconstructions
+
+
+@register_model
+class IWAE(VanillaVAE):
+    """Importance weighted autoencoder (Burda et al. 2016, "Importance Weighted Autoencoders").
+
+    The VAE's networks, trained on the k-sample bound of Eq. 8 instead of the ELBO::
+
+        log w_i = log p(x|z_i) + M_N * (log p(z_i) - log q(z_i|x)),    z_1..z_k ~ q(z|x)
+        loss    = -mean_batch log (1/k) sum_i w_i
+
+    ``log p(x|z)`` is minus the model's reconstruction loss (per example, at ``recon_reduction``'s
+    scale: ``"sum"`` with ``M_N = 1`` is the paper's bound), p(z) = N(0, I). The bound is computed
+    with logsumexp, so its gradient is sum_i w~_i grad log w_i with w~ = softmax(log w) (Eq. 14):
+    the samples that explain x best get the largest weights. With k = 1 it is the one-sample ELBO.
+
+    Fixes PyTorch-VAE's IWAE, whose weights were the softmax of the per-sample *loss* (so the worst
+    samples were up-weighted) and whose ``eps = (z - mu) / log_var`` was wrong.
+
+    ``forward`` decodes all k samples (``all_recons``, (B, k, C, H, W)); item 0 is the first one.
+    Loss keys: ``loss``; ``Reconstruction_Loss`` and ``KLD`` (the Monte Carlo estimate
+    log q - log p) averaged over samples; ``ELBO``, the mean log-weight, a bound that ``-loss``
+    always meets or beats.
+    """
+
+    output_cls: type[NamedTuple] = ImportanceOutput
+    loss_keys = ("loss", "Reconstruction_Loss", "KLD", "ELBO")
+    num_estimates: int = 1  # groups the samples are averaged in (MIWAE's M); the IWAE has one
+
+    def __init__(
+        self,
+        in_channels: int,
+        latent_dim: int,
+        hidden_dims: Sequence[int] | None = None,
+        num_samples: int = 5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(in_channels, latent_dim, hidden_dims, **kwargs)
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+        self.num_samples = num_samples
+
+    @property
+    def samples_per_input(self) -> int:
+        return self.num_estimates * self.num_samples
+
+    def forward(self, input: Tensor, **kwargs: Any) -> ImportanceOutput:
+        mu, log_var = self.encode(input)  # (B, D) each
+        shape = (mu.shape[0], self.samples_per_input, mu.shape[1])
+        z = DiagonalGaussian(
+            mu.unsqueeze(1).expand(shape), log_var.unsqueeze(1).expand(shape)
+        ).rsample()  # (B, S, D)
+        all_recons = self.decode(z.flatten(0, 1)).unflatten(0, shape[:2])  # (B, S, C, H, W)
+        return ImportanceOutput(all_recons[:, 0], input, mu, log_var, z, all_recons)
+
+    def sample_terms(self, output: ImportanceOutput) -> tuple[Tensor, Tensor, Tensor]:
+        """Per example and sample, (B, S) each: the reconstruction loss (= -log p(x|z_s) up to a
+        constant), log p(z_s) and log q(z_s|x)."""
+        batch, samples = output.z.shape[:2]
+        targets = output.input.unsqueeze(1).expand_as(output.all_recons)  # (B, S, C, H, W)
+        recon = self.reconstruction_loss(output.all_recons.flatten(0, 1), targets.flatten(0, 1))
+        posterior = DiagonalGaussian(output.mu.unsqueeze(1), output.log_var.unsqueeze(1))  # broadcast over S
+        return recon.view(batch, samples), log_standard_normal(output.z), posterior.log_prob(output.z)
+
+    def loss_function(self, *args: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
+        output = self.output_cls(*args[: len(self.output_cls._fields)])
+        recon, log_prior, log_posterior = self.sample_terms(output)  # (B, S) each
+        log_w = log_importance_weights(-recon, log_prior, log_posterior, M_N)  # (B, S)
+        loss = -multi_sample_bound(log_w, self.num_estimates).mean()
+        return {
+            "loss": loss,
+            "Reconstruction_Loss": recon.mean().detach(),
+            "KLD": (log_posterior - log_prior).mean().detach(),
+            "ELBO": log_w.mean().detach(),
+        }

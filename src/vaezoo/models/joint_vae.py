@@ -1,0 +1,126 @@
+"""JointVAE of Dupont, "Learning Disentangled Joint Continuous and Discrete Representations" (NeurIPS 2018)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NamedTuple
+
+import torch
+from torch import Tensor
+
+from vaezoo.losses import RECON_REDUCTIONS, gaussian_kl, squared_error
+from vaezoo.losses.schedules import linear_capacity
+from vaezoo.models.base import BaseVAE
+from vaezoo.nn.blocks import DEFAULT_HIDDEN_DIMS, ConvDecoder, ConvEncoder, GaussianHead
+from vaezoo.nn.gumbel import RelaxedCategorical
+from vaezoo.registry import register_model
+
+
+class JointOutput(NamedTuple):
+    recons: Tensor  # (B, C, H, W)
+    input: Tensor  # (B, C, H, W)
+    mu: Tensor  # (B, D)
+    log_var: Tensor  # (B, D)
+    logits: Tensor  # (B, Q_1 + ... + Q_K): the K categorical variables' logits side by side
+    z: Tensor  # (B, D + Q_1 + ... + Q_K): Gaussian sample and relaxed one-hots, concatenated
+
+
+@register_model
+class JointVAE(BaseVAE):
+    """A VAE with a continuous and a discrete latent, each with its own capacity (Dupont 2018).
+
+    q(z, c|x) = q(z|x) q(c|x): z is Gaussian (``latent_dim`` dimensions, prior N(0, I)); c is one or
+    more categorical variables (``categorical_dim``: an int or a list of class counts, uniform
+    prior), relaxed with the Gumbel-softmax (Jang et al. 2017, Eq. 2). The decoder sees [z, c].
+    Eq. 7 pushes each KL towards a capacity that grows linearly over training::
+
+        loss = mean_batch[ recon ] + M_N * gamma * ( |KL(q(z|x)||p(z)) - C_z| + |KL(q(c|x)||p(c)) - C_c| )
+
+    with both KLs averaged over the batch, C_z = linear_capacity(step, cont_max_capacity,
+    cont_capacity_steps) and C_c likewise, capped at the most a discrete code can carry,
+    sum_k log Q_k. With ``recon_reduction="sum"`` and ``M_N = 1`` this is Eq. 7 with the paper's
+    gamma and capacities in nats. The temperature anneals as in :class:`CategoricalVAE`.
+
+    Loss keys: ``loss``, ``Reconstruction_Loss``, ``KLD_Continuous``, ``KLD_Discrete``,
+    ``Capacity_Continuous``, ``Capacity_Discrete``, ``Temperature``. Fixes to PyTorch-VAE: the
+    temperature anneals, capacities follow the checkpointed global step (not a class counter that
+    also counted validation), the two KLs are logged, and several categorical variables are allowed.
+    """
+
+    loss_keys = (
+        "loss", "Reconstruction_Loss", "KLD_Continuous", "KLD_Discrete",
+        "Capacity_Continuous", "Capacity_Discrete", "Temperature",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        in_channels: int,
+        latent_dim: int,
+        categorical_dim: int | list[int] = 10,
+        hidden_dims: list[int] | None = None,
+        image_size: int = 64,
+        output_activation: Literal["sigmoid", "tanh", "none"] = "sigmoid",
+        recon_reduction: Literal["mean", "sum"] = "mean",
+        gamma: float = 30.0,
+        cont_max_capacity: float = 25.0,
+        cont_capacity_steps: int = 25_000,
+        disc_max_capacity: float = 25.0,
+        disc_capacity_steps: int = 25_000,
+        temperature: float = 1.0,
+        min_temperature: float = 0.5,
+        anneal_rate: float = 3e-5,
+        anneal_interval: int = 100,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if recon_reduction not in RECON_REDUCTIONS:
+            raise ValueError(f"recon_reduction '{recon_reduction}' is not one of {RECON_REDUCTIONS}")
+        hidden_dims = list(hidden_dims) if hidden_dims is not None else list(DEFAULT_HIDDEN_DIMS)
+        self.latent_dim, self.recon_reduction, self.gamma = latent_dim, recon_reduction, gamma
+        self.cont_capacity = (cont_max_capacity, cont_capacity_steps)
+        self.disc_capacity = (disc_max_capacity, disc_capacity_steps)
+        self.encoder = ConvEncoder(in_channels, hidden_dims, image_size)
+        self.head = GaussianHead(self.encoder.out_features, latent_dim)
+        counts = [categorical_dim] if isinstance(categorical_dim, int) else categorical_dim
+        schedule = (temperature, min_temperature, anneal_rate, anneal_interval)
+        self.categorical = RelaxedCategorical(self.encoder.out_features, counts, *schedule)
+        codes = latent_dim + self.categorical.size
+        self.decoder = ConvDecoder(codes, in_channels, hidden_dims, image_size, output_activation)
+
+    def encode(self, input: Tensor) -> list[Tensor]:
+        features = self.encoder(input)  # (B, F)
+        mu, log_var = self.head(features)  # (B, D), (B, D)
+        return [mu, log_var, self.categorical(features)]  # ..., (B, sum Q) logits
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.decoder(z)  # (B, D + sum Q) -> (B, C, H, W)
+
+    def forward(self, input: Tensor, **kwargs: Any) -> JointOutput:
+        mu, log_var, logits = self.encode(input)
+        codes = self.categorical.rsample(logits, kwargs.get("global_step"))  # (B, sum Q)
+        z = torch.cat([self.reparameterize(mu, log_var), codes], dim=1)  # (B, D + sum Q)
+        return JointOutput(self.decode(z), input, mu, log_var, logits, z)
+
+    def loss_function(self, *args: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
+        output = JointOutput(*args[:6])
+        temperature = self.categorical.temperature
+        step = temperature.current_step(kwargs.get("global_step"))  # the last training step if absent
+        recon = squared_error(output.recons, output.input, self.recon_reduction).mean()
+        kl_cont = gaussian_kl(output.mu, output.log_var).mean()
+        kl_disc = self.categorical.kl(output.logits).mean()  # summed over the categorical variables
+        c_cont = linear_capacity(step, *self.cont_capacity)
+        c_disc = min(linear_capacity(step, *self.disc_capacity), self.categorical.max_kl)
+        loss = recon + M_N * self.gamma * ((kl_cont - c_cont).abs() + (kl_disc - c_disc).abs())
+        return {
+            "loss": loss,
+            "Reconstruction_Loss": recon.detach(),
+            "KLD_Continuous": kl_cont.detach(),
+            "KLD_Discrete": kl_disc.detach(),
+            "Capacity_Continuous": torch.tensor(c_cont),
+            "Capacity_Discrete": torch.tensor(c_disc),
+            "Temperature": torch.tensor(temperature(step)),
+        }
+
+    def sample_prior(self, num_samples: int, device: torch.device) -> Tensor:
+        """z ~ N(0, I) and a uniformly drawn one-hot per categorical variable: (N, D + sum Q)."""
+        z = torch.randn(num_samples, self.latent_dim, device=device)
+        return torch.cat([z, self.categorical.sample_prior(num_samples, device)], dim=1)

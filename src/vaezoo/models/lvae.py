@@ -1,0 +1,168 @@
+"""The ladder variational autoencoder of Sønderby et al. (NeurIPS 2016)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from vaezoo.losses.schedules import linear_warmup
+from vaezoo.models.vanilla_vae import VanillaVAE
+from vaezoo.nn.blocks import GaussianHead
+from vaezoo.nn.distributions import DiagonalGaussian
+from vaezoo.nn.priors import ConditionalGaussian, precision_weighted
+from vaezoo.registry import register_model
+
+Ladder = tuple[list[DiagonalGaussian], list[DiagonalGaussian], list[Tensor]]
+
+
+class LadderOutput(NamedTuple):
+    """``forward``'s result: the shared prefix for the bottom rung, then every rung, bottom (z_1) first."""
+
+    recons: Tensor  # (B, C, H, W)
+    input: Tensor  # (B, C, H, W)
+    mu: Tensor  # (B, D_1) q(z_1|.)
+    log_var: Tensor  # (B, D_1)
+    latents: tuple[Tensor, ...]  # z_i, (B, D_i) each
+    posterior_mu: tuple[Tensor, ...]  # q(z_i|.): the precision-weighted merge
+    posterior_log_var: tuple[Tensor, ...]
+    prior_mu: tuple[Tensor, ...]  # p(z_i|z_{i+1}); N(0, I) at the top rung
+    prior_log_var: tuple[Tensor, ...]
+
+
+@register_model
+class LVAE(VanillaVAE):
+    """Ladder VAE (Sønderby et al. 2016, "Ladder Variational Autoencoders", Eqs. 17-19).
+
+    Generative model: p(z_L) = N(0, I), p(z_i|z_{i+1}) = N(mu_p,i(z_{i+1}), sigma_p,i^2(z_{i+1}))
+    (learned), p(x|z_1) the conv decoder. ``latent_dims`` lists the rungs' sizes from the bottom
+    z_1 to the top z_L (default: two rungs, ``[latent_dim, latent_dim // 2]``); ``latent_dim`` is
+    the bottom one, what ``decode(z)`` takes. ``rung_width`` is the width of the bottom-up MLPs
+    and of the top-down priors' hidden layer.
+
+    Inference, in two passes:
+
+    1. bottom-up, deterministic: d_1 = conv features of x, d_{i+1} = MLP(d_i), and at every rung
+       the data's estimate (mu_hat_i, sigma_hat_i^2) = heads(d_i);
+    2. top-down: q(z_L|x) = N(mu_hat_L, sigma_hat_L^2); then for i = L-1 .. 1 the prior
+       p(z_i|z_{i+1}) at the sampled z_{i+1} is merged with the estimate by precision weighting
+       (Eqs. 18-19): sigma_q^2 = 1 / (sigma_hat^-2 + sigma_p^-2),
+       mu_q = (mu_hat sigma_hat^-2 + mu_p sigma_p^-2) sigma_q^2, and z_i ~ q(z_i|.) (Eq. 17).
+
+    Loss: the negative ELBO, with a closed-form KL at every rung against its top-down prior::
+
+        loss = recon(x, x_hat) + w * M_N * mean_batch[ KL(q(z_L|x) || N(0, I))
+                                                       + sum_{i<L} KL(q(z_i|.) || p(z_i|z_{i+1})) ]
+
+    where w = linear_warmup(global_step, warmup_steps) is the paper's deterministic warm-up
+    (Sec. 2.2; 1 when ``global_step`` is not given). ``sample`` draws z_L ~ N(0, I) and runs the
+    top-down priors down to z_1.
+
+    Fixes PyTorch-VAE's LVAE: its KLs compared the merged posterior with the *encoder's*
+    estimate instead of the top-down prior and missed the 0.5 factor, the top rung's KL was left
+    out, ``decode`` returned (recons, kl), and the image size was fixed at 64.
+
+    Loss keys: ``loss``, ``Reconstruction_Loss``, ``KLD`` (all rungs), ``KLD_z1`` .. ``KLD_zL``.
+    """
+
+    output_cls: type[NamedTuple] = LadderOutput
+
+    def __init__(
+        self,
+        in_channels: int,
+        latent_dim: int,
+        hidden_dims: Sequence[int] | None = None,
+        latent_dims: Sequence[int] | None = None,
+        rung_width: int = 256,
+        warmup_steps: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(in_channels, latent_dim, hidden_dims, **kwargs)
+        dims = list(latent_dims) if latent_dims is not None else [latent_dim, max(1, latent_dim // 2)]
+        if dims[0] != latent_dim:
+            raise ValueError(
+                f"latent_dims lists the rungs from the bottom: its first entry {dims[0]} "
+                f"must be latent_dim = {latent_dim}"
+            )
+        self.latent_dims = dims
+        self.warmup_steps = warmup_steps
+        self.loss_keys = (
+            "loss",
+            "Reconstruction_Loss",
+            "KLD",
+            *(f"KLD_z{i}" for i in range(1, len(dims) + 1)),
+        )
+        # Bottom-up: rung 1 reads the conv features through self.head; rung i+1 an MLP of rung i's.
+        widths = [self.encoder.out_features] + [rung_width] * (len(dims) - 1)
+        self.up = nn.ModuleList(
+            nn.Sequential(nn.Linear(a, b), nn.LeakyReLU()) for a, b in zip(widths, widths[1:])
+        )
+        self.up_heads = nn.ModuleList(GaussianHead(rung_width, d) for d in dims[1:])
+        # Top-down: top_down[i] is p(z_{i+1} | z_{i+2}) in the paper's 1-based numbering.
+        self.top_down = nn.ModuleList(ConditionalGaussian(a, b, rung_width) for a, b in zip(dims[1:], dims))
+
+    def bottom_up(self, input: Tensor) -> list[DiagonalGaussian]:
+        """The data's estimate N(mu_hat_i, sigma_hat_i^2) at every rung, bottom first."""
+        d = self.encoder(input)  # (B, F)
+        estimates = [DiagonalGaussian(*self.head(d))]
+        for layer, head in zip(self.up, self.up_heads):
+            d = layer(d)  # (B, rung_width)
+            estimates.append(DiagonalGaussian(*head(d)))
+        return estimates
+
+    def ladder(self, input: Tensor, stochastic: bool = True) -> Ladder:
+        """Posteriors, priors and latents (samples, or posterior means) of every rung, bottom first."""
+        estimates = self.bottom_up(input)
+        top = estimates[-1]  # q(z_L|x) is the top rung's estimate itself
+        posteriors, priors = (
+            [top],
+            [DiagonalGaussian(torch.zeros_like(top.mu), torch.zeros_like(top.log_var))],
+        )
+        latents = [top.rsample() if stochastic else top.mu]
+        for estimate, prior_of in zip(reversed(estimates[:-1]), reversed(self.top_down)):
+            prior = prior_of(latents[0])  # p(z_i|z_{i+1})
+            posterior = precision_weighted(estimate, prior)  # q(z_i|.)
+            posteriors.insert(0, posterior)
+            priors.insert(0, prior)
+            latents.insert(0, posterior.rsample() if stochastic else posterior.mu)
+        return posteriors, priors, latents
+
+    def encode(self, input: Tensor) -> list[Tensor]:
+        """[mu, log_var] of the bottom rung's q(z_1|.), the top-down pass run on posterior means."""
+        posteriors, _, _ = self.ladder(input, stochastic=False)
+        return [posteriors[0].mu, posteriors[0].log_var]
+
+    def forward(self, input: Tensor, **kwargs: Any) -> LadderOutput:
+        posteriors, priors, latents = self.ladder(input)
+        return LadderOutput(
+            self.decode(latents[0]),
+            input,
+            posteriors[0].mu,
+            posteriors[0].log_var,
+            tuple(latents),
+            tuple(q.mu for q in posteriors),
+            tuple(q.log_var for q in posteriors),
+            tuple(p.mu for p in priors),
+            tuple(p.log_var for p in priors),
+        )
+
+    def rung_kls(self, output: LadderOutput) -> list[Tensor]:
+        """KL(q(z_i|.) || p(z_i|z_{i+1})) per rung, bottom first, (B,) each; the top against N(0, I)."""
+        rungs = zip(output.posterior_mu, output.posterior_log_var, output.prior_mu, output.prior_log_var)
+        return [DiagonalGaussian(mu, lv).kl(DiagonalGaussian(p_mu, p_lv)) for mu, lv, p_mu, p_lv in rungs]
+
+    def regularizer(
+        self, output: Any, kl_weight: float, global_step: int | None = None, **kwargs: Any
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        rung_kls = [kl.mean() for kl in self.rung_kls(output)]
+        kld = torch.stack(rung_kls).sum()
+        warmup = 1.0 if global_step is None else linear_warmup(global_step, self.warmup_steps)
+        return warmup * kl_weight * kld, {"KLD": kld, **{f"KLD_z{i}": kl for i, kl in enumerate(rung_kls, 1)}}
+
+    def sample_prior(self, num_samples: int, device: torch.device) -> Tensor:
+        z = torch.randn(num_samples, self.latent_dims[-1], device=self.device)  # z_L ~ N(0, I)
+        for prior_of in reversed(self.top_down):
+            z = prior_of(z).rsample()  # z_i ~ p(z_i|z_{i+1})
+        return z.to(device)  # z_1, (N, D_1)
