@@ -7,6 +7,13 @@ from torch import Tensor
 RECON_REDUCTIONS = ("mean", "sum")
 
 
+def check_recon_reduction(reduction: str) -> str:
+    """``reduction`` if it is one of RECON_REDUCTIONS, else a ValueError naming the valid ones."""
+    if reduction not in RECON_REDUCTIONS:
+        raise ValueError(f"recon_reduction '{reduction}' is not one of {RECON_REDUCTIONS}")
+    return reduction
+
+
 def squared_error(recons: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Squared error per example, (B, ...) -> (B,).
 

@@ -7,7 +7,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from vaezoo.losses import RECON_REDUCTIONS, squared_error
+from vaezoo.losses import check_recon_reduction, squared_error
 from vaezoo.models.base import BaseVAE
 from vaezoo.nn.blocks import DEFAULT_HIDDEN_DIMS, ConvDecoder, ConvEncoder
 from vaezoo.nn.gumbel import RelaxedCategorical
@@ -59,8 +59,7 @@ class CategoricalVAE(BaseVAE):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        if recon_reduction not in RECON_REDUCTIONS:
-            raise ValueError(f"recon_reduction '{recon_reduction}' is not one of {RECON_REDUCTIONS}")
+        check_recon_reduction(recon_reduction)
         hidden_dims = list(hidden_dims) if hidden_dims is not None else list(DEFAULT_HIDDEN_DIMS)
         self.latent_dim, self.categorical_dim = latent_dim, categorical_dim
         self.recon_reduction = recon_reduction

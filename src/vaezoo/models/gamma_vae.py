@@ -133,7 +133,9 @@ class GammaVAE(VanillaVAE):
         self.shape_boosts = shape_boosts
         self.prior_shape = prior_shape
         self.prior_rate = prior_rate
-        self.head = GammaHead(self.encoder.out_features, latent_dim)
+
+    def build_head(self, in_features: int, latent_dim: int) -> nn.Module:
+        return GammaHead(in_features, latent_dim)
 
     def reparameterize(self, concentration: Tensor, rate: Tensor) -> Tensor:  # type: ignore[override]
         return gamma_rsample(concentration, rate, self.shape_boosts)

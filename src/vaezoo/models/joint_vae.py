@@ -7,7 +7,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from vaezoo.losses import RECON_REDUCTIONS, gaussian_kl, squared_error
+from vaezoo.losses import check_recon_reduction, gaussian_kl, squared_error
 from vaezoo.losses.schedules import linear_capacity
 from vaezoo.models.base import BaseVAE
 from vaezoo.nn.blocks import DEFAULT_HIDDEN_DIMS, ConvDecoder, ConvEncoder, GaussianHead
@@ -72,8 +72,7 @@ class JointVAE(BaseVAE):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        if recon_reduction not in RECON_REDUCTIONS:
-            raise ValueError(f"recon_reduction '{recon_reduction}' is not one of {RECON_REDUCTIONS}")
+        check_recon_reduction(recon_reduction)
         hidden_dims = list(hidden_dims) if hidden_dims is not None else list(DEFAULT_HIDDEN_DIMS)
         self.latent_dim, self.recon_reduction, self.gamma = latent_dim, recon_reduction, gamma
         self.cont_capacity = (cont_max_capacity, cont_capacity_steps)

@@ -45,10 +45,11 @@ class MSSIMVAE(VanillaVAE):
         **kwargs: Any,
     ) -> None:
         super().__init__(in_channels, latent_dim, hidden_dims, **kwargs)
-        output_activation = kwargs.get("output_activation", "sigmoid")  # VanillaVAE's argument and default
-        if data_range is None and output_activation not in DATA_RANGE:
-            raise ValueError(f"output_activation '{output_activation}' has no fixed range: set data_range")
-        self.data_range = data_range if data_range is not None else DATA_RANGE[output_activation]
+        if data_range is None and self.output_activation not in DATA_RANGE:
+            raise ValueError(
+                f"output_activation '{self.output_activation}' has no fixed range: set data_range"
+            )
+        self.data_range = data_range if data_range is not None else DATA_RANGE[self.output_activation]
         self.window_size = window_size
 
     def reconstruction_loss(self, recons: Tensor, input: Tensor) -> Tensor:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
-from torch import Tensor
+from torch import Tensor, nn
 
-from vaezoo.losses import RECON_REDUCTIONS, gaussian_kl, squared_error
+from vaezoo.losses import check_recon_reduction, gaussian_kl, squared_error
 from vaezoo.models.base import BaseVAE
 from vaezoo.nn.blocks import DEFAULT_HIDDEN_DIMS, ConvDecoder, ConvEncoder, GaussianHead
 from vaezoo.registry import register_model
@@ -73,14 +73,18 @@ class VanillaVAE(BaseVAE):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        if recon_reduction not in RECON_REDUCTIONS:
-            raise ValueError(f"recon_reduction '{recon_reduction}' is not one of {RECON_REDUCTIONS}")
+        check_recon_reduction(recon_reduction)
         hidden_dims = list(hidden_dims) if hidden_dims is not None else list(DEFAULT_HIDDEN_DIMS)
         self.latent_dim = latent_dim
         self.recon_reduction = recon_reduction
+        self.output_activation = output_activation
         self.encoder = ConvEncoder(in_channels, hidden_dims, image_size)
-        self.head = GaussianHead(self.encoder.out_features, latent_dim)
+        self.head = self.build_head(self.encoder.out_features, latent_dim)
         self.decoder = ConvDecoder(latent_dim, in_channels, hidden_dims, image_size, output_activation)
+
+    def build_head(self, in_features: int, latent_dim: int) -> nn.Module:
+        """Encoder features -> the posterior's parameters (a hook: deterministic or Gamma heads)."""
+        return GaussianHead(in_features, latent_dim)
 
     def encode(self, input: Tensor) -> list[Tensor]:
         mu, log_var = self.head(self.encoder(input))  # (B, D), (B, D)

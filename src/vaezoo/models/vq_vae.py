@@ -6,7 +6,7 @@ from typing import Any, Literal, NamedTuple
 
 from torch import Tensor, nn
 
-from vaezoo.losses import RECON_REDUCTIONS, squared_error
+from vaezoo.losses import check_recon_reduction, squared_error
 from vaezoo.models.base import BaseVAE, Device
 from vaezoo.nn.blocks import check_image_size, output_activation
 from vaezoo.nn.quantizers import VectorQuantizer, codebook_perplexity, codebook_usage
@@ -142,8 +142,7 @@ class VQVAE(BaseVAE):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        if recon_reduction not in RECON_REDUCTIONS:
-            raise ValueError(f"recon_reduction '{recon_reduction}' is not one of {RECON_REDUCTIONS}")
+        check_recon_reduction(recon_reduction)
         hidden_dims = list(hidden_dims) if hidden_dims is not None else list(DEFAULT_VQ_HIDDEN_DIMS)
         check_image_size(image_size, len(hidden_dims))
         self.latent_dim, self.num_embeddings = latent_dim, num_embeddings

@@ -55,7 +55,9 @@ class LatentMatchingAutoencoder(VanillaVAE):
             raise ValueError(f"latent_var must be positive, got {latent_var}")
         self.reg_weight = reg_weight
         self.latent_var = latent_var
-        self.head = nn.Linear(self.encoder.out_features, latent_dim)  # a code, not a distribution
+
+    def build_head(self, in_features: int, latent_dim: int) -> nn.Module:
+        return nn.Linear(in_features, latent_dim)  # a code, not a distribution
 
     def encode(self, input: Tensor) -> list[Tensor]:
         return [self.head(self.encoder(input))]  # [(B, D)]
