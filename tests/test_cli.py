@@ -12,16 +12,35 @@ from vaezoo.cli import main
 
 # A small, fast run: 32x32 dSprites, a three-layer model, a few steps.
 FAST = [
-    "--model.hidden_dims", "[8, 16, 32]", "--model.latent_dim", "4",
-    "--data.image_size", "32", "--data.subset", "400",
-    "--train.batch_size", "16", "--train.max_epochs", "2", "--train.limit_train_batches", "3",
-    "--train.limit_val_batches", "2", "--logging.num_images", "16", "--logging.progress_bar", "none",
-    "--logging.log_every_n_steps", "1",
+    "--model.hidden_dims",
+    "[8, 16, 32]",
+    "--model.latent_dim",
+    "4",
+    "--data.image_size",
+    "32",
+    "--data.subset",
+    "400",
+    "--train.batch_size",
+    "16",
+    "--train.max_epochs",
+    "2",
+    "--train.limit_train_batches",
+    "3",
+    "--train.limit_val_batches",
+    "2",
+    "--logging.num_images",
+    "16",
+    "--logging.progress_bar",
+    "none",
+    "--logging.log_every_n_steps",
+    "1",
 ]
 
 
 def train(tmp_path: Path, *extra: str) -> int:
-    return main(["train", "-c", "configs/vae.yaml", *FAST, "--logging.save_dir", str(tmp_path / "runs"), *extra])
+    return main(
+        ["train", "-c", "configs/vae.yaml", *FAST, "--logging.save_dir", str(tmp_path / "runs"), *extra]
+    )
 
 
 def only_run_dir(tmp_path: Path) -> Path:
@@ -58,7 +77,9 @@ def test_train_writes_every_artefact_and_resume_continues(tmp_path, monkeypatch,
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run), size_guidance={"images": 0}).Reload()
-    assert {"train/loss_step", "val/loss", "val/KLD", "val/Reconstruction_Loss"} <= set(events.Tags()["scalars"])
+    assert {"train/loss_step", "val/loss", "val/KLD", "val/Reconstruction_Loss"} <= set(
+        events.Tags()["scalars"]
+    )
     assert {"reconstructions", "samples"} <= set(events.Tags()["images"])
     assert checkpoint_step(run / "checkpoints" / "last.ckpt") == 6
 
@@ -151,7 +172,10 @@ def test_same_seed_same_weights_and_csv_logger(tmp_path, monkeypatch):
     assert train(tmp_path, *short) == 0
     assert train(tmp_path, *short, "--logging.logger", "csv") == 0
     first, second = (tmp_path / "runs" / "VanillaVAE" / f"version_{i}" for i in (0, 1))
-    weights = [torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for run in (first, second)]
+    weights = [
+        torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        for run in (first, second)
+    ]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     metrics = (second / "metrics.csv").read_text().splitlines()
@@ -159,6 +183,26 @@ def test_same_seed_same_weights_and_csv_logger(tmp_path, monkeypatch):
     assert (second / "images" / "samples_epoch000.png").is_file()
     different = train(tmp_path, *short, "--train.seed", "7")
     assert different == 0
-    third = torch.load(tmp_path / "runs" / "VanillaVAE" / "version_2" / "checkpoints" / "last.ckpt",
-                       weights_only=True)["state_dict"]
+    third = torch.load(
+        tmp_path / "runs" / "VanillaVAE" / "version_2" / "checkpoints" / "last.ckpt", weights_only=True
+    )["state_dict"]
     assert not torch.equal(third["model.head.fc_mu.weight"], weights[0]["model.head.fc_mu.weight"])
+
+
+@pytest.mark.slow
+def test_sample_conditions_conditional_models_and_explains_models_without_prior(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    small = [*FAST, "--train.max_epochs", "1", "--logging.save_dir", str(tmp_path / "runs")]
+    assert main(["train", "-c", "configs/cvae.yaml", *small]) == 0
+    assert main(["train", "-c", "configs/vq_vae.yaml", *small, "--model.hidden_dims", "[16, 32]"]) == 0
+    cvae = next((tmp_path / "runs").glob("ConditionalVAE/version_0"))
+    out = tmp_path / "cvae.png"
+    assert main(["sample", str(cvae), "-n", "4", "-o", str(out)]) == 0
+    assert Image.open(out).size == (2 * 34 + 2, 2 * 34 + 2)
+    capsys.readouterr()
+    vq = next((tmp_path / "runs").glob("VQVAE/version_0"))
+    assert main(["sample", str(vq), "-n", "4", "-o", str(tmp_path / "vq.png")]) == 2
+    assert "cannot sample from VQVAE: VQVAE has no prior over its codes" in capsys.readouterr().err
+    assert not (tmp_path / "vq.png").exists()

@@ -20,6 +20,9 @@ class WithCritic(VanillaVAE):
         self.critic = nn.Linear(self.latent_dim, 1)
         self.seen_steps: list[int] = []
 
+    def auxiliary_optimizer_kwargs(self):
+        return {"betas": (0.5, 0.9)}
+
     def auxiliary_parameters(self):
         return list(self.critic.parameters())
 
@@ -37,8 +40,13 @@ def loaders(n: int = 24) -> tuple[DataLoader, DataLoader]:
 
 def fit(model: nn.Module, **train: object) -> tuple[L.Trainer, VAEModule]:
     module = VAEModule(model, TrainConfig(scheduler="none", **train))
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module, *loaders())
     return trainer, module
 
@@ -63,6 +71,7 @@ def test_auxiliary_parameters_get_their_own_optimizer():
     main_ids = {id(p) for group in main.param_groups for p in group["params"]}
     assert not main_ids & {id(p) for p in model.critic.parameters()}
     assert auxiliary.param_groups[0]["lr"] == 0.01
+    assert auxiliary.param_groups[0]["betas"] == (0.5, 0.9)
     assert not torch.equal(model.critic.weight, critic_before)  # both optimisers stepped
     assert not torch.equal(model.head.fc_mu.weight, encoder_before)
     assert model.seen_steps == [0, 1, 2]  # the training batches before this one

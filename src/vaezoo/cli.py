@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 import torch
 
 from vaezoo.config import ConfigError, from_dict, parse_overrides, set_dotted
 from vaezoo.registry import UnknownModelError
+
+if TYPE_CHECKING:
+    from vaezoo.data import VAEDataModule
 
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, UnknownModelError)
 
@@ -93,16 +97,21 @@ def cmd_sample(args: argparse.Namespace, overrides: list[str]) -> int:
 
     _no_overrides(overrides, "sample")
     model, config = model_from_checkpoint(args.checkpoint)
+    labels = None
+    if "num_classes" in model.config:  # a conditional model: condition on labels of real images
+        labels = _data_module(config).fixed_batch(args.num_samples, split="val")[1]
     torch.manual_seed(args.seed)
-    with torch.no_grad():
-        samples = model.sample(args.num_samples, "cpu")
+    try:
+        with torch.no_grad():
+            samples = model.sample(args.num_samples, "cpu", labels=labels)
+    except NotImplementedError as err:
+        raise ConfigError(f"cannot sample from {type(model).__name__}: {err}") from None
     path = save_image(samples, args.output, nrow=args.nrow, value_range=_value_range(config))
     print(f"wrote {args.num_samples} samples to {path}")
     return 0
 
 
 def cmd_reconstruct(args: argparse.Namespace, overrides: list[str]) -> int:
-    from vaezoo.data import VAEDataModule
     from vaezoo.images import interleave_rows, save_image
     from vaezoo.io import model_from_checkpoint
 
@@ -117,10 +126,7 @@ def cmd_reconstruct(args: argparse.Namespace, overrides: list[str]) -> int:
         if not key.startswith("data."):
             raise ConfigError(f"reconstruct takes only --data.* overrides, not --{key}")
         set_dotted(raw, key, value)
-    config = from_dict(raw, source=f"{args.checkpoint} (saved config)")
-    datamodule = VAEDataModule(config.data, batch_size=args.num_images)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    datamodule = _data_module(raw, source=f"{args.checkpoint} (saved config)")
     split = "train" if args.data else args.split
     images, labels = datamodule.fixed_batch(args.num_images, split=split)
     torch.manual_seed(args.seed)
@@ -146,6 +152,17 @@ def cmd_list(args: argparse.Namespace, overrides: list[str]) -> int:
         table.add_row(name, ", ".join(aliases_of(name)), doc[0] if doc else "")
     Console().print(table)
     return 0
+
+
+def _data_module(raw: dict, source: str = "saved config") -> VAEDataModule:
+    """The data of a run's saved config (a plain dict), set up."""
+    from vaezoo.data import VAEDataModule
+
+    config = from_dict(raw, source=source)
+    datamodule = VAEDataModule(config.data, batch_size=config.train.batch_size)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
 
 
 def _value_range(config: dict) -> tuple[float, float]:

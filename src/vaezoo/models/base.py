@@ -120,6 +120,10 @@ class BaseVAE(nn.Module):
 
     auxiliary_lr: float | None = None  # learning rate of the auxiliary optimizer (None: the main lr)
 
+    def auxiliary_optimizer_kwargs(self) -> dict[str, Any]:
+        """Further keyword arguments of the auxiliary optimizer (e.g. Adam ``betas``)."""
+        return {}
+
     # -- conveniences ---------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:

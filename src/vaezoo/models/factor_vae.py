@@ -70,6 +70,9 @@ class FactorVAE(VanillaVAE):
     def auxiliary_parameters(self) -> list[nn.Parameter]:
         return list(self.discriminator.parameters())
 
+    def auxiliary_optimizer_kwargs(self) -> dict[str, Any]:
+        return {"betas": (0.5, 0.9)}  # the discriminator's Adam settings in Kim & Mnih (2018)
+
     def auxiliary_loss(self, output: Any, **kwargs: Any) -> dict[str, Tensor]:
         z = output.z.detach()  # (B, D): the VAE step is over; no gradient flows back into it
         codes = torch.cat([z, permute_dims(z)])  # (2B, D): joint samples, then product samples

@@ -126,10 +126,9 @@ class VAEModule(L.LightningModule):
         main_params = [p for p in self.model.parameters() if id(p) not in auxiliary]
         optimizers = [optimizer_cls(main_params, lr=cfg.lr, weight_decay=cfg.weight_decay)]
         if self.auxiliary_parameters:
-            aux_lr = self.model.auxiliary_lr or cfg.lr
-            optimizers.append(
-                optimizer_cls(self.auxiliary_parameters, lr=aux_lr, weight_decay=cfg.weight_decay)
-            )
+            options = {"lr": self.model.auxiliary_lr or cfg.lr, "weight_decay": cfg.weight_decay}
+            options.update(self.model.auxiliary_optimizer_kwargs())
+            optimizers.append(optimizer_cls(self.auxiliary_parameters, **options))
         if cfg.scheduler == "none":
             return optimizers
         schedulers = [
