@@ -2,10 +2,9 @@
 
 import lightning as L
 import torch
+from helpers import fit_one_epoch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
-from vaezoo.config import TrainConfig
 from vaezoo.models import VanillaVAE
 from vaezoo.training import VAEModule
 
@@ -32,23 +31,10 @@ class WithCritic(VanillaVAE):
         return {"loss": self.critic(output.mu.detach()).pow(2).mean()}
 
 
-def loaders(n: int = 24) -> tuple[DataLoader, DataLoader]:
-    generator = torch.Generator().manual_seed(0)
-    data = TensorDataset(torch.rand(n, 1, 16, 16, generator=generator), torch.zeros(n))
-    return DataLoader(data, batch_size=8), DataLoader(data, batch_size=8)
-
-
 def fit(model: nn.Module, **train: object) -> tuple[L.Trainer, VAEModule]:
-    module = VAEModule(model, TrainConfig(scheduler="none", **train))
-    trainer = L.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+    return fit_one_epoch(
+        model, torch.rand(24, 1, 16, 16, generator=torch.Generator().manual_seed(0)), **train
     )
-    trainer.fit(module, *loaders())
-    return trainer, module
 
 
 def test_validation_uses_the_training_kl_weight():

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import math
 
-import lightning as L
 import pytest
 import torch
+from helpers import fit_one_epoch
 from torch.distributions import Normal, kl_divergence
-from torch.utils.data import DataLoader, TensorDataset
 
-from vaezoo.config import TrainConfig
 from vaezoo.losses.dip import dip_penalty, latent_covariance
 from vaezoo.losses.total_correlation import kl_decomposition, log_importance_weights, permute_dims
 from vaezoo.models.beta_vae import BetaVAE
@@ -22,7 +20,6 @@ from vaezoo.models.dip_vae import DIPVAE
 from vaezoo.models.factor_vae import FactorVAE
 from vaezoo.models.vanilla_vae import VAEOutput
 from vaezoo.registry import create_model
-from vaezoo.training import VAEModule
 
 TINY = {"hidden_dims": [8, 8], "image_size": 16, "recon_reduction": "sum"}
 
@@ -236,16 +233,7 @@ def test_factor_vae_discriminator_has_its_own_optimizer_and_both_sets_train():
     model = tiny_factor_vae()
     discriminator_before = [p.detach().clone() for p in model.discriminator.parameters()]
     encoder_before = model.head.fc_mu.weight.detach().clone()
-    data = TensorDataset(images(24), torch.zeros(24))
-    module = VAEModule(model, TrainConfig(scheduler="none", lr=1e-3))
-    trainer = L.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(module, DataLoader(data, batch_size=8), DataLoader(data, batch_size=8))
+    trainer, _ = fit_one_epoch(model, images(24), lr=1e-3)
     main, auxiliary = trainer.optimizers
     main_ids = {id(p) for group in main.param_groups for p in group["params"]}
     discriminator_ids = {id(p) for p in model.discriminator.parameters()}

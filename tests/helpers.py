@@ -1,0 +1,26 @@
+"""Helpers shared by test files."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from vaezoo.config import TrainConfig
+from vaezoo.training import VAEModule
+
+
+def fit_one_epoch(model: nn.Module, images: torch.Tensor, **train: object) -> tuple[L.Trainer, VAEModule]:
+    """One quiet Lightning epoch of ``model`` through VAEModule on ``images`` (train = val, batches of 8)."""
+    data = TensorDataset(images, torch.zeros(len(images)))
+    module = VAEModule(model, TrainConfig(**{"scheduler": "none", **train}))
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, DataLoader(data, batch_size=8), DataLoader(data, batch_size=8))
+    return trainer, module
