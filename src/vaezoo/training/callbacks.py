@@ -53,14 +53,9 @@ class ImageGrids(L.Callback):
                 warnings.warn(f"no sample grid: {err}", stacklevel=1)
                 self._sample_warned = True
         for name, batch in grids.items():
-            save_image(
-                batch,
-                self.out_dir / f"{name}_epoch{epoch:03d}.png",
-                nrow=self.nrow,
-                value_range=self.value_range,
-            )
+            grid = make_grid(batch, nrow=self.nrow, value_range=self.value_range)  # (C, H', W') in [0, 1]
+            save_image(grid, self.out_dir / f"{name}_epoch{epoch:03d}.png", padding=0)
             for logger in trainer.loggers:
                 experiment = getattr(logger, "experiment", None)
                 if hasattr(experiment, "add_image"):
-                    grid = make_grid(batch, nrow=self.nrow, value_range=self.value_range)
                     experiment.add_image(name, grid, global_step=step)
