@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,27 @@ from vaezoo.registry import create_model
 from vaezoo.training.checkpoint import CheckpointError, load_checkpoint
 
 
-def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model saved in a checkpoint (or a run folder's last one), in eval mode.
+@dataclass
+class LoadedRun:
+    """A model rebuilt from a checkpoint, with what evaluation needs to know about its run."""
 
-    Returns the model and the run config stored with it.
-    """
-    checkpoint = load_checkpoint(path)
+    model: nn.Module  # in eval mode
+    config: dict[str, Any]  # the run's saved, resolved config
+    checkpoint: Path
+    run_dir: Path  # the run folder the checkpoint belongs to (its parent for a loose file)
+    global_step: int
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """A checkpoint file itself, or a run folder's ``checkpoints/last.ckpt``."""
+    path = Path(path)
+    return path / "checkpoints" / "last.ckpt" if path.is_dir() else path
+
+
+def load_run(path: str | Path) -> LoadedRun:
+    """Rebuild the model saved in a checkpoint (or a run folder's last one), in eval mode."""
+    file = checkpoint_file(path)
+    checkpoint = load_checkpoint(file)
     meta = checkpoint["vaezoo"]
     model = create_model(meta["model_name"], **meta["model_config"])
     prefix = "model."
@@ -26,4 +42,13 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise CheckpointError(
             f"{path}: weights do not fit {meta['model_name']}: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
-    return model.eval(), meta.get("config", {})
+    run_dir = file.parent.parent if file.parent.name == "checkpoints" else file.parent
+    batches = checkpoint["state_dict"].get("train_batches")  # training batches, even with two optimizers
+    step = int(batches) if batches is not None else int(checkpoint.get("global_step", 0))
+    return LoadedRun(model.eval(), meta.get("config", {}), file, run_dir, step)
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The model of a checkpoint (or a run folder's last one) in eval mode, and the run config stored with it."""
+    run = load_run(path)
+    return run.model, run.config

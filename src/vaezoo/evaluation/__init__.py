@@ -1,0 +1,2 @@
+"""Evaluation: every metric is a plain function of tensors / arrays (no Lightning), plus the
+``evaluate`` driver behind ``vaezoo evaluate`` and ``vaezoo benchmark``."""
