@@ -52,10 +52,11 @@ def dsprites_batch(n: int, channels: int, size: int, seed: int = 0) -> tuple[tor
     return x, torch.from_numpy(factor_values(classes)).float()
 
 
-def build(name: str, channels: int = 1, size: int = 32) -> torch.nn.Module:
-    """The model of ``name``'s config, for ``channels`` x ``size`` x ``size`` dSprites, as the trainer makes it."""
+def build(name: str, channels: int = 1, size: int = 32, **overrides: Any) -> torch.nn.Module:
+    """The model of ``name``'s config, for ``channels`` x ``size`` x ``size`` dSprites, as the trainer makes
+    it; ``overrides`` replace config values."""
     config = load_config(config_of(name))
-    kwargs = config.model_kwargs
+    kwargs = {**config.model_kwargs, **overrides}
     given = {"in_channels": channels, "image_size": size, "num_classes": 5, "dataset_size": 10_000}
     params = model_parameters(get_model_class(name))
     kwargs.update({k: v for k, v in given.items() if k in params})
@@ -149,6 +150,86 @@ def test_save_load_round_trip(name):
         torch.manual_seed(1)
         second = clone.generate(x, labels=labels)
     assert torch.equal(first, second)
+
+
+# -- the evaluation interface: embed, kl_per_dimension, log_importance_weights, likelihood_is_normalized --
+
+CLOSED_FORM_KL = {  # models whose logged KL is the closed form that kl_per_dimension splits by dimension
+    "VanillaVAE", "BetaVAE", "DIPVAE", "FactorVAE", "InfoVAE", "LogCoshVAE", "MSSIMVAE", "DFCVAE",
+    "ConditionalVAE", "TwoStageVAE", "GammaVAE", "CategoricalVAE", "JointVAE",
+}  # fmt: skip
+
+
+def logged_kl(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+    return losses["KLD"] if "KLD" in losses else losses["KLD_Continuous"] + losses["KLD_Discrete"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_embed_is_deterministic_and_decodes_to_images(name):
+    model = build(name).eval()
+    x, labels = dsprites_batch(3, 1, 32)
+    with torch.no_grad():
+        codes = model.embed(x, labels=labels)
+        assert torch.equal(codes, model.embed(x, labels=labels))
+        assert codes.shape[0] == 3 and torch.isfinite(codes).all()
+        assert model.decode(codes).shape == x.shape
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_kl_per_dimension_is_non_negative_and_sums_to_the_kl(name):
+    model = build(name).eval()
+    x, labels = dsprites_batch(3, 1, 32)
+    with torch.no_grad():
+        try:
+            kl = model.kl_per_dimension(x, labels=labels)
+        except NotImplementedError as err:
+            assert name not in CLOSED_FORM_KL and len(str(err)) > 20, err
+            return
+        output, losses = losses_of(model, x, labels)
+    assert kl.dim() == 2 and kl.shape[0] == 3 and (kl >= 0).all()
+    if name in CLOSED_FORM_KL:
+        torch.testing.assert_close(kl.sum(dim=1).mean(), logged_kl(losses))
+    if hasattr(output, "mu") and output.mu.shape[1] == kl.shape[1]:  # the Gaussian family
+        assert kl.shape == output.mu.shape
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_log_importance_weights_are_finite_or_say_why_not(name):
+    model = build(name).eval()
+    x, labels = dsprites_batch(3, 1, 32)
+    assert isinstance(model.likelihood_is_normalized, bool)
+    assert model.likelihood_is_normalized is (name == "TwoStageVAE")  # every config keeps mse
+    with torch.no_grad():
+        try:
+            log_w = model.log_importance_weights(x, 5, labels=labels)
+        except NotImplementedError as err:
+            assert "deterministic encoder" in str(err), err
+            return
+    assert log_w.shape == (3, 5) and torch.isfinite(log_w).all()
+    assert log_w.std(dim=1).max() > 0  # five different draws of q(z|x)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_bernoulli_likelihood_or_a_clear_refusal(name):
+    x, labels = dsprites_batch(4, 1, 32)  # binary images
+    try:
+        model = build(name, likelihood="bernoulli", recon_reduction=None).eval()
+    except ValueError as err:
+        assert model_parameters(get_model_class(name)).get("likelihood") is not None
+        assert "takes likelihood 'mse' only" in str(err) and get_model_class(name).own_reconstruction, err
+        return
+    with torch.no_grad():
+        output, losses = losses_of(model, x, labels)
+        assert output.recons.shape == x.shape and 0 <= output.recons.min() and output.recons.max() <= 1
+        means = torch.sigmoid(output.recon_params)  # the logits' means; IWAE keeps all samples'
+        torch.testing.assert_close(means[:, 0] if means.dim() == 5 else means, output.recons)
+        assert torch.isfinite(losses["loss"]) and model.likelihood_is_normalized
+        assert model.decode(model.embed(x, labels=labels)).max() <= 1
+        try:
+            log_w = model.log_importance_weights(x, 2, labels=labels)
+        except NotImplementedError:
+            return
+    assert log_w.shape == (4, 2) and torch.isfinite(log_w).all()
 
 
 @pytest.mark.slow

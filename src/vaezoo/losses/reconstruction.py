@@ -14,6 +14,22 @@ def check_recon_reduction(reduction: str) -> str:
     return reduction
 
 
+def resolve_recon_reduction(reduction: str | None, likelihood: str = "mse") -> str:
+    """The reconstruction scale of a model: ``None`` means ``"mean"`` for the squared error
+    (PyTorch-VAE's scale) and ``"sum"`` for a likelihood, whose reconstruction term is the negative
+    log-likelihood summed over pixels (so ``M_N = 1`` is the exact negative ELBO); a likelihood with
+    ``"mean"`` is an error."""
+    if reduction is None:
+        return "mean" if likelihood == "mse" else "sum"
+    check_recon_reduction(reduction)
+    if likelihood != "mse" and reduction != "sum":
+        raise ValueError(
+            f"recon_reduction '{reduction}' with likelihood '{likelihood}': a likelihood's term is "
+            "-log p(x|z) summed over pixels; set recon_reduction to 'sum' or leave it out (null)"
+        )
+    return reduction
+
+
 def squared_error(recons: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Squared error per example, (B, ...) -> (B,).
 

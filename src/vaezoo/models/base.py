@@ -10,18 +10,34 @@ Every model is a plain ``nn.Module`` (no Lightning, data or logging inside) with
 - ``sample(num_samples, current_device, **kwargs)`` and ``generate(x, **kwargs)``
 
 The constructor's arguments are recorded in ``model.config`` so a model can be rebuilt from it.
+
+The decoder's raw output, ``decode_params(z)``, holds the parameters of the likelihood p(x|z)
+(``model.likelihood``, see :mod:`vaezoo.nn.likelihoods`: logits for ``bernoulli``, the image itself
+for ``mse``); ``decode(z)`` is always an image, the likelihood's mean.
+
+For evaluation, every model answers (with defaults here, overridden where a model differs):
+
+- ``embed(x, **kwargs) -> Tensor``: the deterministic code, in the form ``decode`` takes;
+- ``kl_per_dimension(x, **kwargs) -> (B, D)``: KL(q(z_d|x) || p(z_d)) per latent dimension, or
+  ``NotImplementedError`` saying why there is none;
+- ``log_importance_weights(x, num_samples, **kwargs) -> (B, S)``: log p(x|z_s) + log p(z_s)
+  - log q(z_s|x) with z_s ~ q(z|x), in nats, or ``NotImplementedError`` saying why;
+- ``likelihood_is_normalized``: whether log p(x|z) above is a normalised likelihood.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import inspect
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from vaezoo.losses.reconstruction import resolve_recon_reduction
 from vaezoo.nn.distributions import DiagonalGaussian
+from vaezoo.nn.likelihoods import LIKELIHOODS, Likelihood, build_likelihood
 
 Device = int | str | torch.device | None
 
@@ -64,6 +80,15 @@ def _record_config(init: Any) -> Any:
     return wrapper
 
 
+@functools.cache
+def with_recon_params(output_cls: type) -> type:
+    """``output_cls`` (a NamedTuple) with one more, last field ``recon_params``: the likelihood's
+    parameters of the reconstruction(s) the loss scores (e.g. Bernoulli logits), which ``recons``
+    -- always an image -- cannot carry. Models with a likelihood other than ``mse`` return it."""
+    fields = [*output_cls._fields, "recon_params"]
+    return collections.namedtuple(f"{output_cls.__name__}WithParams", fields, module=output_cls.__module__)
+
+
 class BaseVAE(nn.Module):
     """Common API of every vaezoo model (PyTorch-VAE's ``BaseVAE``, device-agnostic)."""
 
@@ -71,6 +96,10 @@ class BaseVAE(nn.Module):
     config: dict[str, Any]
     loss_keys: tuple[str, ...] = ("loss",)  # every key loss_function returns (checked by the contract tests)
     samples_from_prior: bool = True  # False: sample() raises NotImplementedError saying why (e.g. VQ-VAE)
+    output_cls: Any = None  # the NamedTuple forward returns (models that use ``pack``)
+    likelihood: Likelihood  # p(x|z), set by ``setup_likelihood``
+    recon_reduction: str
+    own_reconstruction: str | None = None  # set: the model's reconstruction term, which admits only "mse"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -82,7 +111,17 @@ class BaseVAE(nn.Module):
         raise NotImplementedError
 
     def decode(self, z: Tensor) -> Tensor:
-        raise NotImplementedError
+        """Latents -> images: the mean of p(x|z) under the decoder's parameters."""
+        return self.likelihood.mean(self.decode_params(z))
+
+    def decode_params(self, z: Tensor) -> Tensor:
+        """Latents -> the decoder's raw output, the parameters of p(x|z) (B, C, H, W)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no decode_params")
+
+    def decode_with_params(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """(image, likelihood parameters) of latents z, from one decoder pass."""
+        params = self.decode_params(z)
+        return self.likelihood.mean(params), params
 
     def forward(self, input: Tensor, **kwargs: Any) -> tuple[Tensor, ...]:
         raise NotImplementedError
@@ -106,6 +145,80 @@ class BaseVAE(nn.Module):
     def generate(self, x: Tensor, **kwargs: Any) -> Tensor:
         """The reconstruction of ``x``."""
         return self.forward(x, **kwargs)[0]
+
+    # -- the likelihood p(x|z) -----------------------------------------------------------------
+    def setup_likelihood(
+        self,
+        likelihood: str,
+        output_activation: str,
+        recon_reduction: str | None,
+        scale: str = "learned",
+        std: float = 0.1,
+    ) -> str:
+        """Check and store the likelihood and the reconstruction scale; return the activation of
+        the decoder's last layer (``"none"`` for Bernoulli logits, else ``output_activation``)."""
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood '{likelihood}' is not one of {LIKELIHOODS}")
+        if self.own_reconstruction is not None and likelihood != "mse":
+            raise ValueError(
+                f"{type(self).__name__} takes likelihood 'mse' only, not '{likelihood}': "
+                f"{self.own_reconstruction}"
+            )
+        self.recon_reduction = resolve_recon_reduction(recon_reduction, likelihood)
+        self.likelihood = build_likelihood(likelihood, output_activation, self.recon_reduction, scale, std)
+        if likelihood != "mse":
+            self.output_cls = with_recon_params(type(self).output_cls)
+        return self.likelihood.decoder_activation
+
+    def pack(self, **values: Tensor) -> NamedTuple:
+        """``forward``'s output from named values; the names ``output_cls`` lacks are dropped."""
+        return self.output_cls(**{name: values[name] for name in self.output_cls._fields})
+
+    def recon_params(self, output: Any, field: str = "recons") -> Tensor:
+        """The likelihood parameters of a forward output: ``recon_params``, or the image in ``field``."""
+        return getattr(output, "recon_params", getattr(output, field))
+
+    def reconstruction_loss(self, recons: Tensor, input: Tensor) -> Tensor:
+        """Per-example reconstruction term, (B,): -log p(x|z) from the likelihood parameters
+        ``recons`` (for ``mse``, the squared error at ``recon_reduction`` scale)."""
+        return -self.likelihood.log_prob(input, recons)
+
+    def log_likelihood(self, input: Tensor, params: Tensor) -> Tensor:
+        """log p(x|z) per example, (B,), as the evaluation reports it: minus the reconstruction term."""
+        return -self.reconstruction_loss(params, input)
+
+    @property
+    def likelihood_is_normalized(self) -> bool:
+        """True only when ``log_likelihood`` is a normalised log density or mass (not ``mse``,
+        log-cosh, MS-SSIM or feature losses)."""
+        likelihood = getattr(self, "likelihood", None)
+        return bool(likelihood is not None and likelihood.normalized)
+
+    # -- evaluation: codes, KL per dimension, importance weights --------------------------------
+    def embed(self, x: Tensor, **kwargs: Any) -> Tensor:
+        """The deterministic code of ``x`` in the form ``decode`` takes: by default ``encode(x)[0]``
+        (the posterior mean of a Gaussian encoder, the code of a deterministic one)."""
+        return self.encode(x)[0]
+
+    def kl_per_dimension(self, x: Tensor, **kwargs: Any) -> Tensor:
+        """KL(q(z_d|x) || p(z_d)) of each latent dimension, (B, D)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no per-dimension KL")
+
+    def sample_latents(self, x: Tensor, num_samples: int, **kwargs: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """``num_samples`` draws z ~ q(z|x) per input, in the form ``decode`` takes, (B, S, ...),
+        with log p(z) and log q(z|x) of each, (B, S) -- over all latents of a hierarchy."""
+        raise NotImplementedError(f"{type(self).__name__} defines no posterior to sample from")
+
+    def log_importance_weights(self, x: Tensor, num_samples: int, **kwargs: Any) -> Tensor:
+        """log w_s = log p(x|z_s) + log p(z_s) - log q(z_s|x), z_s ~ q(z|x): (B, S) in nats
+        (Burda et al. 2016, Eq. 8). ``log p(x|z)`` is :meth:`log_likelihood`, normalised only when
+        ``likelihood_is_normalized``; training weights (beta, M_N) play no part."""
+        z, log_prior, log_posterior = self.sample_latents(x, num_samples, **kwargs)
+        batch = x.shape[0]
+        params = self.decode_params(z.flatten(0, 1))  # (B*S, C, H, W)
+        targets = x.unsqueeze(1).expand(batch, num_samples, *x.shape[1:]).flatten(0, 1)
+        log_likelihood = self.log_likelihood(targets, params).view(batch, num_samples)
+        return log_likelihood + log_prior - log_posterior  # (B, S)
 
     # -- training hooks (the generic LightningModule asks; models never import Lightning) -------
     def auxiliary_parameters(self) -> list[nn.Parameter]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any, Literal, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from vaezoo.losses import check_recon_reduction, squared_error
 from vaezoo.models.base import BaseVAE
 from vaezoo.nn.blocks import DEFAULT_HIDDEN_DIMS, ConvDecoder, ConvEncoder
-from vaezoo.nn.gumbel import RelaxedCategorical
+from vaezoo.nn.gumbel import RelaxedCategorical, kl_to_uniform
+from vaezoo.nn.likelihoods import LikelihoodName
 from vaezoo.registry import register_model
 
 
@@ -19,6 +20,36 @@ class CategoricalOutput(NamedTuple):
     input: Tensor  # (B, C, H, W)
     logits: Tensor  # (B, N * Q) unnormalised log q(c|x): N variables with Q classes, side by side
     z: Tensor  # (B, N * Q) relaxed one-hot samples
+
+
+# -- exact (not relaxed) categorical codes, for evaluation -----------------------------------------
+def variable_blocks(categorical: RelaxedCategorical, logits: Tensor) -> list[Tensor]:
+    """The logits of ``categorical``'s variables as (B, K, Q) blocks, in the layout of the codes."""
+    return [block.view(block.shape[0], -1, block.shape[-1]) for block in categorical.variables(logits)]
+
+
+def one_hot_mode(categorical: RelaxedCategorical, logits: Tensor) -> Tensor:
+    """The most probable class of every variable, one-hot, in the decoder's layout: (B, sum Q)."""
+    blocks = variable_blocks(categorical, logits)
+    return torch.cat([F.one_hot(b.argmax(-1), b.shape[-1]).to(logits).flatten(1) for b in blocks], dim=1)
+
+
+def kl_per_variable(categorical: RelaxedCategorical, logits: Tensor) -> Tensor:
+    """KL(q(c_k|x) || Uniform(Q_k)) of every variable: (B, K)."""
+    return torch.cat([kl_to_uniform(block) for block in variable_blocks(categorical, logits)], dim=1)
+
+
+def sample_one_hot(
+    categorical: RelaxedCategorical, logits: Tensor, num_samples: int
+) -> tuple[Tensor, Tensor]:
+    """Exact one-hot draws c ~ q(c|x), (B, S, sum Q), and their log q(c|x), (B, S)."""
+    codes, log_q = [], 0.0
+    for block in variable_blocks(categorical, logits):  # (B, K, Q)
+        log_p = F.log_softmax(block, dim=-1).unsqueeze(1).expand(-1, num_samples, -1, -1)  # (B, S, K, Q)
+        classes = torch.distributions.Categorical(logits=log_p).sample()  # (B, S, K)
+        codes.append(F.one_hot(classes, block.shape[-1]).to(logits).flatten(2))  # (B, S, K * Q)
+        log_q = log_q + log_p.gather(-1, classes.unsqueeze(-1)).squeeze(-1).sum(-1)
+    return torch.cat(codes, dim=-1), log_q
 
 
 @register_model(aliases=("GumbelVAE",))
@@ -35,6 +66,12 @@ class CategoricalVAE(BaseVAE):
 
     with ``recon`` the squared error at ``recon_reduction`` scale (``"sum"``: M_N = 1 is the ELBO).
     Loss keys: ``loss``, ``Reconstruction_Loss``, ``KLD`` and ``Temperature`` (the tau in use).
+    ``likelihood`` (with ``likelihood_scale``, ``likelihood_std``) works as in :class:`VanillaVAE`.
+
+    Evaluation uses the discrete model, with exact one-hot codes where training relaxes them:
+    ``embed`` is the one-hot of each variable's most probable class (B, N * Q); ``kl_per_dimension``
+    the KL of each variable to the uniform prior, (B, N); ``log_importance_weights`` draw one-hot c
+    from q(c|x), with log q(c|x) = sum_n log softmax(logits_n)[c_n] and log p(c) = -N log Q.
 
     Fixes to PyTorch-VAE: the temperature really anneals (it had ``min_temp = temp``) and follows the
     global step, restored on resume (it used ``batch_idx``, which restarts every epoch); the
@@ -42,6 +79,7 @@ class CategoricalVAE(BaseVAE):
     """
 
     loss_keys = ("loss", "Reconstruction_Loss", "KLD", "Temperature")
+    output_cls = CategoricalOutput
 
     def __init__(
         self,
@@ -51,39 +89,44 @@ class CategoricalVAE(BaseVAE):
         hidden_dims: list[int] | None = None,
         image_size: int = 64,
         output_activation: Literal["sigmoid", "tanh", "none"] = "sigmoid",
-        recon_reduction: Literal["mean", "sum"] = "mean",
+        recon_reduction: Literal["mean", "sum"] | None = None,
         temperature: float = 1.0,
         min_temperature: float = 0.5,
         anneal_rate: float = 3e-5,
         anneal_interval: int = 100,
+        likelihood: LikelihoodName = "mse",
+        likelihood_scale: Literal["fixed", "learned"] = "learned",
+        likelihood_std: float = 0.1,
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        check_recon_reduction(recon_reduction)
+        activation = self.setup_likelihood(
+            likelihood, output_activation, recon_reduction, likelihood_scale, likelihood_std
+        )
         hidden_dims = list(hidden_dims) if hidden_dims is not None else list(DEFAULT_HIDDEN_DIMS)
         self.latent_dim, self.categorical_dim = latent_dim, categorical_dim
-        self.recon_reduction = recon_reduction
         self.encoder = ConvEncoder(in_channels, hidden_dims, image_size)
         counts = [categorical_dim] * latent_dim  # N variables of Q classes
         schedule = (temperature, min_temperature, anneal_rate, anneal_interval)
         self.categorical = RelaxedCategorical(self.encoder.out_features, counts, *schedule)
         codes = self.categorical.size  # N * Q
-        self.decoder = ConvDecoder(codes, in_channels, hidden_dims, image_size, output_activation)
+        self.decoder = ConvDecoder(codes, in_channels, hidden_dims, image_size, activation)
 
     def encode(self, input: Tensor) -> list[Tensor]:
         return [self.categorical(self.encoder(input))]  # (B, N * Q) logits
 
-    def decode(self, z: Tensor) -> Tensor:
+    def decode_params(self, z: Tensor) -> Tensor:
         return self.decoder(z)  # (B, N * Q) one-hot-like codes -> (B, C, H, W)
 
     def forward(self, input: Tensor, **kwargs: Any) -> CategoricalOutput:
         logits = self.encode(input)[0]  # (B, N * Q)
         z = self.categorical.rsample(logits, kwargs.get("global_step"))  # (B, N * Q)
-        return CategoricalOutput(self.decode(z), input, logits, z)
+        recons, params = self.decode_with_params(z)
+        return self.pack(recons=recons, recon_params=params, input=input, logits=logits, z=z)
 
     def loss_function(self, *args: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
-        output = CategoricalOutput(*args[:4])
-        recon = squared_error(output.recons, output.input, self.recon_reduction).mean()
+        output = self.output_cls(*args[: len(self.output_cls._fields)])
+        recon = self.reconstruction_loss(self.recon_params(output), output.input).mean()
         kld = self.categorical.kl(output.logits).mean()  # summed over the N variables, mean over B
         loss = recon + M_N * kld
         temperature = torch.tensor(self.categorical.temperature(kwargs.get("global_step")))
@@ -97,3 +140,14 @@ class CategoricalVAE(BaseVAE):
     def sample_prior(self, num_samples: int, device: torch.device) -> Tensor:
         """One uniformly drawn class per variable, one-hot: (num_samples, N * Q)."""
         return self.categorical.sample_prior(num_samples, device)
+
+    # -- evaluation: the discrete model -----------------------------------------------------------
+    def embed(self, x: Tensor, **kwargs: Any) -> Tensor:
+        return one_hot_mode(self.categorical, self.encode(x)[0])  # (B, N * Q)
+
+    def kl_per_dimension(self, x: Tensor, **kwargs: Any) -> Tensor:
+        return kl_per_variable(self.categorical, self.encode(x)[0])  # (B, N)
+
+    def sample_latents(self, x: Tensor, num_samples: int, **kwargs: Any) -> tuple[Tensor, Tensor, Tensor]:
+        codes, log_posterior = sample_one_hot(self.categorical, self.encode(x)[0], num_samples)
+        return codes, torch.full_like(log_posterior, -self.categorical.max_kl), log_posterior

@@ -31,6 +31,12 @@ class ConditionalVAE(VanillaVAE):
     row is repeated for the whole batch. ``num_classes`` is filled in by the trainer from the data.
     ``decode`` takes [z, y] already concatenated, (B, latent_dim + num_classes), as in PyTorch-VAE.
 
+    Evaluation: ``embed(x, labels=y)`` is [mu(x, y), y], (B, latent_dim + num_classes), the form
+    ``decode`` takes, so ``decode(embed(x, labels=y))`` reconstructs x; the code proper is its first
+    ``latent_dim`` columns (the rest is the label you gave, which a disentanglement metric must not
+    see). ``kl_per_dimension`` and ``log_importance_weights`` are those of q(z|x, y) against N(0, I)
+    and of the conditional model p(x|z, y), all given the same ``labels=``.
+
     Fixed from PyTorch-VAE: any image size and channel count (it hard-coded 3 x 64 x 64 and a
     512 x 2 x 2 decoder input); ``sample`` checks its labels and broadcasts a single row.
     """
@@ -52,7 +58,7 @@ class ConditionalVAE(VanillaVAE):
         self.embed_class = nn.Linear(num_classes, image_size * image_size)
         # ... and the decoder reads [z, y] and draws the image's own channels.
         self.decoder = ConvDecoder(
-            latent_dim + num_classes, in_channels, hidden_dims, image_size, output_activation
+            latent_dim + num_classes, in_channels, hidden_dims, image_size, self.decoder_activation
         )
 
     def label_vectors(self, labels: Tensor | None, num_rows: int) -> Tensor:
@@ -77,13 +83,35 @@ class ConditionalVAE(VanillaVAE):
             raise ValueError(f"{labels.shape[0]} label rows for {num_rows} images: expected {usage}")
         return labels
 
-    def forward(self, input: Tensor, labels: Tensor | None = None, **kwargs: Any) -> NamedTuple:
+    def condition(self, input: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The encoder's input, the image with its label channel (B, C + 1, H, W), and y (B, K)."""
         y = self.label_vectors(labels, input.shape[0]).to(input)  # (B, K)
         label_channel = self.embed_class(y).view(-1, 1, *input.shape[-2:])  # (B, 1, H, W)
-        mu, log_var = self.encode(torch.cat([input, label_channel], dim=1))  # (B, D) each
+        return torch.cat([input, label_channel], dim=1), y
+
+    def forward(self, input: Tensor, labels: Tensor | None = None, **kwargs: Any) -> NamedTuple:
+        conditioned, y = self.condition(input, labels)
+        mu, log_var = self.encode(conditioned)  # (B, D) each
         z = self.reparameterize(mu, log_var)  # (B, D)
-        recons = self.decode(torch.cat([z, y], dim=1))  # (B, C, H, W)
-        return self.output_cls(recons=recons, input=input, mu=mu, log_var=log_var)
+        recons, params = self.decode_with_params(torch.cat([z, y], dim=1))  # (B, C, H, W)
+        return self.pack(recons=recons, recon_params=params, input=input, mu=mu, log_var=log_var)
+
+    # -- evaluation, given labels ------------------------------------------------------------------
+    def embed(self, x: Tensor, labels: Tensor | None = None, **kwargs: Any) -> Tensor:
+        conditioned, y = self.condition(x, labels)
+        return torch.cat([self.encode(conditioned)[0], y], dim=1)  # (B, D + K)
+
+    def kl_per_dimension(self, x: Tensor, labels: Tensor | None = None, **kwargs: Any) -> Tensor:
+        return super().kl_per_dimension(self.condition(x, labels)[0])  # (B, D)
+
+    def sample_latents(
+        self, x: Tensor, num_samples: int, labels: Tensor | None = None, **kwargs: Any
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """z ~ q(z|x, y) with the label appended, [z, y] (B, S, D + K), as ``decode`` takes it."""
+        conditioned, y = self.condition(x, labels)
+        z, log_prior, log_posterior = super().sample_latents(conditioned, num_samples)  # (B, S, D)
+        y = y.unsqueeze(1).expand(-1, num_samples, -1)  # (B, S, K)
+        return torch.cat([z, y], dim=-1), log_prior, log_posterior
 
     def sample(
         self, num_samples: int, current_device: Device = None, labels: Tensor | None = None, **kwargs: Any

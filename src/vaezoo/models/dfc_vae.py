@@ -44,8 +44,11 @@ class DFCVAE(VanillaVAE):
     not switched to training mode; it follows the input's device when the loss is computed.
     Loss keys: ``loss``, ``Reconstruction_Loss`` (the beta-weighted feature term plus the pixel
     term), ``KLD``. Fixes to PyTorch-VAE: no download, ImageNet normalisation, VGG not saved in
-    checkpoints nor given to Adam, any channel count 1/3 and image size.
+    checkpoints nor given to Adam, any channel count 1/3 and image size. ``likelihood`` must stay
+    ``"mse"``: the feature loss is not a likelihood, so ``likelihood_is_normalized`` is False.
     """
+
+    own_reconstruction = "its reconstruction term, a VGG feature loss, replaces the likelihood"
 
     def __init__(
         self,
@@ -62,7 +65,9 @@ class DFCVAE(VanillaVAE):
         feature_weights: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(in_channels, latent_dim, hidden_dims, image_size, output_activation, recon_reduction)
+        super().__init__(
+            in_channels, latent_dim, hidden_dims, image_size, output_activation, recon_reduction, **kwargs
+        )
         if in_channels not in (1, 3):
             raise ValueError(f"DFCVAE compares VGG features of 1- or 3-channel images, not {in_channels}")
         self.alpha, self.beta, self.pixel_weight = alpha, beta, pixel_weight

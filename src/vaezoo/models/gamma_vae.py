@@ -61,15 +61,21 @@ def gamma_rsample(concentration: Tensor, rate: Tensor, boosts: int) -> Tensor:
     return z / rate  # (B, D)
 
 
-def gamma_kl(concentration: Tensor, rate: Tensor, prior_concentration: float, prior_rate: float) -> Tensor:
-    """KL(Gamma(a, b) || Gamma(a0, b0)) in closed form, summed over the last dimension -> (B,):
+def gamma_kl_per_dimension(
+    concentration: Tensor, rate: Tensor, prior_concentration: float, prior_rate: float
+) -> Tensor:
+    """KL(Gamma(a, b) || Gamma(a0, b0)) in closed form, elementwise -> (B, D):
 
     (a - a0) psi(a) - lgamma(a) + lgamma(a0) + a0 (log b - log b0) + a (b0 - b) / b.
     """
     a, b, a0, b0 = concentration, rate, prior_concentration, prior_rate
     kl = (a - a0) * torch.digamma(a) - torch.lgamma(a) + math.lgamma(a0)
-    kl = kl + a0 * (torch.log(b) - math.log(b0)) + a * (b0 - b) / b
-    return kl.sum(-1)
+    return kl + a0 * (torch.log(b) - math.log(b0)) + a * (b0 - b) / b
+
+
+def gamma_kl(concentration: Tensor, rate: Tensor, prior_concentration: float, prior_rate: float) -> Tensor:
+    """:func:`gamma_kl_per_dimension` summed over the last dimension -> (B,)."""
+    return gamma_kl_per_dimension(concentration, rate, prior_concentration, prior_rate).sum(-1)
 
 
 # -- the model --------------------------------------------------------------------------------------
@@ -107,7 +113,8 @@ class GammaVAE(VanillaVAE):
         loss = mean_batch[ recon(x, x_hat) ] + M_N * mean_batch[ KL(q(z|x) || p(z)) ]
 
     with the Gamma-to-Gamma KL in closed form (:func:`gamma_kl`). The ELBO pipeline is the VAE's;
-    the head, the sampler and the ``regularizer`` are the Gamma ones.
+    the head, the sampler and the ``regularizer`` are the Gamma ones. ``embed`` is the posterior
+    mean alpha / beta; ``kl_per_dimension`` and ``log_importance_weights`` use the Gamma densities.
 
     Fixed against PyTorch-VAE: alpha and beta come from softplus heads with a floor of 1e-3 (a
     Softmax without ``dim`` forced them onto a simplex of tiny values and caused NaNs); M_N weighs
@@ -143,7 +150,10 @@ class GammaVAE(VanillaVAE):
     def forward(self, input: Tensor, **kwargs: Any) -> GammaOutput:
         concentration, rate = self.encode(input)  # (B, D), (B, D)
         z = self.reparameterize(concentration, rate)  # (B, D)
-        return GammaOutput(self.decode(z), input, concentration, rate, z)
+        recons, params = self.decode_with_params(z)
+        return self.pack(
+            recons=recons, recon_params=params, input=input, concentration=concentration, rate=rate, z=z
+        )
 
     def regularizer(self, output: Any, kl_weight: float, **kwargs: Any) -> tuple[Tensor, dict[str, Tensor]]:
         kld = gamma_kl(output.concentration, output.rate, self.prior_shape, self.prior_rate).mean()
@@ -153,3 +163,21 @@ class GammaVAE(VanillaVAE):
         """z ~ Gamma(prior_shape, prior_rate) per dimension, (N, D)."""
         shape = torch.full((num_samples, self.latent_dim), self.prior_shape, device=device)
         return torch.distributions.Gamma(shape, self.prior_rate).sample()
+
+    # -- evaluation: Gamma posterior and prior ---------------------------------------------------
+    def embed(self, x: Tensor, **kwargs: Any) -> Tensor:
+        """The posterior mean alpha / beta, (B, D)."""
+        concentration, rate = self.encode(x)
+        return concentration / rate
+
+    def kl_per_dimension(self, x: Tensor, **kwargs: Any) -> Tensor:
+        concentration, rate = self.encode(x)
+        return gamma_kl_per_dimension(concentration, rate, self.prior_shape, self.prior_rate)  # (B, D)
+
+    def sample_latents(self, x: Tensor, num_samples: int, **kwargs: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """Exact draws of q(z|x) (PyTorch's Gamma sampler), kept off 0 where lgamma densities end."""
+        concentration, rate = (t.unsqueeze(1).expand(-1, num_samples, -1) for t in self.encode(x))
+        posterior = torch.distributions.Gamma(concentration, rate)  # (B, S, D)
+        z = posterior.rsample().clamp_min(torch.finfo(concentration.dtype).tiny)
+        prior = torch.distributions.Gamma(z.new_tensor(self.prior_shape), z.new_tensor(self.prior_rate))
+        return z, prior.log_prob(z).sum(-1), posterior.log_prob(z).sum(-1)

@@ -9,9 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from vaezoo.losses import gaussian_kl
-from vaezoo.models.vanilla_vae import VanillaVAE
+from vaezoo.models.vanilla_vae import VanillaVAE, expand_samples, per_dimension
 from vaezoo.nn.blocks import GaussianHead
-from vaezoo.nn.distributions import DiagonalGaussian
+from vaezoo.nn.distributions import DiagonalGaussian, log_standard_normal
 from vaezoo.nn.priors import ConditionalGaussian
 from vaezoo.registry import register_model
 
@@ -49,7 +49,9 @@ class HVAE(VanillaVAE):
                                                    + E_q(z2|x) KL(q(z1|x, z2) || p(z1|z2)) ]
 
     both KLs in closed form. ``sample`` draws z2 ~ N(0, I), then z1 ~ p(z1|z2), and decodes z1.
-    ``encode(x)`` returns ``[mu1, log_var1, mu2, log_var2]``, with q(z1|x, z2) at z2 = mu2.
+    ``encode(x)`` returns ``[mu1, log_var1, mu2, log_var2]``, with q(z1|x, z2) at z2 = mu2, and
+    ``embed(x)`` is mu1 there. ``log_importance_weights`` use the whole hierarchy,
+    log p(x|z1) + log p(z1|z2) + log p(z2) - log q(z2|x) - log q(z1|x, z2).
 
     Fixes PyTorch-VAE's HVAE: its loss added an ad-hoc ``-log p(z1|z2)`` term, ``decode`` took a
     feature map, the key was ``'Reconstruction Loss'`` and ``sample`` called ``.cuda()``.
@@ -75,6 +77,10 @@ class HVAE(VanillaVAE):
         self.z2_to_features = nn.Linear(latent2_dim, features)  # A
         self.top_down = ConditionalGaussian(latent2_dim, latent_dim, prior_width)  # p(z1|z2)
 
+    def bottom_posterior(self, h: Tensor, z2: Tensor) -> DiagonalGaussian:
+        """q(z1|x, z2) from the conv features h (..., F) and z2 (..., D2)."""
+        return DiagonalGaussian(*self.head(h + self.z2_to_features(z2)))  # (..., D1)
+
     def infer(
         self, input: Tensor, stochastic: bool = True
     ) -> tuple[DiagonalGaussian, Tensor, DiagonalGaussian]:
@@ -82,8 +88,7 @@ class HVAE(VanillaVAE):
         h = self.encoder(input)  # (B, F)
         top = DiagonalGaussian(*self.top_head(h))  # (B, D2)
         z2 = top.rsample() if stochastic else top.mu
-        bottom = DiagonalGaussian(*self.head(h + self.z2_to_features(z2)))  # (B, D1)
-        return top, z2, bottom
+        return top, z2, self.bottom_posterior(h, z2)
 
     def encode(self, input: Tensor) -> list[Tensor]:
         top, _, bottom = self.infer(input, stochastic=False)
@@ -93,17 +98,19 @@ class HVAE(VanillaVAE):
         top, z2, bottom = self.infer(input)
         z1 = bottom.rsample()  # (B, D1)
         prior = self.top_down(z2)  # p(z1|z2)
-        return HierarchicalOutput(
-            self.decode(z1),
-            input,
-            bottom.mu,
-            bottom.log_var,
-            z1,
-            top.mu,
-            top.log_var,
-            z2,
-            prior.mu,
-            prior.log_var,
+        recons, params = self.decode_with_params(z1)
+        return self.pack(
+            recons=recons,
+            recon_params=params,
+            input=input,
+            mu=bottom.mu,
+            log_var=bottom.log_var,
+            z=z1,
+            mu2=top.mu,
+            log_var2=top.log_var,
+            z2=z2,
+            prior_mu=prior.mu,
+            prior_log_var=prior.log_var,
         )
 
     def regularizer(self, output: Any, kl_weight: float, **kwargs: Any) -> tuple[Tensor, dict[str, Tensor]]:
@@ -116,3 +123,21 @@ class HVAE(VanillaVAE):
     def sample_prior(self, num_samples: int, device: torch.device) -> Tensor:
         z2 = torch.randn(num_samples, self.latent2_dim, device=self.device)  # p(z2) = N(0, I)
         return self.top_down(z2).rsample().to(device)  # z1 ~ p(z1|z2), (N, D1)
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def kl_per_dimension(self, x: Tensor, **kwargs: Any) -> Tensor:
+        """KL(q(z1_d|x, z2) || p(z1_d|z2)) per dimension of z1 (what ``embed`` and ``decode`` use),
+        (B, D1), at z2 = its posterior mean; the KL of z2 is not included."""
+        _, z2, bottom = self.infer(x, stochastic=False)
+        return per_dimension(bottom).kl(per_dimension(self.top_down(z2)))
+
+    def sample_latents(self, x: Tensor, num_samples: int, **kwargs: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """(z2, z1) ~ q(z2|x) q(z1|x, z2); log p = log N(z2; 0, I) + log p(z1|z2), log q likewise.
+        Returns z1, (B, S, D1), the latent ``decode`` reads."""
+        h = self.encoder(x).unsqueeze(1)  # (B, 1, F)
+        top = expand_samples(DiagonalGaussian(*self.top_head(h.squeeze(1))), num_samples)  # (B, S, D2)
+        z2 = top.rsample()
+        bottom = self.bottom_posterior(h, z2)  # (B, S, D1)
+        z1 = bottom.rsample()
+        log_prior = log_standard_normal(z2) + self.top_down(z2).log_prob(z1)
+        return z1, log_prior, top.log_prob(z2) + bottom.log_prob(z1)

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 from torch import Tensor
 
 from vaezoo.losses.importance import log_importance_weights, multi_sample_bound
-from vaezoo.models.vanilla_vae import VanillaVAE
+from vaezoo.models.vanilla_vae import VanillaVAE, expand_samples
 from vaezoo.nn.distributions import DiagonalGaussian, log_standard_normal
 from vaezoo.registry import register_model
 
@@ -42,6 +42,8 @@ class IWAE(VanillaVAE):
     samples were up-weighted) and whose ``eps = (z - mu) / log_var`` was wrong.
 
     ``forward`` decodes all k samples (``all_recons``, (B, k, C, H, W)); item 0 is the first one.
+    With a ``likelihood`` other than mse, log p(x|z) is that likelihood (``recon_reduction="sum"``)
+    and the output's last field ``recon_params`` holds the parameters of all k reconstructions.
     Loss keys: ``loss``; ``Reconstruction_Loss`` and ``KLD`` (the Monte Carlo estimate
     log q - log p) averaged over samples; ``ELBO``, the mean log-weight, a bound that ``-loss``
     always meets or beats.
@@ -70,19 +72,26 @@ class IWAE(VanillaVAE):
 
     def forward(self, input: Tensor, **kwargs: Any) -> ImportanceOutput:
         mu, log_var = self.encode(input)  # (B, D) each
-        shape = (mu.shape[0], self.samples_per_input, mu.shape[1])
-        z = DiagonalGaussian(
-            mu.unsqueeze(1).expand(shape), log_var.unsqueeze(1).expand(shape)
-        ).rsample()  # (B, S, D)
-        all_recons = self.decode(z.flatten(0, 1)).unflatten(0, shape[:2])  # (B, S, C, H, W)
-        return ImportanceOutput(all_recons[:, 0], input, mu, log_var, z, all_recons)
+        z = expand_samples(DiagonalGaussian(mu, log_var), self.samples_per_input).rsample()  # (B, S, D)
+        all_recons, all_params = self.decode_with_params(z.flatten(0, 1))  # (B*S, C, H, W) each
+        all_recons, all_params = (t.unflatten(0, z.shape[:2]) for t in (all_recons, all_params))
+        return self.pack(
+            recons=all_recons[:, 0],
+            input=input,
+            mu=mu,
+            log_var=log_var,
+            z=z,
+            all_recons=all_recons,
+            recon_params=all_params,  # (B, S, C, H, W), with a likelihood other than mse
+        )
 
     def sample_terms(self, output: ImportanceOutput) -> tuple[Tensor, Tensor, Tensor]:
-        """Per example and sample, (B, S) each: the reconstruction loss (= -log p(x|z_s) up to a
-        constant), log p(z_s) and log q(z_s|x)."""
+        """Per example and sample, (B, S) each: the reconstruction loss (-log p(x|z_s), up to a
+        constant for mse), log p(z_s) and log q(z_s|x)."""
         batch, samples = output.z.shape[:2]
-        targets = output.input.unsqueeze(1).expand_as(output.all_recons)  # (B, S, C, H, W)
-        recon = self.reconstruction_loss(output.all_recons.flatten(0, 1), targets.flatten(0, 1))
+        params = self.recon_params(output, "all_recons")  # (B, S, C, H, W)
+        targets = output.input.unsqueeze(1).expand_as(params)  # (B, S, C, H, W)
+        recon = self.reconstruction_loss(params.flatten(0, 1), targets.flatten(0, 1))
         posterior = DiagonalGaussian(output.mu.unsqueeze(1), output.log_var.unsqueeze(1))  # broadcast over S
         return recon.view(batch, samples), log_standard_normal(output.z), posterior.log_prob(output.z)
 

@@ -7,11 +7,15 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from vaezoo.losses import check_recon_reduction, gaussian_kl, squared_error
+from vaezoo.losses import gaussian_kl
 from vaezoo.losses.schedules import linear_capacity
 from vaezoo.models.base import BaseVAE
+from vaezoo.models.cat_vae import kl_per_variable, one_hot_mode, sample_one_hot
+from vaezoo.models.vanilla_vae import expand_samples, per_dimension
 from vaezoo.nn.blocks import DEFAULT_HIDDEN_DIMS, ConvDecoder, ConvEncoder, GaussianHead
+from vaezoo.nn.distributions import DiagonalGaussian, log_standard_normal
 from vaezoo.nn.gumbel import RelaxedCategorical
+from vaezoo.nn.likelihoods import LikelihoodName
 from vaezoo.registry import register_model
 
 
@@ -40,6 +44,12 @@ class JointVAE(BaseVAE):
     sum_k log Q_k. With ``recon_reduction="sum"`` and ``M_N = 1`` this is Eq. 7 with the paper's
     gamma and capacities in nats. The temperature anneals as in :class:`CategoricalVAE`.
 
+    ``likelihood`` (with ``likelihood_scale``, ``likelihood_std``) works as in :class:`VanillaVAE`.
+    Evaluation uses exact one-hot codes, as :class:`CategoricalVAE`'s: ``embed`` is [mu, one-hot of
+    each variable's most probable class] (B, D + sum Q); ``kl_per_dimension`` is (B, D + K), the
+    Gaussian KL per dimension then each categorical variable's KL to its uniform prior;
+    ``log_importance_weights`` sample z and one-hot c from q(z|x) q(c|x).
+
     Loss keys: ``loss``, ``Reconstruction_Loss``, ``KLD_Continuous``, ``KLD_Discrete``,
     ``Capacity_Continuous``, ``Capacity_Discrete``, ``Temperature``. Fixes to PyTorch-VAE: the
     temperature anneals, capacities follow the checkpointed global step (not a class counter that
@@ -50,6 +60,7 @@ class JointVAE(BaseVAE):
         "loss", "Reconstruction_Loss", "KLD_Continuous", "KLD_Discrete",
         "Capacity_Continuous", "Capacity_Discrete", "Temperature",
     )  # fmt: skip
+    output_cls = JointOutput
 
     def __init__(
         self,
@@ -59,7 +70,7 @@ class JointVAE(BaseVAE):
         hidden_dims: list[int] | None = None,
         image_size: int = 64,
         output_activation: Literal["sigmoid", "tanh", "none"] = "sigmoid",
-        recon_reduction: Literal["mean", "sum"] = "mean",
+        recon_reduction: Literal["mean", "sum"] | None = None,
         gamma: float = 30.0,
         cont_max_capacity: float = 25.0,
         cont_capacity_steps: int = 25_000,
@@ -69,12 +80,17 @@ class JointVAE(BaseVAE):
         min_temperature: float = 0.5,
         anneal_rate: float = 3e-5,
         anneal_interval: int = 100,
+        likelihood: LikelihoodName = "mse",
+        likelihood_scale: Literal["fixed", "learned"] = "learned",
+        likelihood_std: float = 0.1,
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        check_recon_reduction(recon_reduction)
+        activation = self.setup_likelihood(
+            likelihood, output_activation, recon_reduction, likelihood_scale, likelihood_std
+        )
         hidden_dims = list(hidden_dims) if hidden_dims is not None else list(DEFAULT_HIDDEN_DIMS)
-        self.latent_dim, self.recon_reduction, self.gamma = latent_dim, recon_reduction, gamma
+        self.latent_dim, self.gamma = latent_dim, gamma
         self.cont_capacity = (cont_max_capacity, cont_capacity_steps)
         self.disc_capacity = (disc_max_capacity, disc_capacity_steps)
         self.encoder = ConvEncoder(in_channels, hidden_dims, image_size)
@@ -83,27 +99,30 @@ class JointVAE(BaseVAE):
         schedule = (temperature, min_temperature, anneal_rate, anneal_interval)
         self.categorical = RelaxedCategorical(self.encoder.out_features, counts, *schedule)
         codes = latent_dim + self.categorical.size
-        self.decoder = ConvDecoder(codes, in_channels, hidden_dims, image_size, output_activation)
+        self.decoder = ConvDecoder(codes, in_channels, hidden_dims, image_size, activation)
 
     def encode(self, input: Tensor) -> list[Tensor]:
         features = self.encoder(input)  # (B, F)
         mu, log_var = self.head(features)  # (B, D), (B, D)
         return [mu, log_var, self.categorical(features)]  # ..., (B, sum Q) logits
 
-    def decode(self, z: Tensor) -> Tensor:
+    def decode_params(self, z: Tensor) -> Tensor:
         return self.decoder(z)  # (B, D + sum Q) -> (B, C, H, W)
 
     def forward(self, input: Tensor, **kwargs: Any) -> JointOutput:
         mu, log_var, logits = self.encode(input)
         codes = self.categorical.rsample(logits, kwargs.get("global_step"))  # (B, sum Q)
         z = torch.cat([self.reparameterize(mu, log_var), codes], dim=1)  # (B, D + sum Q)
-        return JointOutput(self.decode(z), input, mu, log_var, logits, z)
+        recons, params = self.decode_with_params(z)
+        return self.pack(
+            recons=recons, recon_params=params, input=input, mu=mu, log_var=log_var, logits=logits, z=z
+        )
 
     def loss_function(self, *args: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
-        output = JointOutput(*args[:6])
+        output = self.output_cls(*args[: len(self.output_cls._fields)])
         temperature = self.categorical.temperature
         step = temperature.current_step(kwargs.get("global_step"))  # the last training step if absent
-        recon = squared_error(output.recons, output.input, self.recon_reduction).mean()
+        recon = self.reconstruction_loss(self.recon_params(output), output.input).mean()
         kl_cont = gaussian_kl(output.mu, output.log_var).mean()
         kl_disc = self.categorical.kl(output.logits).mean()  # summed over the categorical variables
         c_cont = linear_capacity(step, *self.cont_capacity)
@@ -123,3 +142,21 @@ class JointVAE(BaseVAE):
         """z ~ N(0, I) and a uniformly drawn one-hot per categorical variable: (N, D + sum Q)."""
         z = torch.randn(num_samples, self.latent_dim, device=device)
         return torch.cat([z, self.categorical.sample_prior(num_samples, device)], dim=1)
+
+    # -- evaluation: Gaussian z and exact one-hot c -----------------------------------------------
+    def embed(self, x: Tensor, **kwargs: Any) -> Tensor:
+        mu, _, logits = self.encode(x)
+        return torch.cat([mu, one_hot_mode(self.categorical, logits)], dim=1)  # (B, D + sum Q)
+
+    def kl_per_dimension(self, x: Tensor, **kwargs: Any) -> Tensor:
+        mu, log_var, logits = self.encode(x)
+        continuous = per_dimension(DiagonalGaussian(mu, log_var)).kl_standard_normal()  # (B, D)
+        return torch.cat([continuous, kl_per_variable(self.categorical, logits)], dim=1)  # (B, D + K)
+
+    def sample_latents(self, x: Tensor, num_samples: int, **kwargs: Any) -> tuple[Tensor, Tensor, Tensor]:
+        mu, log_var, logits = self.encode(x)
+        gaussian = expand_samples(DiagonalGaussian(mu, log_var), num_samples)  # (B, S, D)
+        z = gaussian.rsample()
+        codes, log_q_codes = sample_one_hot(self.categorical, logits, num_samples)  # (B, S, sum Q), (B, S)
+        log_prior = log_standard_normal(z) - self.categorical.max_kl  # uniform p(c) = prod 1 / Q_k
+        return torch.cat([z, codes], dim=-1), log_prior, gaussian.log_prob(z) + log_q_codes

@@ -28,8 +28,11 @@ class LogCoshVAE(VanillaVAE):
     Fixed against PyTorch-VAE: log cosh is evaluated as |u| + softplus(-2|u|) - log 2, which
     cannot overflow (exp(-2 a t) was inf for a * t < -44); the separate ``beta`` is dropped, as it
     only duplicated ``M_N`` (the trainer's ``kl_weight``). Loss keys: ``loss``,
-    ``Reconstruction_Loss``, ``KLD``.
+    ``Reconstruction_Loss``, ``KLD``. ``likelihood`` must stay ``"mse"``: log-cosh is not a
+    normalised likelihood, so ``likelihood_is_normalized`` is False.
     """
+
+    own_reconstruction = "its reconstruction term, the log-cosh error, replaces the likelihood"
 
     def __init__(
         self,

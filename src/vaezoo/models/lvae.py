@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from vaezoo.losses.schedules import linear_warmup
-from vaezoo.models.vanilla_vae import VanillaVAE
+from vaezoo.models.vanilla_vae import VanillaVAE, expand_samples, per_dimension
 from vaezoo.nn.blocks import GaussianHead
 from vaezoo.nn.distributions import DiagonalGaussian
 from vaezoo.nn.priors import ConditionalGaussian, precision_weighted
@@ -58,7 +58,8 @@ class LVAE(VanillaVAE):
 
     where w = linear_warmup(global_step, warmup_steps) is the paper's deterministic warm-up
     (Sec. 2.2; 1 when ``global_step`` is not given). ``sample`` draws z_L ~ N(0, I) and runs the
-    top-down priors down to z_1.
+    top-down priors down to z_1. ``embed`` is the bottom rung's posterior mean;
+    ``log_importance_weights`` sample every rung and weigh the whole hierarchy.
 
     Fixes PyTorch-VAE's LVAE: its KLs compared the merged posterior with the *encoder's*
     estimate instead of the top-down prior and missed the 0.5 factor, the top rung's KL was left
@@ -114,7 +115,10 @@ class LVAE(VanillaVAE):
 
     def ladder(self, input: Tensor, stochastic: bool = True) -> Ladder:
         """Posteriors, priors and latents (samples, or posterior means) of every rung, bottom first."""
-        estimates = self.bottom_up(input)
+        return self.top_down_pass(self.bottom_up(input), stochastic)
+
+    def top_down_pass(self, estimates: list[DiagonalGaussian], stochastic: bool = True) -> Ladder:
+        """The top-down pass over the rungs' estimates (any leading shape, e.g. (B, S, D_i))."""
         top = estimates[-1]  # q(z_L|x) is the top rung's estimate itself
         posteriors, priors = (
             [top],
@@ -136,16 +140,18 @@ class LVAE(VanillaVAE):
 
     def forward(self, input: Tensor, **kwargs: Any) -> LadderOutput:
         posteriors, priors, latents = self.ladder(input)
-        return LadderOutput(
-            self.decode(latents[0]),
-            input,
-            posteriors[0].mu,
-            posteriors[0].log_var,
-            tuple(latents),
-            tuple(q.mu for q in posteriors),
-            tuple(q.log_var for q in posteriors),
-            tuple(p.mu for p in priors),
-            tuple(p.log_var for p in priors),
+        recons, params = self.decode_with_params(latents[0])
+        return self.pack(
+            recons=recons,
+            recon_params=params,
+            input=input,
+            mu=posteriors[0].mu,
+            log_var=posteriors[0].log_var,
+            latents=tuple(latents),
+            posterior_mu=tuple(q.mu for q in posteriors),
+            posterior_log_var=tuple(q.log_var for q in posteriors),
+            prior_mu=tuple(p.mu for p in priors),
+            prior_log_var=tuple(p.log_var for p in priors),
         )
 
     def rung_kls(self, output: LadderOutput) -> list[Tensor]:
@@ -166,3 +172,19 @@ class LVAE(VanillaVAE):
         for prior_of in reversed(self.top_down):
             z = prior_of(z).rsample()  # z_i ~ p(z_i|z_{i+1})
         return z.to(device)  # z_1, (N, D_1)
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def kl_per_dimension(self, x: Tensor, **kwargs: Any) -> Tensor:
+        """KL(q(z_1,d|.) || p(z_1,d|z_2)) per dimension of the bottom rung (what ``embed`` and
+        ``decode`` use), (B, D_1), the ladder run on posterior means; higher rungs not included."""
+        posteriors, priors, _ = self.ladder(x, stochastic=False)
+        return per_dimension(posteriors[0]).kl(per_dimension(priors[0]))
+
+    def sample_latents(self, x: Tensor, num_samples: int, **kwargs: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """All rungs sampled top-down, S times per input; log p and log q summed over the rungs
+        (q(z_i|.) depends on the sampled z_{i+1}). Returns z_1, (B, S, D_1)."""
+        estimates = [expand_samples(estimate, num_samples) for estimate in self.bottom_up(x)]
+        posteriors, priors, latents = self.top_down_pass(estimates)  # (B, S, D_i) each
+        log_prior = sum(p.log_prob(z) for p, z in zip(priors, latents))
+        log_posterior = sum(q.log_prob(z) for q, z in zip(posteriors, latents))
+        return latents[0], log_prior, log_posterior

@@ -32,8 +32,11 @@ class MSSIMVAE(VanillaVAE):
     Fixed against PyTorch-VAE: the Gaussian window has its minus sign (exp(-(x-c)^2 / 2 sigma^2));
     contrast-structure terms are clamped at 0 before the fractional powers (NaN before); the data
     range matches the data instead of a fixed 1.0; ``sample`` is device-agnostic (no ``.cuda()``).
-    Loss keys: ``loss``, ``Reconstruction_Loss``, ``KLD``.
+    Loss keys: ``loss``, ``Reconstruction_Loss``, ``KLD``. ``likelihood`` must stay ``"mse"``: 1 - MS-SSIM
+    is not a likelihood, so ``likelihood_is_normalized`` is False.
     """
+
+    own_reconstruction = "its reconstruction term, 1 - MS-SSIM, replaces the likelihood"
 
     def __init__(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -88,6 +89,11 @@ class TwoStageVAE(VanillaVAE):
     as in the paper. Stage 2 chases a moving target while stage 1 learns, and becomes the paper's
     stage 2 once stage 1 settles (train long enough for that; its loss keys show when).
 
+    Evaluation (``kl_per_dimension``, ``log_importance_weights``) is stage one's model: q(z|x),
+    p(z) = N(0, I) and N(x; x_hat, gamma I) with its constant, a normalised density (so
+    ``likelihood_is_normalized`` is True; ``likelihood`` stays ``"mse"``). The bound is not that of
+    the sampler through stage 2, whose p(z) has no closed form.
+
     Completes PyTorch-VAE's TwoStageVAE, which was unfinished (only a vanilla-VAE loss, no stage 2,
     not importable). Loss keys: ``loss``, stage 1's ``Reconstruction_Loss`` (the gamma-NLL),
     ``KLD``, ``Log_Gamma``, and stage 2's ``Stage2_Loss``, ``Stage2_Reconstruction_Loss``,
@@ -95,6 +101,7 @@ class TwoStageVAE(VanillaVAE):
     """
 
     output_cls: type[NamedTuple] = TwoStageOutput
+    own_reconstruction = "its decoder is its own learned-variance Gaussian (log_gamma), already a likelihood"
     loss_keys = (
         "loss",
         "Reconstruction_Loss",
@@ -123,8 +130,15 @@ class TwoStageVAE(VanillaVAE):
         z = self.reparameterize(mu, log_var)  # (B, D)
         u_posterior = self.stage2.encoder(z.detach())  # stage 2 treats z as data: no gradient to stage 1
         z_recons = self.stage2.decoder(u_posterior.rsample())  # (B, D)
-        return TwoStageOutput(
-            self.decode(z), input, mu, log_var, z, z_recons, u_posterior.mu, u_posterior.log_var
+        return self.pack(
+            recons=self.decode(z),
+            input=input,
+            mu=mu,
+            log_var=log_var,
+            z=z,
+            z_recons=z_recons,
+            u_mu=u_posterior.mu,
+            u_log_var=u_posterior.log_var,
         )
 
     def reconstruction_loss(self, recons: Tensor, input: Tensor) -> Tensor:
@@ -145,6 +159,18 @@ class TwoStageVAE(VanillaVAE):
             **{key: value.detach() for key, value in stage2.items()},
             "Stage2_Log_Gamma": self.stage2.log_gamma.detach(),
         }
+
+    # -- evaluation: stage one's model, p(z) = N(0, I) and the learned-variance Gaussian decoder --
+    @property
+    def likelihood_is_normalized(self) -> bool:
+        return True  # N(x; x_hat, gamma I) with all its constants, see log_likelihood
+
+    def log_likelihood(self, input: Tensor, params: Tensor) -> Tensor:
+        """log N(x; x_hat, gamma I) per example, (B,), whatever ``recon_reduction`` training used:
+        the NLL above plus the constant (D/2) log 2 pi it leaves out."""
+        num_dims = input[0].numel()
+        nll = learned_variance_nll(squared_error(params, input, "sum"), self.log_gamma, num_dims)
+        return -nll - 0.5 * num_dims * math.log(2 * math.pi)
 
     def sample_prior(self, num_samples: int, device: torch.device) -> Tensor:
         u = torch.randn(num_samples, self.latent_dim, device=self.device)  # u ~ N(0, I)

@@ -37,7 +37,9 @@ class VampVAE(VanillaVAE):
     statistics would give a different prior in training and evaluation (and shift the data's
     running statistics).
 
-    Loss keys: ``loss``, ``Reconstruction_Loss``, ``KLD`` (the estimate above).
+    ``log_importance_weights`` use log p(z) under the VampPrior; there is no ``kl_per_dimension``
+    (the mixture does not factorise). Loss keys: ``loss``, ``Reconstruction_Loss``, ``KLD`` (the
+    estimate above).
     """
 
     output_cls: type[NamedTuple] = VAEOutputWithZ
@@ -67,11 +69,21 @@ class VampVAE(VanillaVAE):
         with running_batch_norm(self.encoder):
             return self.prior(self.encode)
 
+    def log_prior(self, z: Tensor) -> Tensor:
+        """log p(z) under the VampPrior mixture, (...)."""
+        return self.prior_distribution().log_prob(z)
+
     def regularizer(self, output: Any, kl_weight: float, **kwargs: Any) -> tuple[Tensor, dict[str, Tensor]]:
         log_posterior = DiagonalGaussian(output.mu, output.log_var).log_prob(output.z)  # (B,)
-        log_prior = self.prior_distribution().log_prob(output.z)  # (B,)
+        log_prior = self.log_prior(output.z)  # (B,)
         kld = (log_posterior - log_prior).mean()
         return kl_weight * kld, {"KLD": kld}
 
     def sample_prior(self, num_samples: int, device: torch.device) -> Tensor:
         return self.prior_distribution().sample(num_samples).to(device)  # (N, D)
+
+    def kl_per_dimension(self, x: Tensor, **kwargs: Any) -> Tensor:
+        raise NotImplementedError(
+            "VampVAE's prior, a mixture of the posteriors at the pseudo-inputs, does not factorise over "
+            "latent dimensions, so KL(q(z|x) || p(z)) has no per-dimension split"
+        )

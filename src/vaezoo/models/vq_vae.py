@@ -6,9 +6,10 @@ from typing import Any, Literal, NamedTuple
 
 from torch import Tensor, nn
 
-from vaezoo.losses import check_recon_reduction, squared_error
+from vaezoo.losses import squared_error
 from vaezoo.models.base import BaseVAE, Device
 from vaezoo.nn.blocks import check_image_size, output_activation
+from vaezoo.nn.likelihoods import LikelihoodName
 from vaezoo.nn.quantizers import VectorQuantizer, codebook_perplexity, codebook_usage
 from vaezoo.registry import register_model
 
@@ -113,7 +114,10 @@ class VQVAE(BaseVAE):
     code frequencies, K at most) and ``Codebook_Usage`` (share of codes used in the batch).
 
     There is no prior over codes until one is fitted (the paper trains a PixelCNN on the codes), so
-    :meth:`sample` raises ``NotImplementedError``. Fixes to PyTorch-VAE: any image size and channel
+    :meth:`sample` raises ``NotImplementedError``. ``embed`` is the quantised map (B, D, h, w);
+    ``kl_per_dimension`` and ``log_importance_weights`` raise ``NotImplementedError`` (no posterior).
+    ``likelihood`` (with ``likelihood_scale``, ``likelihood_std``) works as in :class:`VanillaVAE`;
+    the codebook terms then use the sum, like the negative log-likelihood. Fixes to PyTorch-VAE: any image size and channel
     count, a clear error instead of ``Warning`` from ``sample``, EMA codebook, data-dependent
     codebook initialisation, usage metrics, BatchNorm in the strided layers (stable training).
     """
@@ -123,6 +127,7 @@ class VQVAE(BaseVAE):
         "Codebook_Usage",
     )  # fmt: skip
     samples_from_prior = False
+    output_cls = VQOutput
 
     def __init__(
         self,
@@ -138,37 +143,46 @@ class VQVAE(BaseVAE):
         data_init: bool = False,
         image_size: int = 64,
         output_activation: Literal["sigmoid", "tanh", "none"] = "sigmoid",
-        recon_reduction: Literal["mean", "sum"] = "mean",
+        recon_reduction: Literal["mean", "sum"] | None = None,
+        likelihood: LikelihoodName = "mse",
+        likelihood_scale: Literal["fixed", "learned"] = "learned",
+        likelihood_std: float = 0.1,
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        check_recon_reduction(recon_reduction)
+        activation = self.setup_likelihood(
+            likelihood, output_activation, recon_reduction, likelihood_scale, likelihood_std
+        )
         hidden_dims = list(hidden_dims) if hidden_dims is not None else list(DEFAULT_VQ_HIDDEN_DIMS)
         check_image_size(image_size, len(hidden_dims))
-        self.latent_dim, self.num_embeddings = latent_dim, num_embeddings
-        self.beta, self.recon_reduction = beta, recon_reduction
+        self.latent_dim, self.num_embeddings, self.beta = latent_dim, num_embeddings, beta
         self.encoder = vq_encoder(in_channels, hidden_dims, latent_dim, num_residual_layers)
         self.quantizer = VectorQuantizer(num_embeddings, latent_dim, ema, ema_decay, ema_epsilon, data_init)
-        self.decoder = vq_decoder(
-            in_channels, hidden_dims, latent_dim, num_residual_layers, output_activation
-        )
+        self.decoder = vq_decoder(in_channels, hidden_dims, latent_dim, num_residual_layers, activation)
 
     def encode(self, input: Tensor) -> list[Tensor]:
         return [self.encoder(input)]  # (B, D, h, w)
 
-    def decode(self, z: Tensor) -> Tensor:
+    def decode_params(self, z: Tensor) -> Tensor:
         return self.decoder(z)  # quantised (B, D, h, w) -> (B, C, H, W)
 
     def forward(self, input: Tensor, **kwargs: Any) -> VQOutput:
         z_e = self.encode(input)[0]  # (B, D, h, w)
         quantized = self.quantizer(z_e)
-        recons = self.decode(quantized.straight_through)
-        return VQOutput(recons, input, z_e, quantized.vectors, quantized.codes)
+        recons, params = self.decode_with_params(quantized.straight_through)
+        return self.pack(
+            recons=recons,
+            recon_params=params,
+            input=input,
+            z_e=z_e,
+            z_q=quantized.vectors,
+            codes=quantized.codes,
+        )
 
     def loss_function(self, *args: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
-        output = VQOutput(*args[:5])
+        output = self.output_cls(*args[: len(self.output_cls._fields)])
         reduction = self.recon_reduction
-        recon = squared_error(output.recons, output.input, reduction).mean()
+        recon = self.reconstruction_loss(self.recon_params(output), output.input).mean()
         codebook = squared_error(output.z_q, output.z_e.detach(), reduction).mean()  # moves e to z_e
         commitment = squared_error(output.z_e, output.z_q.detach(), reduction).mean()  # keeps z_e near e
         vq_loss = self.beta * commitment + (0.0 if self.quantizer.ema else codebook)
@@ -191,4 +205,23 @@ class VQVAE(BaseVAE):
             "VQVAE has no prior over its codes: the codebook alone does not say which code maps are "
             "likely. Fit a prior over the codes of encoded training images (the paper uses a PixelCNN) "
             "and decode its samples with decode_codes(codes); use generate(x) for reconstructions."
+        )
+
+    # -- evaluation: the quantised map is the code; no posterior, no prior ------------------------
+    def embed(self, x: Tensor, **kwargs: Any) -> Tensor:
+        """The quantised map (B, D, h, w) of ``x``, without touching the codebook (no EMA update)."""
+        z_e = self.encode(x)[0]  # (B, D, h, w)
+        batch, dim, height, width = z_e.shape
+        codes = self.quantizer.nearest(z_e.permute(0, 2, 3, 1).reshape(-1, dim))  # (B*h*w,)
+        return self.quantizer.lookup(codes.view(batch, height, width))
+
+    def kl_per_dimension(self, x: Tensor, **kwargs: Any) -> Tensor:
+        raise NotImplementedError(
+            "VQVAE has a deterministic encoder (a one-hot q over codes, KL = log K per position): "
+            "no per-dimension KL"
+        )
+
+    def sample_latents(self, x: Tensor, num_samples: int, **kwargs: Any) -> tuple[Tensor, Tensor, Tensor]:
+        raise NotImplementedError(
+            "VQVAE has a deterministic encoder and no prior over codes: no posterior, so no likelihood bound"
         )

@@ -34,7 +34,9 @@ class LatentMatchingAutoencoder(VanillaVAE):
     VAE pipeline (decoder, ``reconstruction_loss``, ``loss_function``) with a linear code head in
     place of the Gaussian one and the divergence as ``regularizer``. There is no KL term, so
     ``M_N`` (the KL weight) is accepted and ignored. Subclasses set ``divergence_key`` (and
-    ``loss_keys``) and implement :meth:`divergence`.
+    ``loss_keys``) and implement :meth:`divergence`. ``embed`` is the code z = f(x); with no
+    posterior there is no ``kl_per_dimension`` and no ``log_importance_weights`` (both raise
+    ``NotImplementedError``). A ``likelihood`` other than mse makes the cost c = -log p(x|z).
     """
 
     output_cls = AutoencoderOutput
@@ -64,7 +66,19 @@ class LatentMatchingAutoencoder(VanillaVAE):
 
     def forward(self, input: Tensor, **kwargs: Any) -> AutoencoderOutput:
         z = self.encode(input)[0]  # (B, D), no noise: the encoder is deterministic
-        return AutoencoderOutput(self.decode(z), input, z)
+        recons, params = self.decode_with_params(z)
+        return self.pack(recons=recons, recon_params=params, input=input, z=z)
+
+    # -- evaluation: the code is the representation; there is no posterior ----------------------
+    def kl_per_dimension(self, x: Tensor, **kwargs: Any) -> Tensor:
+        raise NotImplementedError(
+            f"{type(self).__name__} has a deterministic encoder: no posterior q(z|x), so no KL per dimension"
+        )
+
+    def sample_latents(self, x: Tensor, num_samples: int, **kwargs: Any) -> tuple[Tensor, Tensor, Tensor]:
+        raise NotImplementedError(
+            f"{type(self).__name__} has a deterministic encoder: no posterior q(z|x), so no likelihood bound"
+        )
 
     def sample_prior(self, num_samples: int, device: torch.device) -> Tensor:
         """z ~ N(0, latent_var * I), the prior the codes are matched to."""
