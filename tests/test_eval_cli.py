@@ -19,7 +19,8 @@ TINY = [
 ]  # fmt: skip
 QUICK_EVAL = [
     "--num-examples", "64", "--likelihood-examples", "8", "-k", "16",
-    "--disentanglement-points", "300", "--fid-samples", "0", "--no-progress",
+    "--disentanglement-points", "300", "--disentanglement-eval-points", "150", "--fid-samples", "0",
+    "--no-progress",
 ]  # fmt: skip
 
 

@@ -7,6 +7,7 @@ the model families' own test files.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -247,3 +248,18 @@ def test_cli_trains_every_model(name, tmp_path, monkeypatch):
     run = next(tmp_path.glob("*/version_0"))
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert (run / "images" / "reconstructions_epoch000.png").is_file()
+    # ... and `vaezoo evaluate` runs on its checkpoint: every metric group either gives numbers or
+    # says why it does not apply (VQ-VAE samples through the GMM sampler, which needs no prior).
+    report = tmp_path / "report"
+    quick = [
+        "--num-examples", "16", "--likelihood-examples", "2", "-k", "4", "--disentanglement-metrics", "mig",
+        "--disentanglement-points", "64", "--fid-samples", "0", "--no-progress",
+        "--sampler", "gmm" if name == "VQVAE" else "prior",
+    ]  # fmt: skip
+    assert main(["evaluate", str(run), "-o", str(report), *quick]) == 0
+    result = json.loads((report / "metrics.json").read_text())
+    assert {"reconstruction", "latent"} <= set(result["metrics"]), result["not_applicable"]
+    for group in ("likelihood", "disentanglement"):
+        assert group in result["metrics"] or result["not_applicable"][group]
+    assert all(reason for reason in result["not_applicable"].values())
+    assert {"reconstructions", "traversals", "interpolation_slerp"} <= set(result["pictures"])

@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 SAMPLER_CHOICES = ("prior", "gmm", "two_stage")
+DISENTANGLEMENT_CHOICES = ("beta_vae", "factor_vae", "mig", "dci", "sap", "modularity")
 
 
 def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
@@ -130,9 +131,20 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
         "--sampler", choices=SAMPLER_CHOICES, default="prior", help="latents of generated images"
     )
     evaluate.add_argument(
+        "--disentanglement-metrics",
+        nargs="+",
+        choices=DISENTANGLEMENT_CHOICES,
+        help="which disentanglement metrics (default: all)",
+    )
+    evaluate.add_argument(
         "--disentanglement-points",
         type=int,
-        help="training points of each disentanglement metric (default 10,000)",
+        help="training points of each disentanglement metric (default: disentanglement_lib's 10,000)",
+    )
+    evaluate.add_argument(
+        "--disentanglement-eval-points",
+        type=int,
+        help="evaluation points of each disentanglement metric (default: disentanglement_lib's 5,000)",
     )
     evaluate.add_argument("--embedding", choices=("pca", "tsne"), default="pca")
     evaluate.add_argument("--seed", type=int, default=0)
@@ -223,7 +235,9 @@ def cmd_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
         num_examples=args.num_examples,
         likelihood_examples=args.likelihood_examples,
         importance_samples=args.importance_samples,
+        disentanglement=tuple(args.disentanglement_metrics) if args.disentanglement_metrics else None,
         disentanglement_train=args.disentanglement_points,
+        disentanglement_eval=args.disentanglement_eval_points,
         fid_samples=args.fid_samples,
         inception=args.inception,
         sampler=args.sampler,

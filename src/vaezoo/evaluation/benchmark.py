@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from vaezoo.config import ConfigError, from_dict, load_yaml, set_dotted
 from vaezoo.evaluation.evaluate import EvaluationSettings, evaluate, format_value
@@ -218,7 +221,8 @@ def render_results(suite: Suite, rows: list[dict[str, Any]]) -> str:
     head = ["model", "params", "train img/s", "val loss", *[h for h, _ in columns]]
     lines = [f"# Benchmark: {suite.name}", "", suite.description.strip(), ""]
     lines += [
-        f"Produced by `vaezoo benchmark -c {suite.source}`; runs, reports and results.json beside this file.",
+        f"Produced by `vaezoo benchmark -c {suite.source}` with {torch.get_num_threads()} torch thread(s) on "
+        f"{os.cpu_count()} CPU core(s); runs, per-model reports and results.json are beside this file.",
         "",
     ]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
