@@ -38,6 +38,7 @@ class VAEModule(L.LightningModule):
         self.auxiliary_parameters = list(model.auxiliary_parameters())
         self.automatic_optimization = not self.auxiliary_parameters
         self.register_buffer("train_batches", torch.zeros((), dtype=torch.long))
+        self.validated_at: int | None = None  # train_batches at the last validation pass
 
     def forward(self, x: Tensor, **kwargs: Any) -> Any:
         return self.model(x, **kwargs)
@@ -102,6 +103,10 @@ class VAEModule(L.LightningModule):
         if not self.automatic_optimization:
             self._log(self.model.auxiliary_loss(output, **context), "val", batch[0].shape[0], prefix="aux_")
         return losses["loss"]
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.validated_at = int(self.train_batches)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         _, losses, _ = self._losses(batch, batch_idx)

@@ -190,6 +190,9 @@ def train(config: Config, resume: str | Path | None = None) -> Path:
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     try:
         trainer.fit(module, datamodule=prepared.datamodule, ckpt_path=checkpoint)
+        if module.validated_at != int(module.train_batches) and trainer.limit_val_batches != 0:
+            # max_steps ended training inside an epoch: validate the final weights (losses, grids)
+            trainer.validate(module, datamodule=prepared.datamodule, verbose=False)
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
     if trainer.is_global_zero:
