@@ -206,3 +206,14 @@ def test_sample_conditions_conditional_models_and_explains_models_without_prior(
     assert main(["sample", str(vq), "-n", "4", "-o", str(tmp_path / "vq.png")]) == 2
     assert "cannot sample from VQVAE: VQVAE has no prior over its codes" in capsys.readouterr().err
     assert not (tmp_path / "vq.png").exists()
+
+
+@pytest.mark.slow
+def test_max_steps_inside_an_epoch_still_validates_the_final_weights(tmp_path, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    assert train(tmp_path, "--train.max_steps", "2", "--train.limit_train_batches", "5") == 0
+    run = only_run_dir(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["global_step"] == 2
+    assert summary["val_metrics"]["val/loss"] > 0  # validated although the epoch never finished
+    assert list((run / "images").glob("reconstructions_epoch*.png"))
