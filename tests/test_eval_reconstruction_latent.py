@@ -81,3 +81,25 @@ def test_codebook_metrics_known_values():
     ] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="0..15"):
         codebook_metrics(torch.tensor([0, 16]), 16)
+
+
+def test_active_units_of_a_model_with_known_collapsed_dimensions():
+    """A VAE whose posterior means ignore the input in dimensions 3..5 (weights and bias zero,
+    log-variance zero: q = N(0, 1) = p exactly) has 3 active units and zero KL there."""
+    from vaezoo.models import VanillaVAE
+
+    torch.manual_seed(0)
+    model = VanillaVAE(1, 6, hidden_dims=[8, 16], image_size=16).eval()
+    with torch.no_grad():
+        head = model.head
+        head.fc_mu.weight.mul_(20.0)  # make the live dimensions clearly vary with the input
+        for layer in (head.fc_mu, head.fc_var):
+            layer.weight[3:] = 0.0
+            layer.bias[3:] = 0.0
+        images = torch.rand(200, 1, 16, 16)
+        means = model.embed(images)
+        kl = model.kl_per_dimension(images)
+    assert active_units(means)["active_units"] == 3
+    assert torch.all(activity(means)[:3] > 0.01)
+    assert torch.equal(kl[:, 3:], torch.zeros(200, 3))
+    assert kl_summary(kl)["kl"] > 0
