@@ -116,7 +116,11 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("-o", "--output", help="report folder")
     evaluate.add_argument("--data", metavar="DIR", help="a folder of images to evaluate on")
     evaluate.add_argument(
-        "--metrics", nargs="+", choices=METRIC_GROUPS, help="metric groups to compute (default: all)"
+        "--metrics",
+        nargs="+",
+        choices=METRIC_GROUPS,
+        metavar="GROUP",
+        help=f"metric groups to compute (default: all): {', '.join(METRIC_GROUPS)}",
     )
     evaluate.add_argument("--num-examples", type=int, default=2000, help="validation images for most metrics")
     evaluate.add_argument(
@@ -134,7 +138,8 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
         "--disentanglement-metrics",
         nargs="+",
         choices=DISENTANGLEMENT_CHOICES,
-        help="which disentanglement metrics (default: all)",
+        metavar="METRIC",
+        help=f"disentanglement metrics to compute (default: all): {', '.join(DISENTANGLEMENT_CHOICES)}",
     )
     evaluate.add_argument(
         "--disentanglement-points",
