@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vaezoo.evaluation.disentanglement.ground_truth import GroundTruth, TableGroundTruth
+from vaezoo.evaluation.disentanglement.ground_truth import GroundTruth, TableGroundTruth, check_ground_truth
 
 RepresentationFn = Callable[[torch.Tensor], "np.ndarray | torch.Tensor"]  # images (N, C, H, W) -> (N, D)
 ENCODE_BATCH_SIZE = 256
@@ -96,6 +96,23 @@ def generate_batch(
         raise ValueError(f"num_points must be positive, got {num_points}")
     factors = sample_factors(ground_truth, num_points, rng)
     return encode_factors(ground_truth, representation_fn, factors, rng, encode_batch_size), factors
+
+
+def train_test_batches(
+    ground_truth: GroundTruth,
+    representation_fn: RepresentationFn,
+    num_train: int,
+    num_test: int,
+    random_state: int | np.random.Generator | None,
+    encode_batch_size: int = ENCODE_BATCH_SIZE,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The (codes, factors) of a training and then a test sample, drawn with one seeded generator
+    after checking the ground truth: what every train/test metric starts from."""
+    check_ground_truth(ground_truth)
+    rng = make_rng(random_state)
+    train = generate_batch(ground_truth, representation_fn, num_train, rng, encode_batch_size)
+    test = generate_batch(ground_truth, representation_fn, num_test, rng, encode_batch_size)
+    return train, test
 
 
 def histogram_discretize(codes: np.ndarray, num_bins: int = 20) -> np.ndarray:

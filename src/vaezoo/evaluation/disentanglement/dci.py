@@ -18,10 +18,9 @@ from sklearn.ensemble import GradientBoostingClassifier
 from vaezoo.evaluation.disentanglement.common import (
     ENCODE_BATCH_SIZE,
     RepresentationFn,
-    generate_batch,
-    make_rng,
+    train_test_batches,
 )
-from vaezoo.evaluation.disentanglement.ground_truth import GroundTruth, check_ground_truth
+from vaezoo.evaluation.disentanglement.ground_truth import GroundTruth
 
 EPS = 1e-11  # added to the importances before the entropies, as disentanglement_lib
 
@@ -61,18 +60,23 @@ def importance_matrix(
     return np.stack(importances, axis=1), np.array(train_acc), np.array(test_acc)
 
 
+def weighted_specificity(importances: np.ndarray, axis: int) -> float:
+    """Importance-weighted mean of ``1 - entropy`` (base K) of the importance shares along ``axis``,
+    one value per row of the other axis: 1 when each puts all its weight on one partner."""
+    shares = importances if axis == 0 else importances.T  # (K, M): distributions down the columns
+    specificity = 1.0 - entropy(shares + EPS, base=shares.shape[0])  # (M,)
+    weights = shares if shares.sum() > 0 else np.ones_like(shares)
+    return float((specificity * weights.sum(axis=0) / weights.sum()).sum())
+
+
 def disentanglement(importances: np.ndarray) -> float:
     """Importance-weighted mean over code dimensions of ``1 - entropy`` of its factor shares."""
-    per_code = 1.0 - entropy(importances.T + EPS, base=importances.shape[1])  # (D,)
-    weights = importances if importances.sum() > 0 else np.ones_like(importances)
-    return float((per_code * weights.sum(axis=1) / weights.sum()).sum())
+    return weighted_specificity(importances, axis=1)
 
 
 def completeness(importances: np.ndarray) -> float:
     """Importance-weighted mean over factors of ``1 - entropy`` of its code-dimension shares."""
-    per_factor = 1.0 - entropy(importances + EPS, base=importances.shape[0])  # (F,)
-    weights = importances if importances.sum() > 0 else np.ones_like(importances)
-    return float((per_factor * weights.sum(axis=0) / weights.sum()).sum())
+    return weighted_specificity(importances, axis=0)
 
 
 def dci_from_codes(
@@ -110,8 +114,7 @@ def dci(
     The slow metric: on dSprites (factors of 3, 6, 40, 32 and 32 classes) it fits 11,300 trees on
     10,000 points; ``n_jobs=2`` fits two factors at a time.
     """
-    check_ground_truth(ground_truth)
-    rng = make_rng(random_state)
-    train = generate_batch(ground_truth, representation_fn, num_train, rng, encode_batch_size)
-    test = generate_batch(ground_truth, representation_fn, num_test, rng, encode_batch_size)
+    train, test = train_test_batches(
+        ground_truth, representation_fn, num_train, num_test, random_state, encode_batch_size
+    )
     return dci_from_codes(*train, *test, random_state=random_state, n_jobs=n_jobs)

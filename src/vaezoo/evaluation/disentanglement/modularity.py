@@ -17,12 +17,11 @@ from sklearn.metrics import roc_auc_score
 from vaezoo.evaluation.disentanglement.common import (
     ENCODE_BATCH_SIZE,
     RepresentationFn,
-    generate_batch,
     histogram_discretize,
-    make_rng,
     mutual_info_matrix,
+    train_test_batches,
 )
-from vaezoo.evaluation.disentanglement.ground_truth import GroundTruth, check_ground_truth
+from vaezoo.evaluation.disentanglement.ground_truth import GroundTruth
 
 
 def modularity(mutual_info: np.ndarray) -> float:
@@ -88,8 +87,7 @@ def modularity_explicitness(
     encode_batch_size: int = ENCODE_BATCH_SIZE,
 ) -> dict[str, float]:
     """``{"modularity", "explicitness_train", "explicitness_test"}`` (disentanglement_lib defaults)."""
-    check_ground_truth(ground_truth)
-    rng = make_rng(random_state)
-    train = generate_batch(ground_truth, representation_fn, num_train, rng, encode_batch_size)
-    test = generate_batch(ground_truth, representation_fn, num_test, rng, encode_batch_size)
+    train, test = train_test_batches(
+        ground_truth, representation_fn, num_train, num_test, random_state, encode_batch_size
+    )
     return modularity_explicitness_from_codes(*train, *test, num_bins=num_bins, random_state=random_state)

@@ -15,10 +15,9 @@ from sklearn.svm import LinearSVC
 from vaezoo.evaluation.disentanglement.common import (
     ENCODE_BATCH_SIZE,
     RepresentationFn,
-    generate_batch,
-    make_rng,
+    train_test_batches,
 )
-from vaezoo.evaluation.disentanglement.ground_truth import GroundTruth, check_ground_truth
+from vaezoo.evaluation.disentanglement.ground_truth import GroundTruth
 
 
 def sap_score_matrix(
@@ -66,8 +65,7 @@ def sap_score(
     encode_batch_size: int = ENCODE_BATCH_SIZE,
 ) -> dict[str, float]:
     """``{"sap"}`` on random observations of ``ground_truth`` (disentanglement_lib defaults)."""
-    check_ground_truth(ground_truth)
-    rng = make_rng(random_state)
-    train = generate_batch(ground_truth, representation_fn, num_train, rng, encode_batch_size)
-    test = generate_batch(ground_truth, representation_fn, num_test, rng, encode_batch_size)
+    train, test = train_test_batches(
+        ground_truth, representation_fn, num_train, num_test, random_state, encode_batch_size
+    )
     return sap_from_codes(*train, *test, random_state=random_state)
