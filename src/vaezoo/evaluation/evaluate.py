@@ -176,7 +176,7 @@ class EvaluationContext:
             try:
                 return self.model.sample(n, self.device, labels=labels).cpu()
             except NotImplementedError as err:
-                raise NotApplicable(f"{err} Use an ex-post sampler: --sampler gmm") from None
+                raise NotApplicable(f"{err} (evaluate takes --sampler gmm too)") from None
 
 
 # --------------------------------------------------------------------------- the metric groups

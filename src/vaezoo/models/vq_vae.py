@@ -204,7 +204,8 @@ class VQVAE(BaseVAE):
         raise NotImplementedError(
             "VQVAE has no prior over its codes: the codebook alone does not say which code maps are "
             "likely. Fit a prior over the codes of encoded training images (the paper uses a PixelCNN) "
-            "and decode its samples with decode_codes(codes); use generate(x) for reconstructions."
+            "and decode its samples with decode_codes(codes), or use an ex-post sampler fitted on the "
+            "quantised maps (`vaezoo sample --sampler gmm`); use generate(x) for reconstructions."
         )
 
     # -- evaluation: the quantised map is the code; no posterior, no prior ------------------------
