@@ -141,6 +141,7 @@ def run_entry(suite: Suite, entry: SuiteEntry, output: Path) -> dict[str, Any]:
             "model": type(run.model).__name__,
             "checkpoint": str(run.checkpoint),
             "global_step": run.global_step,
+            "data": config.data.name,
         },
     )
     images_seen = run.global_step * config.train.batch_size
