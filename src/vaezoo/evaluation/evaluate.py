@@ -42,7 +42,7 @@ class EvaluationSettings:
     num_examples: int = 2000  # validation images for reconstruction, latent health and pictures
     likelihood_examples: int = 200  # validation images for the likelihood bounds
     importance_samples: int = 1000  # k of the importance-weighted bound (Burda et al. 2016 use 5000)
-    importance_chunk: int = 100  # latent samples decoded at a time: bounds memory
+    importance_chunk: int = 50  # latent samples per input decoded at a time: bounds memory
     disentanglement: tuple[str, ...] | None = None  # metric names; None: all of them
     disentanglement_train: int | None = None  # None: disentanglement_lib's 10,000
     disentanglement_eval: int | None = None  # None: disentanglement_lib's 5,000
