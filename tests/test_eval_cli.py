@@ -144,6 +144,11 @@ def test_benchmark_trains_evaluates_and_resumes(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     assert main(["benchmark", "-c", str(path), "--only", "VAE"]) == 0  # done: reused, not retrained
     assert "already done" in capsys.readouterr().out
+    assert main(["benchmark", "-c", str(path), "--only", "VAE", "--reevaluate"]) == 0  # no retraining
+    assert "evaluating VAE again" in capsys.readouterr().out
+    again = json.loads((tmp_path / "results" / "results.json").read_text())["rows"]
+    assert list(again) == ["VAE", "IWAE_k_2"] and again["VAE"]["train_seconds"] == row["train_seconds"]
+    assert again["VAE"]["metrics"] == row["metrics"]  # the same seed gives the same evaluation
     assert main(["benchmark", "-c", str(path), "--only", "GAN"]) == 2
     assert "GAN" in capsys.readouterr().err
 

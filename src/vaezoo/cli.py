@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("-o", "--output", help="results folder (default: the suite's `output`)")
     bench.add_argument("--only", nargs="+", metavar="LABEL", help="run only these entries of the suite")
     bench.add_argument("--force", action="store_true", help="retrain and re-evaluate finished entries")
+    bench.add_argument(
+        "--reevaluate", action="store_true", help="evaluate finished entries again, without retraining"
+    )
     commands.add_parser("list", help="list the registered models")
     return parser
 
@@ -300,7 +303,9 @@ def cmd_benchmark(args: argparse.Namespace, overrides: list[str]) -> int:
 
     _no_overrides(overrides, "benchmark")
     suite = load_suite(args.config)
-    results = run_suite(suite, output=args.output, only=args.only, force=args.force)
+    results = run_suite(
+        suite, output=args.output, only=args.only, force=args.force, reevaluate=args.reevaluate
+    )
     print(f"results: {results}")
     return 0
 

@@ -117,7 +117,6 @@ def entry_config(suite: Suite, entry: SuiteEntry, runs_dir: Path) -> Any:
 
 def run_entry(suite: Suite, entry: SuiteEntry, output: Path) -> dict[str, Any]:
     """Train one entry from scratch, evaluate it, and return its row of results."""
-    from vaezoo.data import VAEDataModule
     from vaezoo.io import load_run
     from vaezoo.training.run import train
 
@@ -127,52 +126,72 @@ def run_entry(suite: Suite, entry: SuiteEntry, output: Path) -> dict[str, Any]:
     train_seconds = time.perf_counter() - start
     run = load_run(run_dir / "checkpoints" / "last.ckpt")
     summary = json.loads((run_dir / "summary.json").read_text())
-    datamodule = VAEDataModule(config.data, batch_size=config.train.batch_size)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    settings = EvaluationSettings(**{**suite.evaluate, "progress": False})
-    start = time.perf_counter()
-    report = evaluate(
-        run.model,
-        datamodule,
-        settings,
-        output / "reports" / entry.slug,
-        info={
-            "model": type(run.model).__name__,
-            "checkpoint": str(run.checkpoint),
-            "global_step": run.global_step,
-            "data": config.data.name,
-        },
-    )
     images_seen = run.global_step * config.train.batch_size
-    return {
+    row = {
         "label": entry.label,
         "model": type(run.model).__name__,
         "config": str(entry.config),
         "overrides": entry.overrides,
         "run_dir": str(run_dir),
-        "report": str(output / "reports" / entry.slug / "report.md"),
         "parameters": sum(p.numel() for p in run.model.parameters()),
         "steps": run.global_step,
         "train_seconds": round(train_seconds, 1),
         "train_images_per_second": round(images_seen / train_seconds, 1),
-        "evaluate_seconds": round(time.perf_counter() - start, 1),
         "val_metrics": summary.get("val_metrics", {}),
+    }
+    return {**row, **evaluate_entry(suite, entry, output, run_dir)}
+
+
+def evaluate_entry(suite: Suite, entry: SuiteEntry, output: Path, run_dir: Path) -> dict[str, Any]:
+    """Evaluate an entry's trained run with the suite's settings: the evaluation part of its row."""
+    from vaezoo.data import VAEDataModule
+    from vaezoo.io import load_run
+
+    config = entry_config(suite, entry, output / "runs")
+    run = load_run(Path(run_dir) / "checkpoints" / "last.ckpt")
+    datamodule = VAEDataModule(config.data, batch_size=config.train.batch_size)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    settings = EvaluationSettings(**{**suite.evaluate, "progress": False})
+    info = {
+        "model": type(run.model).__name__,
+        "checkpoint": str(run.checkpoint),
+        "global_step": run.global_step,
+        "data": config.data.name,
+    }
+    start = time.perf_counter()
+    report = evaluate(run.model, datamodule, settings, output / "reports" / entry.slug, info=info)
+    return {
+        "report": str(output / "reports" / entry.slug / "report.md"),
+        "evaluate_seconds": round(time.perf_counter() - start, 1),
         "metrics": report.flat(),
         "not_applicable": report.not_applicable,
     }
 
 
+def save_row(results_file: Path, suite: Suite, slug: str, row: dict[str, Any]) -> dict[str, Any]:
+    """Store one row in results.json, re-read first so that suites run in parallel with
+    different ``--only`` entries do not drop each other's rows; returns the whole file."""
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    results.setdefault("suite", suite.name)
+    results.setdefault("rows", {})[slug] = row
+    atomic_write_text(results_file, json.dumps(results, indent=2) + "\n")
+    return results
+
+
 def run_suite(
-    suite: Suite, output: str | Path | None = None, only: list[str] | None = None, force: bool = False
+    suite: Suite,
+    output: str | Path | None = None,
+    only: list[str] | None = None,
+    force: bool = False,
+    reevaluate: bool = False,
 ) -> Path:
-    """Run every entry not yet in results.json (all with ``force``); write results.md and the plot."""
+    """Run every entry not yet in results.json (all with ``force``; with ``reevaluate``, finished
+    entries are evaluated again without retraining); write results.md and the plot."""
     output = Path(output) if output else suite.output
     output.mkdir(parents=True, exist_ok=True)
     results_file = output / "results.json"
-    results = (
-        json.loads(results_file.read_text()) if results_file.is_file() else {"suite": suite.name, "rows": {}}
-    )
+    done = json.loads(results_file.read_text())["rows"] if results_file.is_file() else {}
     wanted = suite.models
     if only:
         missing = set(only) - {e.label for e in suite.models}
@@ -182,13 +201,17 @@ def run_suite(
             )
         wanted = [e for e in suite.models if e.label in only]
     for entry in wanted:
-        if entry.slug in results["rows"] and not force:
-            print(f"benchmark: {entry.label} already done (see {results_file}); --force to rerun")
-            continue
-        print(f"benchmark: training and evaluating {entry.label} ...")
-        results["rows"][entry.slug] = run_entry(suite, entry, output)
-        atomic_write_text(results_file, json.dumps(results, indent=2) + "\n")
-    rows = [results["rows"][e.slug] for e in suite.models if e.slug in results["rows"]]
+        if entry.slug in done and not force:
+            if not reevaluate:
+                print(f"benchmark: {entry.label} already done (see {results_file}); --force to rerun")
+                continue
+            print(f"benchmark: evaluating {entry.label} again ...")
+            row = {**done[entry.slug], **evaluate_entry(suite, entry, output, done[entry.slug]["run_dir"])}
+        else:
+            print(f"benchmark: training and evaluating {entry.label} ...")
+            row = run_entry(suite, entry, output)
+        done = save_row(results_file, suite, entry.slug, row)["rows"]
+    rows = [done[e.slug] for e in suite.models if e.slug in done]
     atomic_write_text(output / "results.md", render_results(suite, rows))
     if rows:
         plot_results(rows, output / "results.png")

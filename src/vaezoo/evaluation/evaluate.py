@@ -100,11 +100,19 @@ class EvaluationContext:
         """The first ``num_examples`` validation images (unflipped, evenly spaced) and their labels."""
         return self.datamodule.fixed_batch(self.settings.num_examples, split="val")
 
-    def batches(self, limit: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+    def subset(self, n: int | None = None) -> tuple[Tensor, Tensor]:
+        """``n`` of the evaluation images, evenly spaced over them (splits are stored in index
+        order, and dSprites' index order is its factor grid, so a prefix would be biased)."""
         images, labels = self.examples
-        limit = len(images) if limit is None else min(limit, len(images))
-        for start in range(0, limit, self.settings.batch_size):
-            stop = min(start + self.settings.batch_size, limit)
+        if n is None or n >= len(images):
+            return images, labels
+        keep = torch.linspace(0, len(images) - 1, n).round().long()
+        return images[keep], labels[keep]
+
+    def batches(self, limit: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        images, labels = self.subset(limit)
+        for start in range(0, len(images), self.settings.batch_size):
+            stop = start + self.settings.batch_size
             yield images[start:stop].to(self.device), labels[start:stop].to(self.device)
 
     def kwargs(self, labels: Tensor) -> dict[str, Any]:
@@ -310,19 +318,18 @@ def pictures_group(ctx: EvaluationContext, report: EvaluationReport) -> dict[str
     """
     from vaezoo.evaluation import pictures
 
-    images, labels = ctx.examples
     value_range = ctx.value_range
     out: dict[str, Tensor] = {}
     torch.manual_seed(ctx.settings.seed)
     with torch.no_grad():
-        shown = images[:32].to(ctx.device)
-        recons = ctx.model.generate(shown, **ctx.kwargs(labels[:32].to(ctx.device)))
+        shown, shown_labels = (t.to(ctx.device) for t in ctx.subset(32))
+        recons = ctx.model.generate(shown, **ctx.kwargs(shown_labels))
         out["reconstructions"] = pictures.reconstruction_grid(shown, recons, value_range)
         try:
             out["samples"] = make_grid(ctx.generate(64), nrow=8, value_range=value_range)
         except NotApplicable as reason:
             report.not_applicable["pictures/samples"] = str(reason)
-        seeds = images[:PICTURE_SEEDS].to(ctx.device)
+        seeds, seed_labels = (t.to(ctx.device) for t in ctx.subset(PICTURE_SEEDS))
         low, high = pictures.latent_ranges(ctx.codes)
         out["traversals"] = pictures.traversal_grid(
             ctx.model,
@@ -331,17 +338,17 @@ def pictures_group(ctx: EvaluationContext, report: EvaluationReport) -> dict[str
             low=low,
             high=high,
             value_range=value_range,
-            labels=labels[:PICTURE_SEEDS].to(ctx.device),
+            labels=seed_labels,
         )
-        pairs = slice(0, 2 * INTERPOLATION_PAIRS, 2), slice(1, 2 * INTERPOLATION_PAIRS, 2)
-        (a, labels_a), (b, labels_b) = [(images[p].to(ctx.device), labels[p].to(ctx.device)) for p in pairs]
+        images, labels = (t.to(ctx.device) for t in ctx.subset(2 * INTERPOLATION_PAIRS))
+        a, b, labels_a, labels_b = images[0::2], images[1::2], labels[0::2], labels[1::2]
         for method in ("linear", "slerp"):
             out[f"interpolation_{method}"] = pictures.interpolation_grid(
                 ctx.model, a, b, method=method, value_range=value_range, labels_a=labels_a, labels_b=labels_b
             )
     out["latent_embedding"] = pictures.embedding_figure(
         ctx.latent_codes,
-        labels,
+        ctx.examples[1],
         names=label_names(ctx.datamodule),
         method=ctx.settings.embedding,
     )
