@@ -97,7 +97,7 @@ class EvaluationContext:
 
     @cached_property
     def examples(self) -> tuple[Tensor, Tensor]:
-        """The first ``num_examples`` validation images (unflipped, evenly spaced) and their labels."""
+        """``num_examples`` validation images, evenly spaced over the split and unflipped, and their labels."""
         return self.datamodule.fixed_batch(self.settings.num_examples, split="val")
 
     def subset(self, n: int | None = None) -> tuple[Tensor, Tensor]:
