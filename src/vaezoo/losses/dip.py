@@ -14,7 +14,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from vaezoo.nn.precision import full_precision
 
+
+@full_precision
 def latent_covariance(mu: Tensor, log_var: Tensor | None = None) -> Tensor:
     """Cov[mu(x)] over the batch (centred on the batch mean, divided by B); given ``log_var``, plus
     E[diag sigma^2(x)], which makes it Cov_q(z)[z]. (B, D) -> (D, D)"""

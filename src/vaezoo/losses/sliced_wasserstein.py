@@ -12,6 +12,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from vaezoo.nn.precision import full_precision
+
 ProjectionDistribution = Literal["normal", "cauchy"]
 
 
@@ -33,6 +35,7 @@ def random_directions(
     return raw / raw.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
+@full_precision
 def sliced_wasserstein(
     x: Tensor,
     y: Tensor,

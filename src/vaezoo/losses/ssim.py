@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vaezoo.nn.precision import full_precision
+
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, Sec. 3.1
 K1, K2 = 0.01, 0.03  # stabilising constants C1 = (K1 L)^2, C2 = (K2 L)^2 (Wang et al. 2004, Eq. 7, 9)
 
@@ -38,6 +40,7 @@ def _local_mean(images: Tensor, window: Tensor) -> Tensor:
     return F.conv2d(filtered, horizontal, groups=channels)
 
 
+@full_precision
 def ssim_terms(
     x: Tensor, y: Tensor, data_range: float = 1.0, window_size: int = 11, sigma: float = 1.5
 ) -> tuple[Tensor, Tensor]:

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vaezoo.nn.precision import full_precision
+
 
 class Quantized(NamedTuple):
     straight_through: Tensor  # (B, D, h, w) values of e, gradients passed to z_e unchanged
@@ -78,6 +80,7 @@ class VectorQuantizer(nn.Module):
         straight_through = z_e + (vectors - z_e).detach()
         return Quantized(straight_through, vectors, codes.view(batch, height, width))
 
+    @full_precision
     def nearest(self, flat: Tensor) -> Tensor:
         """Index of the closest codebook row: ||z||^2 - 2 z.e + ||e||^2 minimised over e. (N, D) -> (N,)."""
         distances = (
@@ -105,6 +108,7 @@ class VectorQuantizer(nn.Module):
         self.initialized.fill_(True)
 
     @torch.no_grad()
+    @full_precision
     def ema_update(self, flat: Tensor, codes: Tensor) -> None:
         counts = torch.bincount(codes, minlength=self.num_embeddings).to(flat.dtype)  # n_k, (K,)
         sums = torch.zeros_like(self.ema_embedding_sum).index_add_(0, codes, flat)  # (K, D)
