@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import time
+import warnings
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from vaezoo import __version__
 from vaezoo.config import TrainConfig
+from vaezoo.training.performance import fused_optimizer_supported, memory_format
+
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def to_float32(output: Any) -> Any:
+    """A forward output (NamedTuple, tuple, list or tensor) with its bf16 / fp16 tensors cast to
+    fp32; every other value passes through unchanged (no copy)."""
+    if isinstance(output, Tensor):
+        return output.float() if output.dtype in LOW_PRECISION else output
+    if isinstance(output, tuple):
+        items = [to_float32(item) for item in output]
+        return type(output)(*items) if hasattr(output, "_fields") else type(output)(items)  # NamedTuple
+    if isinstance(output, list):
+        return [to_float32(item) for item in output]
+    return output
 
 
 class VAEModule(L.LightningModule):
@@ -21,9 +40,20 @@ class VAEModule(L.LightningModule):
 
     Models see ``global_step`` = the number of training batches so far (kept in this module's
     state, so it survives ``--resume``; Lightning's own ``global_step`` counts every optimizer's
-    steps). Schedules (capacity, temperature) are functions of it. A model whose
-    ``auxiliary_parameters()`` is not empty (FactorVAE's discriminator) is trained by manual
-    optimisation: the main optimizer on ``loss_function``, then a second one on ``auxiliary_loss``.
+    steps). Schedules (capacity, temperature) are functions of it. The count is a Python int
+    mirrored into a buffer, so no step waits on the device to read it.
+
+    A model whose ``auxiliary_parameters()`` is not empty (FactorVAE's discriminator) is trained
+    by manual optimisation: the main optimizer on ``loss_function``, then a second one on
+    ``auxiliary_loss``.
+
+    Under mixed precision the forward pass runs in bf16/fp16, but its floating-point outputs are
+    cast to fp32 before ``loss_function``: likelihood sums, KL terms, log-sum-exps, MMD and
+    total-correlation estimates are computed in fp32, and SSIM, covariances, projections and
+    codebook distances are pinned to fp32 by :func:`vaezoo.nn.precision.full_precision` (networks
+    the loss runs, such as DFC-VAE's VGG or FactorVAE's discriminator, still run in low precision).
+    ``train.compile`` runs the forward pass through ``torch.compile``; a model that fails to
+    compile falls back to eager with a warning.
     """
 
     def __init__(
@@ -33,12 +63,15 @@ class VAEModule(L.LightningModule):
         self.model = model
         self.train_config = train
         self.run_config = run_config or {}
-        self.memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
+        self.memory_format = memory_format(train.channels_last, model)
         self.model.to(memory_format=self.memory_format)
         self.auxiliary_parameters = list(model.auxiliary_parameters())
         self.automatic_optimization = not self.auxiliary_parameters
         self.register_buffer("train_batches", torch.zeros((), dtype=torch.long))
-        self.validated_at: int | None = None  # train_batches at the last validation pass
+        self.batches_seen = 0  # the host's copy of train_batches, read every step without a sync
+        self.validated_at: int | None = None  # batches_seen at the last validation pass
+        self.compiled: Any = None  # the compiled forward (train.compile), set on first use
+        self.compile_seconds: float | None = None  # how long the first compiled step took
 
     def forward(self, x: Tensor, **kwargs: Any) -> Any:
         return self.model(x, **kwargs)
@@ -47,10 +80,36 @@ class VAEModule(L.LightningModule):
     def _losses(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> tuple[Any, dict[str, Tensor], dict]:
         images, labels = batch
         images = images.contiguous(memory_format=self.memory_format)
-        context = {"labels": labels, "global_step": int(self.train_batches), "batch_idx": batch_idx}
-        output = self.model(images, **context)
+        context = {"labels": labels, "global_step": self.batches_seen, "batch_idx": batch_idx}
+        output = to_float32(self._forward(images, context))
         losses = self.model.loss_function(*output, M_N=self.train_config.kl_weight, **context)
         return output, losses, context
+
+    def _forward(self, images: Tensor, context: dict[str, Any]) -> Any:
+        if not self.train_config.compile or self.compiled is False:
+            return self.model(images, **context)
+        if self.compiled is None:
+            return self._compile_and_run(images, context)
+        return self.compiled(images, **context)
+
+    def _compile_and_run(self, images: Tensor, context: dict[str, Any]) -> Any:
+        """Compile the forward pass on its first call; on failure warn once and stay eager."""
+        start = time.perf_counter()
+        try:
+            compiled = torch.compile(self.model.forward)
+            output = compiled(images, **context)
+        except Exception as err:  # noqa: BLE001 - any compiler failure means: train eagerly
+            warnings.warn(
+                f"train.compile: {type(self.model).__name__} did not compile ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}); training without torch.compile",
+                stacklevel=2,
+            )
+            self.compiled = False
+            return self.model(images, **context)
+        self.compiled = compiled
+        self.compile_seconds = time.perf_counter() - start
+        rank_zero_info(f"train.compile: first forward pass compiled in {self.compile_seconds:.1f} s")
+        return output
 
     def _log(self, losses: dict[str, Tensor], stage: str, batch_size: int, prefix: str = "") -> None:
         on_step = stage == "train"
@@ -67,6 +126,7 @@ class VAEModule(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
         output, losses, context = self._losses(batch, batch_idx)
+        self.batches_seen += 1
         self.train_batches += 1
         self._log(losses, "train", batch[0].shape[0])
         if self.automatic_optimization:
@@ -106,7 +166,7 @@ class VAEModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
-            self.validated_at = int(self.train_batches)
+            self.validated_at = self.batches_seen
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         _, losses, _ = self._losses(batch, batch_idx)
@@ -129,9 +189,9 @@ class VAEModule(L.LightningModule):
         optimizer_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
         auxiliary = {id(p) for p in self.auxiliary_parameters}
         main_params = [p for p in self.model.parameters() if id(p) not in auxiliary]
-        optimizers = [optimizer_cls(main_params, lr=cfg.lr, weight_decay=cfg.weight_decay)]
+        optimizers = [optimizer_cls(main_params, **self._optimizer_options(main_params))]
         if self.auxiliary_parameters:
-            options = {"lr": self.model.auxiliary_lr or cfg.lr, "weight_decay": cfg.weight_decay}
+            options = self._optimizer_options(self.auxiliary_parameters, self.model.auxiliary_lr)
             options.update(self.model.auxiliary_optimizer_kwargs())
             optimizers.append(optimizer_cls(self.auxiliary_parameters, **options))
         if cfg.scheduler == "none":
@@ -141,6 +201,17 @@ class VAEModule(L.LightningModule):
             for opt in optimizers
         ]
         return optimizers, schedulers
+
+    def _optimizer_options(self, params: list[nn.Parameter], lr: float | None = None) -> dict[str, Any]:
+        """lr and weight decay; the fused (single-kernel) Adam/AdamW where the parameters allow it."""
+        cfg = self.train_config
+        options: dict[str, Any] = {"lr": lr or cfg.lr, "weight_decay": cfg.weight_decay}
+        if fused_optimizer_supported(params):
+            options["fused"] = True
+        return options
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.batches_seen = int(checkpoint["state_dict"].get("train_batches", 0))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Plain data only, so `torch.load(weights_only=True)` can read it back without running code.

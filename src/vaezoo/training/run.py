@@ -26,18 +26,28 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from vaezoo.config import Config, ConfigError, load_config
+from vaezoo.config import Config, ConfigError, TrainConfig, load_config
 from vaezoo.data import VAEDataModule
 from vaezoo.fileio import atomic_write_text
 from vaezoo.registry import create_model, get_model_class, model_parameters
 from vaezoo.training.callbacks import ImageGrids
 from vaezoo.training.checkpoint import AtomicCheckpointIO
 from vaezoo.training.module import VAEModule
+from vaezoo.training.performance import (
+    AUTO,
+    Hardware,
+    configure_cuda,
+    configure_threads,
+    resolve_accelerator,
+    resolve_precision,
+)
 
 RUN_DIR_ENV = "VAEZOO_RUN_DIR"  # set for the worker processes Lightning launches, so all share one folder
 ACTIVATION_FOR_RANGE = {"unit": "sigmoid", "symmetric": "tanh"}
+PROGRESS_REFRESH_STEPS = 10  # the bar reads the loss from the device (a sync) once per this many steps
 
 
 @dataclass
@@ -125,7 +135,12 @@ def load_resume_config(run_dir: str | Path, overrides: list[str] | None = None) 
 
 
 def build_trainer(
-    config: Config, run_dir: Path, value_range: tuple[float, float], automatic_optimization: bool = True
+    config: Config,
+    run_dir: Path,
+    value_range: tuple[float, float],
+    automatic_optimization: bool = True,
+    extra_callbacks: list[L.Callback] | None = None,
+    profiler: Any = None,
 ) -> L.Trainer:
     log, train = config.logging, config.train
     logger_cls = TensorBoardLogger if log.logger == "tensorboard" else CSVLogger
@@ -146,11 +161,13 @@ def build_trainer(
         ),
         ImageGrids(run_dir / "images", num_images=log.num_images, value_range=value_range),
         LearningRateMonitor(logging_interval="epoch"),
+        *(extra_callbacks or []),
     ]
     if log.progress_bar == "tqdm":
-        callbacks.append(TQDMProgressBar())
+        callbacks.append(TQDMProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS))
     elif log.progress_bar == "rich":
-        callbacks.append(RichProgressBar())
+        callbacks.append(RichProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS))
+    precision = choose_precision(train)
     return L.Trainer(
         default_root_dir=run_dir,
         logger=logger,
@@ -160,7 +177,7 @@ def build_trainer(
         log_every_n_steps=log.log_every_n_steps,
         max_epochs=train.max_epochs,
         max_steps=train.max_steps,
-        precision=train.precision,
+        precision=precision,
         # with manual optimisation VAEModule clips itself (Lightning refuses to)
         gradient_clip_val=train.gradient_clip_val if automatic_optimization else None,
         accelerator=train.accelerator,
@@ -171,18 +188,57 @@ def build_trainer(
         limit_val_batches=train.limit_val_batches,
         check_val_every_n_epoch=train.check_val_every_n_epoch,
         deterministic=train.deterministic,
+        profiler=profiler,
     )
 
 
-def train(config: Config, resume: str | Path | None = None) -> Path:
-    """Train ``config`` in a new run folder, or continue the run in ``resume``; returns the folder."""
+def choose_precision(train: TrainConfig) -> str:
+    """The Lightning precision of ``train.precision`` ("auto": from the hardware, printed once)."""
+    precision, reason = resolve_precision(train.precision, Hardware.detect(train.accelerator))
+    if train.precision == AUTO:
+        rank_zero_info(f"precision: {precision} ({reason}); set train.precision to override")
+    return precision
+
+
+def processes_per_node(devices: int | str | list[int], accelerator: str) -> int:
+    """How many training processes Lightning starts on each machine for ``train.devices``."""
+    if isinstance(devices, list):
+        return max(1, len(devices))
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    if resolve_accelerator(accelerator, torch.cuda.is_available()) == "cuda":
+        return max(1, torch.cuda.device_count())
+    return 1  # "auto" on a CPU: one process
+
+
+def train(
+    config: Config,
+    resume: str | Path | None = None,
+    extra_callbacks: list[L.Callback] | None = None,
+    profiler: Any = None,
+) -> Path:
+    """Train ``config`` in a new run folder, or continue the run in ``resume``; returns the folder.
+
+    ``extra_callbacks`` and ``profiler`` go to the Lightning Trainer (the throughput benchmark
+    times the real path through them)."""
     run_dir = Path(resume) if resume else None
     checkpoint = resume_checkpoint(run_dir) if run_dir else None
+    configure_threads(processes_per_node(config.train.devices, config.train.accelerator))
+    configure_cuda(config.train.deterministic)
     prepared = prepare(config)
     run_dir = run_dir or new_run_dir(config)
     os.environ[RUN_DIR_ENV] = str(run_dir)
     module = VAEModule(prepared.model, config.train, run_config=config.to_dict())
-    trainer = build_trainer(config, run_dir, prepared.datamodule.value_range, module.automatic_optimization)
+    trainer = build_trainer(
+        config,
+        run_dir,
+        prepared.datamodule.value_range,
+        module.automatic_optimization,
+        extra_callbacks=extra_callbacks,
+        profiler=profiler,
+    )
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / "config.yaml")
