@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: train test install clean lint
+.PHONY: train test bench install datasets clean lint
 
 # The CPU wheel of torch lies on this machine's disk; installing it first keeps pip from pulling
 # a multi-GB CUDA build to satisfy the package's open torch range.
@@ -20,11 +20,26 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The real-data tests read Fashion-MNIST from Debian's package. Installed here where this user can
+# (root with apt-get); elsewhere those tests skip and say how to enable them (under CI=true they fail).
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+datasets:
+	@if [ ! -f $(FASHION_MNIST) ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's dataset-fashion-mnist (for the real-data tests)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
+			|| echo "could not install dataset-fashion-mnist: its tests will skip"; \
+	fi
+
 train: $(STAMP)
 	$(BIN)/vaezoo train -c configs/vae.yaml $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) datasets
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Training throughput against a plain PyTorch-VAE step, side by side in one process; writes
+# benchmarks/results/throughput.md. Run it on an otherwise idle machine.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/train_throughput.py $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/python -m pip install --quiet ruff
