@@ -17,6 +17,7 @@ from vaezoo.evaluation.likelihood import (
     discrete_nll,
     importance_weighted_bounds,
     likelihood_report,
+    rows_per_call,
 )
 from vaezoo.losses.importance import multi_sample_bound
 from vaezoo.models import VanillaVAE
@@ -250,3 +251,41 @@ def test_exact_one_hot_draws_follow_q_and_score_its_log_probability():
     torch.testing.assert_close(log_q, q.log_prob(classes).sum(-1))
     frequencies = torch.stack([torch.bincount(classes[0, :, k], minlength=3) for k in range(2)]) / 20000
     torch.testing.assert_close(frequencies, q.probs, atol=0.015, rtol=0)
+
+
+# -- decoder calls of bounded size ------------------------------------------------------------------
+
+
+def test_rows_per_call_keeps_whole_groups_of_sixteen_inputs():
+    assert rows_per_call(100, 50, None) == 100  # no bound: one call
+    assert rows_per_call(10, 50, 800) == 10  # already small enough
+    assert rows_per_call(100, 50, 800) == 16
+    assert rows_per_call(100, 10, 800) == 80
+    assert rows_per_call(100, 1000, 800) == 16  # never fewer than 16 rows
+
+
+@pytest.mark.parametrize("decode_batch", [16 * 7, 32 * 7, 50])
+def test_split_decoder_calls_give_the_same_bounds_bit_for_bit(decode_batch):
+    """Inputs split into groups of 16 per call draw the same latents as one call over all inputs
+    (torch's CPU normal sampler works in blocks of 16), so the bounds are equal, not just close."""
+    model = VanillaVAE(1, 4, likelihood="bernoulli", **SMALL).eval()
+    x = torch.rand(40, 1, 16, 16).round()  # binary images: 40 = 16 + 16 + 8 rows
+    torch.manual_seed(3)
+    whole = importance_weighted_bounds(model, x, num_samples=21, chunk_size=7)
+    torch.manual_seed(3)
+    split = importance_weighted_bounds(model, x, num_samples=21, chunk_size=7, decode_batch=decode_batch)
+    torch.testing.assert_close(split, whole, rtol=1e-6, atol=1e-6)
+
+
+def test_split_decoder_calls_on_the_known_answer_and_with_labels():
+    model, marginal = linear_gaussian()
+    x = marginal.sample((40,)).view(40, 1, 2, 2)
+    bounds = importance_weighted_bounds(model, x, num_samples=30, chunk_size=10, decode_batch=160)
+    torch.testing.assert_close(bounds["iwae"], marginal.log_prob(x.flatten(1)), atol=1e-4, rtol=0)
+    cvae = ConditionalVAE(1, 3, num_classes=4, **SMALL).eval()
+    images, labels = torch.rand(20, 1, 16, 16), torch.arange(20) % 4
+    torch.manual_seed(0)
+    whole = importance_weighted_bounds(cvae, images, 8, 4, labels=labels)
+    torch.manual_seed(0)
+    split = importance_weighted_bounds(cvae, images, 8, 4, decode_batch=64, labels=labels)  # labels sliced
+    torch.testing.assert_close(split, whole, rtol=1e-6, atol=1e-6)

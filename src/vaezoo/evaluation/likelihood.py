@@ -9,7 +9,10 @@ model's ``log_importance_weights``)::
 
 -IWAE_k for large k (1000 by default, as in Burda et al. Sec. 5) is the usual estimate of the
 negative log-likelihood. The k samples are drawn ``chunk_size`` at a time and combined with a
-running logsumexp, so memory holds B x chunk_size decoded images whatever k is.
+running logsumexp, so memory holds B x chunk_size decoded images whatever k is; ``decode_batch``
+splits each chunk further into groups of inputs, so one decoder call holds about ``decode_batch``
+images (a few hundred stay in a CPU's caches: ~1.3x faster than 5,000 here). Log-weights are fp32
+(the model's dtype) and accumulated in float64.
 
 Both are log-likelihoods only when the model's decoder likelihood is normalised
 (``model.likelihood_is_normalized``); for the squared error (``mse``) they are reported under
@@ -41,20 +44,62 @@ def evaluation_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+ROW_GROUP = 16  # inputs per decoder call come in multiples of this (see rows_per_call)
+
+
+def rows_per_call(num_rows: int, samples: int, decode_batch: int | None) -> int:
+    """How many of ``num_rows`` inputs go through one ``log_importance_weights`` call of ``samples``
+    draws so that a call decodes at most ~``decode_batch`` images (None: all rows at once).
+
+    A multiple of 16 rows: then each call's Gaussian draw (rows x samples x D floats) is a multiple
+    of 16 values, and torch's CPU normal sampler (16 values per Box-Muller block) gives the same
+    numbers for consecutive calls as for one call over all rows -- a model that draws its latents in
+    one ``randn`` gets the same bound, bit for bit, whatever ``decode_batch`` is.
+    """
+    if decode_batch is None or num_rows * samples <= decode_batch:
+        return num_rows
+    return max(ROW_GROUP, decode_batch // samples // ROW_GROUP * ROW_GROUP)
+
+
+def _rows(kwargs: dict[str, Any], start: int, stop: int, num_rows: int) -> dict[str, Any]:
+    """Keyword arguments for inputs ``start:stop``: per-input tensors (e.g. labels) sliced, rest kept."""
+
+    def rows(value: Any) -> Any:
+        per_input = isinstance(value, Tensor) and value.dim() > 0 and len(value) == num_rows
+        return value[start:stop] if per_input else value
+
+    return {key: rows(value) for key, value in kwargs.items()}
+
+
 def importance_weighted_bounds(
-    model: nn.Module, x: Tensor, num_samples: int = 1000, chunk_size: int = 100, **model_kwargs: Any
+    model: nn.Module,
+    x: Tensor,
+    num_samples: int = 1000,
+    chunk_size: int = 100,
+    decode_batch: int | None = None,
+    **model_kwargs: Any,
 ) -> dict[str, Tensor]:
     """Per-example ``"elbo"`` (mean log-weight) and ``"iwae"`` (log mean weight) over ``num_samples``
     draws of q(z|x), both (B,) float64, in nats. The model runs in eval mode without gradients;
-    ``model_kwargs`` (e.g. ``labels=`` of a conditional model) go to ``log_importance_weights``."""
+    ``model_kwargs`` (e.g. ``labels=`` of a conditional model) go to ``log_importance_weights``.
+    ``decode_batch`` bounds the images of one decoder call (see :func:`rows_per_call`)."""
     if num_samples < 1 or chunk_size < 1:
         raise ValueError(f"num_samples ({num_samples}) and chunk_size ({chunk_size}) must be at least 1")
-    log_sum = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
+    num_rows = x.shape[0]
+    log_sum = torch.full((num_rows,), -math.inf, dtype=torch.float64, device=x.device)
     total = torch.zeros_like(log_sum)
-    with evaluation_mode(model):
+    with evaluation_mode(model), torch.inference_mode():
         for start in range(0, num_samples, chunk_size):
             count = min(chunk_size, num_samples - start)
-            log_w = model.log_importance_weights(x, count, **model_kwargs).double()  # (B, count)
+            step = rows_per_call(num_rows, count, decode_batch)
+            log_w = torch.cat(
+                [
+                    model.log_importance_weights(
+                        x[row : row + step], count, **_rows(model_kwargs, row, row + step, num_rows)
+                    )
+                    for row in range(0, num_rows, step)
+                ]
+            ).double()  # (B, count)
             log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w, dim=1))  # running logsumexp
             total = total + log_w.sum(dim=1)
     return {"elbo": total / num_samples, "iwae": log_sum - math.log(num_samples)}
@@ -106,7 +151,12 @@ def split_batch(batch: Any) -> tuple[Tensor, dict[str, Any]]:
 
 
 def bounds_over_batches(
-    model: nn.Module, batches: Iterable[Any], num_samples: int, chunk_size: int, max_examples: int | None
+    model: nn.Module,
+    batches: Iterable[Any],
+    num_samples: int,
+    chunk_size: int,
+    max_examples: int | None,
+    decode_batch: int | None = None,
 ) -> tuple[Tensor, Tensor, int]:
     """Per-example ELBO and IWAE bounds of the first ``max_examples`` examples of ``batches``
     (all if None), each (N,) on the CPU, and the number of dimensions D of one example."""
@@ -119,7 +169,7 @@ def bounds_over_batches(
             break
         kwargs = {k: v[:keep].to(device) if isinstance(v, Tensor) else v for k, v in kwargs.items()}
         bounds = importance_weighted_bounds(
-            model, images[:keep].to(device), num_samples, chunk_size, **kwargs
+            model, images[:keep].to(device), num_samples, chunk_size, decode_batch, **kwargs
         )
         elbo.append(bounds["elbo"].cpu())
         iwae.append(bounds["iwae"].cpu())
@@ -136,6 +186,7 @@ def likelihood_report(
     chunk_size: int = 100,
     max_examples: int | None = None,
     num_levels: int | None = NUM_LEVELS,
+    decode_batch: int | None = None,
 ) -> dict[str, float]:
     """Bounds averaged over the examples of ``batches`` (see :func:`split_batch`), in nats.
 
@@ -148,9 +199,12 @@ def likelihood_report(
     - otherwise (``mse`` and other scores, not likelihoods): ``elbo_unnormalized`` and
       ``iwae_bound_unnormalized`` only.
 
-    Models without a posterior raise ``NotImplementedError`` (from ``log_importance_weights``).
+    ``decode_batch`` bounds the images of one decoder call (:func:`rows_per_call`). Models without
+    a posterior raise ``NotImplementedError`` (from ``log_importance_weights``).
     """
-    elbo, iwae, num_dims = bounds_over_batches(model, batches, num_samples, chunk_size, max_examples)
+    elbo, iwae, num_dims = bounds_over_batches(
+        model, batches, num_samples, chunk_size, max_examples, decode_batch
+    )
     mean_elbo, mean_iwae = elbo.mean().item(), iwae.mean().item()
     report = {"num_samples": float(num_samples), "num_examples": float(len(elbo))}
     if not getattr(model, "likelihood_is_normalized", False):
