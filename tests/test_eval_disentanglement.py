@@ -251,6 +251,16 @@ def test_dci_core_returns_every_key_in_range():
     assert result["dci_disentanglement"] > 0.8 and result["dci_informativeness_test"] > 0.9
 
 
+@pytest.mark.parametrize("n_jobs", [2, 3])
+def test_dci_fits_factors_in_parallel_with_the_serial_scores(n_jobs):
+    rng = np.random.default_rng(1)
+    factors = rng.integers(0, 4, size=(300, 3))
+    codes = np.c_[factors + 0.3 * rng.normal(size=(300, 3)), rng.normal(size=300)]
+    serial = dci_from_codes(codes[:200], factors[:200], codes[200:], factors[200:], n_jobs=1)
+    parallel = dci_from_codes(codes[:200], factors[:200], codes[200:], factors[200:], n_jobs=n_jobs)
+    assert parallel == serial  # bit for bit: each factor's classifier has the same seed either way
+
+
 # --------------------------------------------------------------------------- sampling and plumbing
 
 
