@@ -16,8 +16,10 @@ from vaezoo.evaluation import sample_quality as sample_quality_module
 from vaezoo.evaluation.inception import (
     InceptionFeatures,
     InceptionWeightsMissing,
+    cached_features,
     default_inception_path,
     extract_features,
+    feature_cache_key,
     load_inception,
 )
 from vaezoo.evaluation.sample_quality import (
@@ -339,3 +341,85 @@ def test_real_inception_features_of_tiny_grey_images():
     assert torch.cdist(real, real)[~torch.eye(4, dtype=torch.bool)].min() > 1.0  # distinct images differ
     assert metrics["fid"] == pytest.approx(0.0, abs=1e-6)
     assert metrics["precision"] == 1.0 and metrics["recall"] == 1.0
+
+
+# --- the real-feature cache ------------------------------------------------------------------------
+
+
+class CountingNet(nn.Module):
+    """A stand-in feature network that counts the images it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.seen = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += len(x)
+        return self.conv(x)
+
+
+def test_real_features_are_cached_and_invalidated(tmp_path):
+    net = CountingNet()
+    extractor = InceptionFeatures(net, weights_id="weights-a")
+    images = torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    first = cached_features(images, extractor, batch_size=4, progress=False, cache_dir=tmp_path)
+    assert net.seen == 6 and len(list(tmp_path.glob("*.npy"))) == 1
+    again = cached_features(images.clone(), extractor, batch_size=4, progress=False, cache_dir=tmp_path)
+    assert net.seen == 6 and np.array_equal(again, first)  # read back, not recomputed
+    changed = images.clone()
+    changed[0, 0, 0, 0] += 0.5  # one pixel
+    cached_features(changed, extractor, progress=False, cache_dir=tmp_path)
+    assert net.seen == 12
+    other_weights = InceptionFeatures(net, weights_id="weights-b")
+    cached_features(images, other_weights, progress=False, cache_dir=tmp_path)
+    other_range = InceptionFeatures(net, value_range=(-1.0, 1.0), weights_id="weights-a")
+    cached_features(images, other_range, progress=False, cache_dir=tmp_path)
+    assert net.seen == 24 and len(list(tmp_path.glob("*.npy"))) == 4
+    next(tmp_path.glob("*.npy")).write_bytes(b"broken")  # an unreadable file is recomputed
+    for extractor_ in (extractor, other_weights, other_range):
+        cached_features(images, extractor_, progress=False, cache_dir=tmp_path)
+    cached_features(changed, extractor, progress=False, cache_dir=tmp_path)
+    assert net.seen == 30
+    assert feature_cache_key(images, lambda x: x.flatten(1)) is None  # custom extractors: no cache
+
+
+def test_compute_sample_quality_with_the_cache_gives_the_same_scores(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAEZOO_CACHE", str(tmp_path))
+    net = CountingNet()
+    extractor = InceptionFeatures(net, weights_id="w")
+    real = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    fake = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    plain = compute_sample_quality(real, fake, 8, extractor=extractor, progress=False)
+    cached = [
+        compute_sample_quality(real, fake, 8, extractor=extractor, progress=False, cache_real=True)
+        for _ in range(2)
+    ]
+    assert net.seen == 16 + 16 + 8  # the second cached run extracts the generated images only
+    for run in cached:
+        assert {k: run[k] for k in ("fid", "kid", "precision", "recall")} == {
+            k: plain[k] for k in ("fid", "kid", "precision", "recall")
+        }
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
+def test_channels_last_features_equal_contiguous_ones(tmp_path):
+    path = tmp_path / "tiny.pt"
+    torch.jit.save(torch.jit.script(nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU())), str(path))
+    fast = load_inception(path)  # on the CPU: channels_last weights, NHWC input
+    assert next(fast.net.parameters()).is_contiguous(memory_format=torch.channels_last)
+    plain = InceptionFeatures(torch.jit.load(str(path)).eval())
+    assert next(plain.net.parameters()).is_contiguous()
+    images = torch.rand(3, 1, 20, 20, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(images), plain(images), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
+def test_real_inception_in_channels_last_gives_the_contiguous_features():
+    path = default_inception_path()
+    images = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    plain = InceptionFeatures(torch.jit.load(str(path)).eval())
+    with torch.inference_mode():
+        torch.testing.assert_close(load_inception(path)(images), plain(images), rtol=1e-4, atol=1e-4)

@@ -22,7 +22,13 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from vaezoo.evaluation.inception import FeatureExtractor, ImageSource, extract_features, load_inception
+from vaezoo.evaluation.inception import (
+    FeatureExtractor,
+    ImageSource,
+    cached_features,
+    extract_features,
+    load_inception,
+)
 
 
 def _as_features(features: np.ndarray, name: str, min_rows: int = 2) -> np.ndarray:
@@ -230,6 +236,7 @@ def compute_sample_quality(
     device: str = "cpu",
     k: int = 3,
     random_state: int = 0,
+    cache_real: bool = False,
 ) -> dict[str, float]:
     """:func:`sample_quality` of ``num_samples`` generated images against ``num_samples`` real ones.
 
@@ -239,13 +246,22 @@ def compute_sample_quality(
     The result adds "num_samples", "feature_seconds" (wall time of both extractions, sampling included)
     and "images_per_second" (2 * num_samples / feature_seconds). FID from fewer than 2048 samples per
     side is exact (see :func:`fid_from_features`) but biased upwards; compare scores at one sample count.
+    ``cache_real``: real images given as a tensor have their features kept on disk for the next call
+    with the same images and weights (:func:`~vaezoo.evaluation.inception.cached_features`).
     """
     if extractor is None:
         extractor = load_inception(inception_path, value_range=value_range, device=device)
     start = time.perf_counter()
-    real = extract_features(
-        real_images_or_batches, extractor, num_samples, batch_size, progress, "real images"
-    )
+    if cache_real and isinstance(real_images_or_batches, torch.Tensor):
+        if len(real_images_or_batches) < num_samples:
+            raise ValueError(f"asked for {num_samples} real images, the tensor holds fewer")
+        real = cached_features(
+            real_images_or_batches[:num_samples], extractor, batch_size, progress, "real images"
+        )
+    else:
+        real = extract_features(
+            real_images_or_batches, extractor, num_samples, batch_size, progress, "real images"
+        )
     fake = extract_features(generate_fn, extractor, num_samples, batch_size, progress, "generated images")
     seconds = time.perf_counter() - start
     metrics = sample_quality(real, fake, k=k, random_state=random_state)
