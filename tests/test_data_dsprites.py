@@ -200,8 +200,9 @@ def test_getitems_is_one_batch_equal_to_getitem(cache_dir: Path):
     module = VAEDataModule(make_config(cache_dir, subset=200))
     module.setup()
     dataset = module.splits.train
-    batch = dataset.__getitems__([5, 0, 17])
-    for (image, label), position in zip(batch, [5, 0, 17], strict=True):
+    images, labels = dataset.__getitems__([5, 0, 17])
+    assert images.shape == (3, 1, 64, 64) and labels.shape == (3, 5)
+    for image, label, position in zip(images, labels, [5, 0, 17], strict=True):
         single_image, single_label = dataset[position]
         assert torch.equal(image, single_image) and torch.equal(label, single_label)
 

@@ -9,7 +9,8 @@ Expected layout, at ``data.path`` or at ``data.path/celeba`` (PyTorch-VAE's ``Da
 
 Images are centre-cropped (``data.crop``, default 148) and resized to ``data.image_size``; training
 images are flipped left-right at random (``data.flip``, default on). Labels are the 40 attributes as
-float32 0/1.
+float32 0/1. The images of all three splits are decoded once into one uint8 cache (under
+``data.cache_dir``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from vaezoo.config import DataConfig
+from vaezoo.data.cache import image_source
 from vaezoo.data.common import DataSplits, FileImageDataset, proportional_subsets, require_path
 from vaezoo.data.errors import DataError
 from vaezoo.data.transforms import ImagePipeline
@@ -124,10 +126,27 @@ def build_celeba(config: DataConfig) -> DataSplits:
     crop = DEFAULT_CROP if config.crop is None else config.crop
     flip = True if config.flip is None else config.flip
 
+    chosen = [[names[part][i] for i in keep[part]] for part in (0, 1, 2)]
+    files = [folder / name for part in chosen for name in part]  # train, valid, test: one cache
+    source = image_source(config, files, ImagePipeline(config.image_size, channels, crop))
+    starts = np.cumsum([0] + [len(part) for part in chosen])
+
     def dataset(part: int, train: bool) -> FileImageDataset:
-        chosen = [names[part][i] for i in keep[part]]
-        labels = np.array([attributes[n] for n in chosen], dtype=np.float32).reshape(-1, NUM_ATTRIBUTES)
+        labels = np.array([attributes[n] for n in chosen[part]], dtype=np.float32).reshape(-1, NUM_ATTRIBUTES)
         pipeline = ImagePipeline(config.image_size, channels, crop, flip and train, config.normalize)
-        return FileImageDataset([folder / n for n in chosen], torch.from_numpy(labels), pipeline, attr_names)
+        rows = np.arange(starts[part], starts[part + 1])
+        return FileImageDataset(
+            files[starts[part] : starts[part + 1]],
+            torch.from_numpy(labels),
+            pipeline,
+            attr_names,
+            source,
+            rows,
+        )
 
     return DataSplits(dataset(0, True), dataset(1, False), dataset(2, False), channels, (NUM_ATTRIBUTES,))
+
+
+def prepare_celeba(config: DataConfig) -> None:
+    """Build the image cache (Lightning calls this on one process per node, before setup)."""
+    build_celeba(config)

@@ -7,16 +7,16 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from vaezoo.config import DataConfig
 from vaezoo.data.errors import DataError
-from vaezoo.data.transforms import ImagePipeline
+from vaezoo.data.transforms import ImagePipeline, random_hflip_batch, uint8_to_float
 
 # What PIL raises for files that are not images, are truncated or are otherwise broken.
 IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -121,15 +121,71 @@ def check_image_header(path: Path) -> None:
 def load_image(path: Path) -> Image.Image:
     """Decode an image file fully; any failure raises a DataError naming the file."""
     try:
-        with Image.open(path) as image:
+        image = Image.open(path)
+    except IMAGE_ERRORS as err:
+        raise DataError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
+    try:
+        with image:
             image.load()
             return image.copy()
     except IMAGE_ERRORS as err:
         raise DataError(f"{path}: cannot decode the image ({type(err).__name__}: {err})") from None
 
 
+def decode_file(path: Path, pipeline: ImagePipeline) -> np.ndarray:
+    """One file through ``pipeline.decode``: uint8 (C, H, W); any failure names the file."""
+    try:
+        return pipeline.decode(load_image(path))
+    except DataError as err:
+        message = str(err)
+        raise DataError(message if str(path) in message else f"{path}: {message}") from None
+
+
+class DecodedImages:
+    """uint8 pixels decoded from the files on every read (no cache): slow, but needs no disk."""
+
+    def __init__(self, files: Sequence[Path], pipeline: ImagePipeline) -> None:
+        self.files = list(files)
+        self.pipeline = pipeline
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), C, H, W) uint8 of the files at ``rows``."""
+        return np.stack([decode_file(self.files[int(i)], self.pipeline) for i in np.asarray(rows)])
+
+
+class ImageSource(Protocol):
+    """Where a file dataset's pixels come from: the uint8 cache, or the files decoded on the fly."""
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), C, H, W) uint8."""
+        ...
+
+
+# --------------------------------------------------------------------------- batches
+
+
+class Batch(NamedTuple):
+    """A whole batch made by a dataset's ``__getitems__``; ``collate`` passes it through."""
+
+    images: torch.Tensor  # (N, C, H, W) float in the configured range
+    labels: torch.Tensor  # (N, ...) float32 vectors or (N,) int64 class indices
+
+
+def collate(data: Batch | list) -> list[torch.Tensor]:
+    """The loaders' ``collate_fn``: a ready Batch as ``[images, labels]`` (what ``default_collate``
+    made of per-sample pairs), anything else through ``default_collate``."""
+    if isinstance(data, Batch):
+        return [data.images, data.labels]
+    return default_collate(data)
+
+
 class FileImageDataset(Dataset):
-    """Image files with one label each, sent through an ImagePipeline: ``(image, label)`` pairs."""
+    """Image files with one label each: ``(image, label)``, built a whole batch at a time.
+
+    ``source`` gives the decoded uint8 pixels of ``files`` (by default decoded on the fly), row
+    ``rows[i]`` holding ``files[i]``: one cache of a dataset's files serves all its splits. A batch
+    is a uint8 gather, a random flip of the uint8 batch (``pipeline.flip``) and one float conversion.
+    """
 
     def __init__(
         self,
@@ -137,6 +193,8 @@ class FileImageDataset(Dataset):
         labels: torch.Tensor,
         pipeline: ImagePipeline,
         label_names: Sequence[str] | None = None,
+        source: ImageSource | None = None,
+        rows: np.ndarray | None = None,
     ) -> None:
         if len(files) != len(labels):
             raise DataError(f"{len(files)} image files but {len(labels)} labels")
@@ -144,23 +202,30 @@ class FileImageDataset(Dataset):
         self.labels = labels
         self.pipeline = pipeline
         self.label_names = list(label_names) if label_names is not None else None  # attribute or class names
+        self.source = source if source is not None else DecodedImages(self.files, pipeline)
+        self.rows = np.arange(len(self.files)) if rows is None else np.asarray(rows, dtype=np.int64)
+        if len(self.rows) != len(self.files):
+            raise DataError(f"{len(self.files)} image files but {len(self.rows)} cache rows")
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        path = self.files[index]
-        try:
-            image = self.pipeline(load_image(path))
-        except DataError as err:
-            message = str(err)
-            raise DataError(message if str(path) in message else f"{path}: {message}") from None
-        return image, self.labels[index]
+    def batch(self, positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (N, C, H, W) float and labels of dataset positions."""
+        positions = np.asarray(positions, dtype=np.int64)
+        images = torch.from_numpy(self.source.read(self.rows[positions]))  # (N, C, H, W) uint8
+        if self.pipeline.flip:
+            images = random_hflip_batch(images)
+        return uint8_to_float(images, self.pipeline.normalize), self.labels[torch.from_numpy(positions)]
 
-    def __getitems__(self, positions: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [self[i] for i in positions]
+    def __getitems__(self, positions: Sequence[int]) -> Batch:
+        return Batch(*self.batch(positions))
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = self.batch([position])
+        return images[0], labels[0]
 
     def without_augmentation(self) -> FileImageDataset:
         """The same files with the random flip turned off (for fixed image grids)."""
         pipeline = ImagePipeline(**{**vars(self.pipeline), "flip": False})
-        return FileImageDataset(self.files, self.labels, pipeline, self.label_names)
+        return FileImageDataset(self.files, self.labels, pipeline, self.label_names, self.source, self.rows)

@@ -9,15 +9,15 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 
 from vaezoo.config import DataConfig
-from vaezoo.data.celeba import build_celeba
-from vaezoo.data.common import DataSplits
+from vaezoo.data.celeba import build_celeba, prepare_celeba
+from vaezoo.data.common import DataSplits, collate
 from vaezoo.data.dsprites import build_dsprites, prepare_dsprites
 from vaezoo.data.errors import DataError
 from vaezoo.data.idx import build_idx
-from vaezoo.data.image_folder import build_image_folder
+from vaezoo.data.image_folder import build_image_folder, prepare_image_folder
 from vaezoo.data.transforms import check_normalize, value_range
 
 Builder = Callable[[DataConfig], DataSplits]
@@ -30,7 +30,11 @@ BUILDERS: dict[str, Builder] = {
     "fashion_mnist": build_idx,
 }
 # Work done once per node before setup (Lightning's prepare_data); datasets absent here need none.
-PREPARERS: dict[str, Callable[[DataConfig], None]] = {"dsprites": prepare_dsprites}
+PREPARERS: dict[str, Callable[[DataConfig], None]] = {
+    "dsprites": prepare_dsprites,
+    "celeba": prepare_celeba,
+    "image_folder": prepare_image_folder,
+}
 DATASETS: tuple[str, ...] = tuple(BUILDERS)
 
 
@@ -81,7 +85,7 @@ class VAEDataModule(L.LightningDataModule):
     # ----------------------------------------------------------------- Lightning hooks
 
     def prepare_data(self) -> None:
-        """dSprites: build the image cache. Nothing is ever downloaded."""
+        """Build the uint8 image cache (dSprites, CelebA, image folders). Nothing is ever downloaded."""
         prepare = PREPARERS.get(self.config.name)
         if prepare is not None:
             prepare(self.config)
@@ -113,6 +117,7 @@ class VAEDataModule(L.LightningDataModule):
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
+            collate_fn=collate,  # datasets build whole batches (``__getitems__``): passed through
         )
 
     # ----------------------------------------------------------------- after setup
@@ -174,4 +179,4 @@ class VAEDataModule(L.LightningDataModule):
         if n <= 0 or len(dataset) == 0:
             raise DataError(f"fixed_batch: cannot take n={n} images from a split of {len(dataset)}")
         positions = np.linspace(0, len(dataset) - 1, num=min(n, len(dataset))).round().astype(np.int64)
-        return default_collate(dataset.__getitems__(positions.tolist()))
+        return collate(dataset.__getitems__(positions.tolist()))

@@ -33,7 +33,8 @@ import torch
 from torch.utils.data import Dataset
 
 from vaezoo.config import DataConfig
-from vaezoo.data.common import DataSplits, cache_dir, require_path, split_indices
+from vaezoo.data.cache import RowReader
+from vaezoo.data.common import Batch, DataSplits, cache_dir, require_path, split_indices
 from vaezoo.data.errors import DataError
 from vaezoo.data.transforms import random_hflip_batch, resize_binary, scale_unit
 from vaezoo.fileio import atomic_path
@@ -329,9 +330,11 @@ class DSpritesSource:
         self._classes = classes  # None: the procedural grid, computed from the index
         self._values = values
         self._packed: np.ndarray | None = None
+        self._reader: RowReader | None = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_packed": None}  # workers re-open the memmap instead of pickling it
+        # Workers re-open the memmap and the file instead of pickling them.
+        return {**self.__dict__, "_packed": None, "_reader": None}
 
     @property
     def num_images(self) -> int:
@@ -345,8 +348,15 @@ class DSpritesSource:
         return self._packed
 
     def binary_images(self, indices: np.ndarray) -> np.ndarray:
-        """(N, 64, 64) uint8 {0, 1}: one memmap read and one unpack for the whole batch."""
-        return np.unpackbits(self.packed()[np.asarray(indices, dtype=np.int64)], axis=-1)
+        """(N, 64, 64) uint8 {0, 1}: positional reads of the packed rows and one unpack for the batch.
+
+        Reads go through the page cache, not a memory map, so RSS does not grow with the share of
+        the 377 MB file a run has touched (the full grid and a subset cost the same).
+        """
+        if self._reader is None:
+            self.packed()  # validates the cache
+            self._reader = RowReader(self.cache)
+        return np.unpackbits(self._reader.read(indices), axis=-1)
 
     def classes(self, indices: np.ndarray) -> np.ndarray:
         indices = np.asarray(indices, dtype=np.int64)
@@ -359,9 +369,17 @@ class DSpritesSource:
         return self._values[indices]
 
 
-def binary_to_tensor(images: np.ndarray, image_size: int, normalize: str, channels: int = 1) -> torch.Tensor:
-    """(N, 64, 64) uint8 {0, 1} -> float (N, channels, size, size) in the range of ``normalize``."""
-    tensor = resize_binary(torch.from_numpy(images).unsqueeze(1).float(), image_size)
+def binary_to_tensor(
+    images: np.ndarray, image_size: int, normalize: str, channels: int = 1, flip: bool = False
+) -> torch.Tensor:
+    """(N, 64, 64) uint8 {0, 1} -> float (N, channels, size, size) in the range of ``normalize``.
+
+    ``flip`` mirrors images at random while they are still uint8; then one float conversion.
+    """
+    tensor = torch.from_numpy(images).unsqueeze(1)  # (N, 1, 64, 64) uint8
+    if flip:
+        tensor = random_hflip_batch(tensor)
+    tensor = resize_binary(tensor.float(), image_size)
     if channels != 1:
         tensor = tensor.expand(-1, channels, -1, -1).contiguous()
     return scale_unit(tensor, normalize)
@@ -426,14 +444,12 @@ class DSpritesDataset(Dataset):
         """Images (N, C, size, size) and labels (N, 5) of dataset positions, read in one go."""
         gt = self.ground_truth
         indices = self.indices[np.asarray(positions, dtype=np.int64)]
-        images = binary_to_tensor(gt.source.binary_images(indices), gt.image_size, gt.normalize, gt.channels)
-        if self.flip:
-            images = random_hflip_batch(images)
+        binary = gt.source.binary_images(indices)
+        images = binary_to_tensor(binary, gt.image_size, gt.normalize, gt.channels, self.flip)
         return images, torch.from_numpy(np.ascontiguousarray(gt.source.values(indices), dtype=np.float32))
 
-    def __getitems__(self, positions: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        images, labels = self.batch(positions)
-        return list(zip(images, labels, strict=True))
+    def __getitems__(self, positions: Sequence[int]) -> Batch:
+        return Batch(*self.batch(positions))
 
     def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = self.batch([position])

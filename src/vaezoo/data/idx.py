@@ -19,9 +19,9 @@ import torch
 from torch.utils.data import Dataset
 
 from vaezoo.config import DataConfig
-from vaezoo.data.common import DataSplits, proportional_subsets, require_path
+from vaezoo.data.common import Batch, DataSplits, proportional_subsets, require_path
 from vaezoo.data.errors import DataError
-from vaezoo.data.transforms import pad_or_resize, random_hflip_batch, scale_unit
+from vaezoo.data.transforms import pad_or_resize, random_hflip_batch, scale_unit, uint8_to_float
 
 DEFAULT_PATHS: dict[str, str | None] = {"mnist": None, "fashion_mnist": "/usr/share/datasets/fashion-mnist"}
 # IDX type codes (third magic byte) -> big-endian numpy dtypes.
@@ -111,18 +111,18 @@ class IDXDataset(Dataset):
         return len(self.images)
 
     def batch(self, positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (N, C, size, size) float and class indices: uint8 gather and flip, then one conversion."""
         positions = np.asarray(positions, dtype=np.int64)
-        images = torch.from_numpy(self.images[positions].astype(np.float32) / 255.0).unsqueeze(1)
-        images = pad_or_resize(images, self.image_size).clamp_(0.0, 1.0)
-        if self.channels != 1:
-            images = images.expand(-1, self.channels, -1, -1).contiguous()
+        images = torch.from_numpy(self.images[positions]).unsqueeze(1)  # (N, 1, 28, 28) uint8
         if self.flip:
             images = random_hflip_batch(images)
+        images = pad_or_resize(uint8_to_float(images), self.image_size).clamp_(0.0, 1.0)
+        if self.channels != 1:
+            images = images.expand(-1, self.channels, -1, -1).contiguous()
         return scale_unit(images, self.normalize), self.labels[torch.from_numpy(positions)]
 
-    def __getitems__(self, positions: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        images, labels = self.batch(positions)
-        return list(zip(images, labels, strict=True))
+    def __getitems__(self, positions: Sequence[int]) -> Batch:
+        return Batch(*self.batch(positions))
 
     def __getitem__(self, position: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = self.batch([position])

@@ -2,7 +2,8 @@
 
 The label is the index of the image's top-level subfolder among the sorted subfolder names (its
 class); images directly in the root form a class of their own ("", sorted first), so a flat folder
-labels everything 0. Every file's header is checked at setup, and decoding errors name the file.
+labels everything 0. The images are decoded once into the uint8 cache (under ``data.cache_dir``);
+decoding errors name the file.
 The train/val split is drawn from ``data.split_seed`` and ``data.val_fraction``.
 """
 
@@ -14,7 +15,8 @@ import numpy as np
 import torch
 
 from vaezoo.config import DataConfig
-from vaezoo.data.common import DataSplits, FileImageDataset, check_image_header, require_path, split_indices
+from vaezoo.data.cache import image_source
+from vaezoo.data.common import DataSplits, FileImageDataset, require_path, split_indices
 from vaezoo.data.errors import DataError
 from vaezoo.data.transforms import ImagePipeline
 
@@ -43,25 +45,34 @@ def class_of(path: Path, folder: Path) -> str:
 
 
 def build_image_folder(config: DataConfig) -> DataSplits:
-    """A seeded train/val split of a folder; test = val."""
+    """A seeded train/val split of a folder; test = val. The images used are cached once (uint8)."""
     folder = require_path(
         config, f"a folder of images ({', '.join(EXTENSIONS)}), optionally one subfolder per class"
     )
     files = find_images(folder)
-    for path in files:
-        check_image_header(path)
     class_names = sorted({class_of(p, folder) for p in files})
     class_index = {name: i for i, name in enumerate(class_names)}
     labels = torch.tensor([class_index[class_of(p, folder)] for p in files], dtype=torch.int64)
     train, val = split_indices(config, len(files), str(folder))
     channels = config.channels or 3
     flip = True if config.flip is None else config.flip
+    used = np.union1d(train, val)  # sorted: all files unless data.subset
+    source = image_source(
+        config, [files[i] for i in used], ImagePipeline(config.image_size, channels, config.crop)
+    )
 
     def dataset(indices: np.ndarray, train: bool) -> FileImageDataset:
         pipeline = ImagePipeline(config.image_size, channels, config.crop, flip and train, config.normalize)
+        chosen = [files[i] for i in indices]
+        rows = np.searchsorted(used, indices)
         return FileImageDataset(
-            [files[i] for i in indices], labels[torch.from_numpy(indices)], pipeline, class_names
+            chosen, labels[torch.from_numpy(indices)], pipeline, class_names, source, rows
         )
 
     val_set = dataset(val, False)
     return DataSplits(dataset(train, True), val_set, val_set, channels, (), num_classes=len(class_names))
+
+
+def prepare_image_folder(config: DataConfig) -> None:
+    """Build the image cache (Lightning calls this on one process per node, before setup)."""
+    build_image_folder(config)

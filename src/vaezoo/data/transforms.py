@@ -61,12 +61,19 @@ def random_hflip(image: Image.Image, generator: torch.Generator | None = None) -
 
 
 def random_hflip_batch(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Mirror each image of an (N, C, H, W) batch left-right with probability 1/2."""
-    flip = torch.rand(images.shape[0], generator=generator) < 0.5
+    """Mirror each image of an (N, C, H, W) batch (any dtype, e.g. uint8) left-right with probability 1/2."""
+    flip = torch.rand(images.shape[0], generator=generator) < 0.5  # one draw per image
     if flip.any():
         images = images.clone()
         images[flip] = images[flip].flip(-1)
     return images
+
+
+def uint8_to_float(images: torch.Tensor, normalize: str = "unit") -> torch.Tensor:
+    """uint8 pixels 0..255 of a whole batch -> float32 in the range of ``normalize``, in one conversion."""
+    if images.dtype != torch.uint8:
+        raise DataError(f"expected a uint8 batch, got {images.dtype} {tuple(images.shape)}")
+    return scale_unit(images.float().div_(255.0), normalize)
 
 
 def convert_channels(image: Image.Image, channels: int) -> Image.Image:
@@ -117,9 +124,16 @@ def resize_binary(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images, size=(size, size), mode=mode)
 
 
+RESIZE_FILTER = "PIL.BILINEAR"  # the filter of ``resize``: part of the image cache's key
+
+
 @dataclass
 class ImagePipeline:
-    """The transform of photo datasets: channels, centre crop, resize, optional flip, tensor."""
+    """The transform of photo datasets: channels, centre crop, resize, optional flip, tensor.
+
+    ``decode`` is the deterministic part (what the uint8 cache stores); the flip and the float
+    conversion happen per batch on uint8 tensors (``random_hflip_batch``, ``uint8_to_float``).
+    """
 
     image_size: int
     channels: int = 3
@@ -127,9 +141,24 @@ class ImagePipeline:
     flip: bool = False
     normalize: str = "unit"
 
-    def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
+    def decode(self, image: Image.Image) -> np.ndarray:
+        """Channels, centre crop and resize: uint8 (C, size, size)."""
         image = convert_channels(image, self.channels)
-        image = resize(center_crop(image, self.crop), self.image_size)
+        pixels = np.asarray(resize(center_crop(image, self.crop), self.image_size))
+        return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+    def key(self) -> dict[str, object]:
+        """What ``decode`` depends on (the image cache is keyed by it)."""
+        return {
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "crop": self.crop,
+            "resize": RESIZE_FILTER,
+        }
+
+    def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One image -> float (C, size, size), flipped at random if ``flip``."""
+        pixels = torch.from_numpy(np.ascontiguousarray(self.decode(image)))[None]
         if self.flip:
-            image = random_hflip(image, generator)
-        return to_tensor(np.asarray(image), self.normalize)
+            pixels = random_hflip_batch(pixels, generator)
+        return uint8_to_float(pixels, self.normalize)[0]
