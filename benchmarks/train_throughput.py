@@ -75,6 +75,7 @@ class Row:
     data: str  # "image_folder" | "dsprites"
     overrides: list[str] = field(default_factory=list)
     own_eager: bool = True  # the seed network is compared with the reference instead
+    optimizers: int = 1  # optimizer steps per batch (2 with an auxiliary optimizer), set by measure_eager
 
 
 # --------------------------------------------------------------------------- configs
@@ -107,13 +108,14 @@ def data_overrides(data: str, folder: Path) -> list[str]:
 
 
 def build_config(row: Row, args: argparse.Namespace, folder: Path, run_root: Path, extra: list[str] = ()):
-    """The row's config with only what the bench must fix overridden."""
+    """The row's config with only what the bench must fix overridden. Lightning's ``max_steps``
+    counts optimizer steps, so a model with a second optimizer gets twice as many (same batches)."""
     from vaezoo.config import load_config
 
     overrides = [
         *data_overrides(row.data, folder),
         f"--train.batch_size={args.batch_size}",
-        f"--train.max_steps={args.steps}",
+        f"--train.max_steps={args.steps * row.optimizers}",
         "--train.max_epochs=null",  # the step count ends the run
         f"--logging.save_dir={run_root}",
         *row.overrides,
@@ -186,6 +188,7 @@ def measure_eager(row: Row, cfg: Any, args: argparse.Namespace, reference: bool)
     prepared = prepare(cfg)  # seeds from train.seed, builds the data and the model as train() does
     pool = prepared.datamodule.fixed_batch(args.pool, split="train")
     x, y = pool[0][: args.batch_size], pool[1][: args.batch_size]
+    row.optimizers = 2 if list(prepared.model.auxiliary_parameters()) else 1
     own_flops = probes.step_flops(lambda m: own_step(m, cfg), prepared.model, x, y)  # the real path's
     model, make, path, flops = prepared.model, (lambda m: own_step(m, cfg)), "own eager fp32", own_flops
     if reference:
@@ -218,6 +221,8 @@ def measure_vaezoo(row: Row, cfg: Any, args: argparse.Namespace, path: str, flop
     for key in ("images_per_s", "data_wait", "startup_s", "first_step_s", "epoch_end_s", "loss"):
         setattr(line, key, stats[key])
     line.rss_mib = rss.mib
+    if row.optimizers > 1:
+        line.note = f"train.max_steps={args.steps * row.optimizers}: Lightning counts both optimizers' steps"
     if stats["timed_steps"] < 1:
         line.note = "no steady-state steps: raise --steps above --warmup"
     return line
@@ -235,7 +240,9 @@ def measure_row(row: Row, args: argparse.Namespace, folder: Path, run_root: Path
         cfg = build_config(row, args, folder, run_root, ["--train.precision=32-true"])
         lines.append(measure_vaezoo(row, cfg, args, "vaezoo 32-true", flops))
     else:
-        default.note = (default.note + " precision resolved to 32-true: the fp32 run itself").strip()
+        default.note = "; ".join(
+            filter(None, [default.note, "precision resolved to 32-true: the fp32 run itself"])
+        )
     return lines
 
 
@@ -316,6 +323,17 @@ def main(argv: list[str] | None = None) -> Path:
     }
     lines: list[Line] = []
     failures: list[str] = []
+
+    def write(final: bool) -> None:  # after every row, so a crash keeps the rows before it
+        elapsed = time.perf_counter() - began
+        text = report.markdown(lines, args, command, facts, peaks, elapsed, failures, LOSS_TOLERANCE)
+        if not final:
+            text = text.replace(
+                "\n## Machine", "\n**Incomplete: the run is still going (or died).**\n\n## Machine", 1
+            )
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+
     with tempfile.TemporaryDirectory(prefix="vaezoo-bench-") as tmp:
         work = args.workdir or Path(tmp)
         folder = probes.write_image_folder(work / "images", args.images)
@@ -330,15 +348,14 @@ def main(argv: list[str] | None = None) -> Path:
                 traceback.print_exc()
                 failures.append(f"{row.group}: {type(err).__name__}: {err}")
                 lines.append(Line(row.group, "failed", row.data, note=f"{type(err).__name__}: {err}"[:200]))
+            write(final=False)
     if str(torch.get_num_threads()) != facts["threads"]:
         facts["threads"] += f" at the start, {torch.get_num_threads()} after the vaezoo runs"
     facts["precision chosen by vaezoo"] = (
         ", ".join(sorted({ln.precision for ln in lines if ln.path == "vaezoo default"})) or "n/a"
     )
+    write(final=True)
     elapsed = time.perf_counter() - began
-    text = report.markdown(lines, args, command, facts, peaks, elapsed, failures, LOSS_TOLERANCE)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
     report.print_table(lines, peaks)
     print(f"\nwrote {args.output} ({elapsed / 60:.1f} min)")
     return args.output
