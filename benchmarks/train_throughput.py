@@ -108,14 +108,14 @@ def data_overrides(data: str, folder: Path) -> list[str]:
 
 
 def build_config(row: Row, args: argparse.Namespace, folder: Path, run_root: Path, extra: list[str] = ()):
-    """The row's config with only what the bench must fix overridden. Lightning's ``max_steps``
-    counts optimizer steps, so a model with a second optimizer gets twice as many (same batches)."""
+    """The row's config with only what the bench must fix overridden (``train.max_steps`` counts
+    batches, also for a model with a second optimizer)."""
     from vaezoo.config import load_config
 
     overrides = [
         *data_overrides(row.data, folder),
         f"--train.batch_size={args.batch_size}",
-        f"--train.max_steps={args.steps * row.optimizers}",
+        f"--train.max_steps={args.steps}",
         "--train.max_epochs=null",  # the step count ends the run
         f"--logging.save_dir={run_root}",
         *row.overrides,
@@ -221,8 +221,6 @@ def measure_vaezoo(row: Row, cfg: Any, args: argparse.Namespace, path: str, flop
     for key in ("images_per_s", "data_wait", "startup_s", "first_step_s", "epoch_end_s", "loss"):
         setattr(line, key, stats[key])
     line.rss_mib = rss.mib
-    if row.optimizers > 1:
-        line.note = f"train.max_steps={args.steps * row.optimizers}: Lightning counts both optimizers' steps"
     if stats["timed_steps"] < 1:
         line.note = "no steady-state steps: raise --steps above --warmup"
     return line

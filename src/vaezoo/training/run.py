@@ -176,7 +176,9 @@ def build_trainer(
         enable_progress_bar=log.progress_bar != "none",
         log_every_n_steps=log.log_every_n_steps,
         max_epochs=train.max_epochs,
-        max_steps=train.max_steps,
+        # train.max_steps counts batches; Lightning counts optimizer steps, two per batch for a
+        # model with an auxiliary optimizer (FactorVAE)
+        max_steps=train.max_steps * (1 if automatic_optimization else 2) if train.max_steps > 0 else -1,
         precision=precision,
         # with manual optimisation VAEModule clips itself (Lightning refuses to)
         gradient_clip_val=train.gradient_clip_val if automatic_optimization else None,
