@@ -181,3 +181,18 @@ def test_shipped_suites_load():
         for entry in suite.models:
             config = entry_config(suite, entry, Path("/tmp/unused"))
             assert config.data.name == suite.data["name"]
+
+
+def test_evaluate_flags_reach_the_settings(run_dir, tmp_path, monkeypatch):
+    import vaezoo.evaluation.evaluate as evaluation
+
+    seen = {}
+
+    def record(model, datamodule, settings, report_dir, **kwargs):
+        seen["settings"] = settings
+        raise SystemExit(0)  # stop before any metric is computed
+
+    monkeypatch.setattr(evaluation, "evaluate", record)
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(run_dir), "-o", str(tmp_path), "--no-feature-cache", "--fast-codes", "--no-progress"])
+    assert seen["settings"].feature_cache is False and seen["settings"].fast_codes is True

@@ -154,6 +154,16 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
         type=int,
         help="evaluation points of each disentanglement metric (default: disentanglement_lib's 5,000)",
     )
+    evaluate.add_argument(
+        "--no-feature-cache",
+        action="store_true",
+        help="recompute the real images' Inception features instead of reading them from the cache",
+    )
+    evaluate.add_argument(
+        "--fast-codes",
+        action="store_true",
+        help="disentanglement codes from the batch-norm-folded copy (faster; scores move by < 0.001)",
+    )
     evaluate.add_argument("--embedding", choices=("pca", "tsne"), default="pca")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--no-progress", action="store_true")
@@ -252,6 +262,8 @@ def cmd_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
         embedding=args.embedding,
         seed=args.seed,
         progress=not args.no_progress,
+        feature_cache=not args.no_feature_cache,
+        fast_codes=args.fast_codes,
     )
     report_dir = args.output or run.run_dir / "evaluation" / run.checkpoint.stem
     info = {
