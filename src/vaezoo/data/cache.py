@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from tqdm import tqdm
@@ -83,20 +84,32 @@ class RowReader:
         return out
 
 
-def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
-    """(shape, dtype, data offset) of a ``.npy`` file; a non-npy or Fortran array raises a DataError."""
+def parse_npy_header(stream: BinaryIO, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of the ``.npy`` header at the stream's position; a format other than 1.0 / 2.0,
+    a Fortran-ordered or an object array raises a DataError naming ``where``."""
     readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    version = np.lib.format.read_magic(stream)
+    if version not in readers:
+        raise DataError(f"{where} uses .npy format {version}; expected 1.0 or 2.0")
+    shape, fortran, dtype = readers[version](stream)
+    if fortran or dtype.hasobject:
+        raise DataError(f"{where} must be a C-ordered numeric array, got {dtype} {shape} fortran={fortran}")
+    return shape, dtype
+
+
+def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, data offset) of a ``.npy`` file; a non-npy, empty-shaped or Fortran array
+    raises a DataError."""
     try:
         with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version not in readers:
-                raise ValueError(f".npy format {version} is not 1.0 or 2.0")
-            shape, fortran, dtype = readers[version](f)
+            shape, dtype = parse_npy_header(f, str(path))
             offset = f.tell()
-    except (OSError, ValueError) as err:
+    except DataError:
+        raise
+    except (OSError, ValueError) as err:  # not a .npy file at all
         raise DataError(f"{path}: not a readable .npy file ({err})") from None
-    if fortran or dtype.hasobject or not shape:
-        raise DataError(f"{path}: expected a C-ordered numeric array, got {dtype} {shape} fortran={fortran}")
+    if not shape:
+        raise DataError(f"{path}: expected an array of rows, got a scalar {dtype}")
     return shape, dtype, offset
 
 

@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vaezoo.config import DataConfig
-from vaezoo.data.cache import RowReader
+from vaezoo.data.cache import RowReader, parse_npy_header
 from vaezoo.data.common import Batch, DataSplits, cache_dir, require_path, split_indices
 from vaezoo.data.errors import DataError
 from vaezoo.data.transforms import random_hflip_batch, resize_binary, scale_unit
@@ -250,23 +250,10 @@ def _npz_members(npz: Path) -> set[str]:
     return members
 
 
-def _read_npy_header(stream, npz: Path, key: str) -> tuple[tuple[int, ...], np.dtype]:
-    version = np.lib.format.read_magic(stream)
-    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-    if version not in readers:
-        raise DataError(f"{npz}: array '{key}' uses .npy format {version}; expected 1.0 or 2.0")
-    shape, fortran, dtype = readers[version](stream)
-    if fortran or dtype.hasobject:
-        raise DataError(
-            f"{npz}: array '{key}' must be a C-ordered numeric array, got {dtype} fortran={fortran}"
-        )
-    return shape, dtype
-
-
 def iter_npz_rows(npz: Path, key: str, chunk: int) -> Iterator[np.ndarray]:
     """Stream an array of an npz in chunks of rows, without loading it whole."""
     with zipfile.ZipFile(npz) as archive, archive.open(f"{key}.npy") as stream:
-        shape, dtype = _read_npy_header(stream, npz, key)
+        shape, dtype = parse_npy_header(stream, f"{npz}: array '{key}'")
         row_shape = shape[1:]
         row_bytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
         for start in range(0, shape[0], chunk):
@@ -279,7 +266,7 @@ def iter_npz_rows(npz: Path, key: str, chunk: int) -> Iterator[np.ndarray]:
 
 def npz_shape(npz: Path, key: str) -> tuple[int, ...]:
     with zipfile.ZipFile(npz) as archive, archive.open(f"{key}.npy") as stream:
-        return _read_npy_header(stream, npz, key)[0]
+        return parse_npy_header(stream, f"{npz}: array '{key}'")[0]
 
 
 def read_official_latents(npz: Path) -> tuple[np.ndarray, np.ndarray]:
