@@ -145,8 +145,3 @@ def build_celeba(config: DataConfig) -> DataSplits:
         )
 
     return DataSplits(dataset(0, True), dataset(1, False), dataset(2, False), channels, (NUM_ATTRIBUTES,))
-
-
-def prepare_celeba(config: DataConfig) -> None:
-    """Build the image cache (Lightning calls this on one process per node, before setup)."""
-    build_celeba(config)

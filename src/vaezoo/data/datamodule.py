@@ -12,12 +12,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vaezoo.config import DataConfig
-from vaezoo.data.celeba import build_celeba, prepare_celeba
+from vaezoo.data.celeba import build_celeba
 from vaezoo.data.common import DataSplits, collate
-from vaezoo.data.dsprites import build_dsprites, prepare_dsprites
+from vaezoo.data.dsprites import build_dsprites
 from vaezoo.data.errors import DataError
 from vaezoo.data.idx import build_idx
-from vaezoo.data.image_folder import build_image_folder, prepare_image_folder
+from vaezoo.data.image_folder import build_image_folder
 from vaezoo.data.transforms import check_normalize, value_range
 
 Builder = Callable[[DataConfig], DataSplits]
@@ -28,12 +28,6 @@ BUILDERS: dict[str, Builder] = {
     "image_folder": build_image_folder,
     "mnist": build_idx,
     "fashion_mnist": build_idx,
-}
-# Work done once per node before setup (Lightning's prepare_data); datasets absent here need none.
-PREPARERS: dict[str, Callable[[DataConfig], None]] = {
-    "dsprites": prepare_dsprites,
-    "celeba": prepare_celeba,
-    "image_folder": prepare_image_folder,
 }
 DATASETS: tuple[str, ...] = tuple(BUILDERS)
 
@@ -85,10 +79,12 @@ class VAEDataModule(L.LightningDataModule):
     # ----------------------------------------------------------------- Lightning hooks
 
     def prepare_data(self) -> None:
-        """Build the uint8 image cache (dSprites, CelebA, image folders). Nothing is ever downloaded."""
-        prepare = PREPARERS.get(self.config.name)
-        if prepare is not None:
-            prepare(self.config)
+        """Build the splits, and with them the image caches (dSprites, CelebA, image folders).
+
+        Lightning runs this once per node, before ``setup`` on every process; the splits are kept, so
+        ``setup`` (and a second ``prepare_data``) in this process build nothing again. Nothing is
+        ever downloaded."""
+        self.setup()
 
     def setup(self, stage: str | None = None) -> None:
         """Build all splits once (later calls do nothing); bad paths raise a DataError here."""

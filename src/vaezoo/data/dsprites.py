@@ -469,11 +469,6 @@ def open_source(config: DataConfig) -> DSpritesSource:
     return DSpritesSource(build_official_cache(npz, directory), classes, values)
 
 
-def prepare_dsprites(config: DataConfig) -> None:
-    """Build the cache (Lightning calls this on one process per node)."""
-    open_source(config)
-
-
 def build_dsprites(config: DataConfig) -> DataSplits:
     """Train/val splits of dSprites (no official split: test = val); no flip unless ``data.flip``."""
     channels = config.channels or 1

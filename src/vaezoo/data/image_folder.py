@@ -71,8 +71,3 @@ def build_image_folder(config: DataConfig) -> DataSplits:
 
     val_set = dataset(val, False)
     return DataSplits(dataset(train, True), val_set, val_set, channels, (), num_classes=len(class_names))
-
-
-def prepare_image_folder(config: DataConfig) -> None:
-    """Build the image cache (Lightning calls this on one process per node, before setup)."""
-    build_image_folder(config)
