@@ -27,6 +27,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def cache_root(override: str | None = None) -> Path:
+    """Where vaezoo keeps its caches: ``override``, else ``$VAEZOO_CACHE``, else ``~/.cache/vaezoo``."""
+    return Path(override or os.environ.get("VAEZOO_CACHE") or "~/.cache/vaezoo").expanduser()
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from torch.utils.data import Dataset, default_collate
 from vaezoo.config import DataConfig
 from vaezoo.data.errors import DataError
 from vaezoo.data.transforms import ImagePipeline, random_hflip_batch, uint8_to_float
+from vaezoo.fileio import cache_root
 
 # What PIL raises for files that are not images, are truncated or are otherwise broken.
 IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -40,8 +40,7 @@ class DataSplits:
 
 def cache_dir(config: DataConfig) -> Path:
     """``data.cache_dir``, else ``$VAEZOO_CACHE``, else ``~/.cache/vaezoo``."""
-    raw = config.cache_dir or os.environ.get("VAEZOO_CACHE") or "~/.cache/vaezoo"
-    return Path(raw).expanduser()
+    return cache_root(config.cache_dir)
 
 
 def require_path(config: DataConfig, expected: str, default: str | None = None) -> Path:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -44,6 +43,8 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor, nn
+
+from vaezoo.fileio import atomic_path, cache_root
 
 # images (N, C, H, W) in [0, 1] -> features (N, F); any such callable can replace the Inception net.
 FeatureExtractor = Callable[[Tensor], Tensor]
@@ -196,7 +197,7 @@ FEATURE_CACHE_VERSION = 1  # bump when InceptionFeatures' preprocessing changes 
 
 def feature_cache_dir() -> Path:
     """``$VAEZOO_CACHE/inception-features`` (default ``~/.cache/vaezoo/inception-features``)."""
-    return Path(os.environ.get("VAEZOO_CACHE") or "~/.cache/vaezoo").expanduser() / "inception-features"
+    return cache_root() / "inception-features"
 
 
 def feature_cache_key(images: Tensor, extractor: FeatureExtractor) -> str | None:
@@ -241,10 +242,8 @@ def cached_features(
     features = extract_features(images, extractor, None, batch_size, progress, description)
     if path is not None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f".{os.getpid()}.tmp.npy")
-            np.save(partial, features, allow_pickle=False)
-            os.replace(partial, path)  # atomic: readers never see half a file
+            with atomic_path(path) as tmp, open(tmp, "wb") as file:  # readers never see half a file
+                np.save(file, features, allow_pickle=False)
         except OSError:
             pass
     return features
