@@ -23,8 +23,20 @@ def test_every_shipped_config_loads():
 
 
 def test_defaults_and_overrides_have_natural_types():
-    config = load_config(None, ["--model.latent_dim", "32", "--train.lr=1e-3", "--data.subset", "null",
-                                "--model.hidden_dims", "[8, 16]", "--train.max_epochs", "3"])
+    config = load_config(
+        None,
+        [
+            "--model.latent_dim",
+            "32",
+            "--train.lr=1e-3",
+            "--data.subset",
+            "null",
+            "--model.hidden_dims",
+            "[8, 16]",
+            "--train.max_epochs",
+            "3",
+        ],
+    )
     assert config.model == {"name": "VanillaVAE", "latent_dim": 32, "hidden_dims": [8, 16]}
     assert config.train.lr == pytest.approx(1e-3) and isinstance(config.train.lr, float)
     assert config.train.max_epochs == 3 and config.data.subset is None
@@ -32,7 +44,9 @@ def test_defaults_and_overrides_have_natural_types():
 
 def test_overrides_win_over_the_file(tmp_path):
     path = write(tmp_path, "model: {name: VAE, latent_dim: 10}\ntrain: {batch_size: 16}\n")
-    config = load_config(path, ["--train.batch_size", "8", "--data.name", "image_folder", "--data.path", "/x"])
+    config = load_config(
+        path, ["--train.batch_size", "8", "--data.name", "image_folder", "--data.path", "/x"]
+    )
     assert config.train.batch_size == 8 and config.model["latent_dim"] == 10
     assert (config.data.name, config.data.path) == ("image_folder", "/x")
 
@@ -120,9 +134,18 @@ logging_params:
 
 def test_pytorch_vae_yaml_is_translated(tmp_path):
     config = load_config(write(tmp_path, PYTORCH_VAE_YAML))
-    assert config.model == {"name": "VanillaVAE", "in_channels": 3, "latent_dim": 128, "recon_reduction": "mean"}
+    assert config.model == {
+        "name": "VanillaVAE",
+        "in_channels": 3,
+        "latent_dim": 128,
+        "recon_reduction": "mean",
+    }
     assert (config.data.name, config.data.path, config.data.image_size, config.data.crop) == (
-        "celeba", "Data/", 64, 148)
+        "celeba",
+        "Data/",
+        64,
+        148,
+    )
     assert config.data.num_workers == 4
     assert (config.train.lr, config.train.kl_weight, config.train.seed) == (0.005, 0.00025, 1265)
     assert (config.train.batch_size, config.train.val_batch_size, config.train.max_epochs) == (64, 64, 100)
@@ -137,5 +160,7 @@ def test_pytorch_vae_dead_scheduler_is_switched_off(tmp_path):
 
 
 def test_pytorch_vae_unknown_key_is_named():
-    with pytest.raises(ConfigError, match="exp_params.learning_rate .*did you mean 'LR'|exp_params.learning_rate"):
+    with pytest.raises(
+        ConfigError, match="exp_params.learning_rate .*did you mean 'LR'|exp_params.learning_rate"
+    ):
         translate_pytorch_vae({"exp_params": {"learning_rate": 0.1}})

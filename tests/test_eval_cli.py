@@ -194,5 +194,15 @@ def test_evaluate_flags_reach_the_settings(run_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(evaluation, "evaluate", record)
     with pytest.raises(SystemExit):
-        main(["evaluate", str(run_dir), "-o", str(tmp_path), "--no-feature-cache", "--fast-codes", "--no-progress"])
+        main(
+            [
+                "evaluate",
+                str(run_dir),
+                "-o",
+                str(tmp_path),
+                "--no-feature-cache",
+                "--fast-codes",
+                "--no-progress",
+            ]
+        )
     assert seen["settings"].feature_cache is False and seen["settings"].fast_codes is True

@@ -97,9 +97,17 @@ def test_loss_dict_keys_scale_and_sign():
 
 def test_config_is_recorded_and_rebuilds_the_model():
     model = create_model("VAE", 1, 5, hidden_dims=(4, 8), image_size=16)
-    assert model.config == {"in_channels": 1, "latent_dim": 5, "hidden_dims": [4, 8], "image_size": 16,
-                            "output_activation": "sigmoid", "recon_reduction": None, "likelihood": "mse",
-                            "likelihood_scale": "learned", "likelihood_std": 0.1}
+    assert model.config == {
+        "in_channels": 1,
+        "latent_dim": 5,
+        "hidden_dims": [4, 8],
+        "image_size": 16,
+        "output_activation": "sigmoid",
+        "recon_reduction": None,
+        "likelihood": "mse",
+        "likelihood_scale": "learned",
+        "likelihood_std": 0.1,
+    }
     assert model.recon_reduction == "mean"  # None: PyTorch-VAE's pixel mean for the squared error
     clone = create_model("VanillaVAE", **model.config)
     clone.load_state_dict(model.state_dict())

@@ -42,5 +42,7 @@ def test_gaussian_kl_between_two_gaussians_matches_torch():
 def test_log_densities_match_torch():
     z = torch.randn(5, 3)
     g = DiagonalGaussian(torch.randn(5, 3), torch.randn(5, 3))
-    assert torch.allclose(g.log_prob(z), torch.distributions.Normal(g.mu, g.std).log_prob(z).sum(-1), atol=1e-5)
+    assert torch.allclose(
+        g.log_prob(z), torch.distributions.Normal(g.mu, g.std).log_prob(z).sum(-1), atol=1e-5
+    )
     assert torch.allclose(log_standard_normal(z), torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1))

@@ -191,7 +191,9 @@ def test_a_model_that_does_not_compile_trains_eagerly_with_one_warning(monkeypat
     monkeypatch.setattr(torch, "compile", broken_compile)
     module = VAEModule(tiny_vae(), TrainConfig(compile=True))
     batch = (torch.rand(3, 1, 4, 4), torch.zeros(3))
-    with pytest.warns(UserWarning, match="VanillaVAE did not compile .*backend exploded.*without torch.compile"):
+    with pytest.warns(
+        UserWarning, match="VanillaVAE did not compile .*backend exploded.*without torch.compile"
+    ):
         _, losses, _ = module._losses(batch, 0)
     assert torch.isfinite(losses["loss"]) and module.compiled is False
     module._losses(batch, 1)  # no second attempt, no second warning (pytest's filter would show it)

@@ -66,7 +66,9 @@ def build(name: str, channels: int = 1, size: int = 32, **overrides: Any) -> tor
     return create_model(config.model_name, **kwargs)
 
 
-def losses_of(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, step: int = 0) -> tuple[Any, dict]:
+def losses_of(
+    model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, step: int = 0
+) -> tuple[Any, dict]:
     context = {"labels": labels, "global_step": step, "batch_idx": step}
     output = model(x, **context)
     return output, model.loss_function(*output, M_N=1.0, **context)
@@ -267,11 +269,33 @@ def test_bernoulli_likelihood_or_a_clear_refusal(name):
 def test_cli_trains_every_model(name, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     args = [
-        "train", "-c", str(config_of(name)), "--data.name", "dsprites", "--data.path", "null",
-        "--data.image_size", "32", "--data.subset", "200", "--train.batch_size", "8",
-        "--train.max_epochs", "1", "--train.max_steps", "-1", "--train.limit_train_batches", "3",
-        "--train.limit_val_batches", "1", "--logging.num_images", "4", "--logging.progress_bar", "none",
-        "--logging.save_dir", str(tmp_path),
+        "train",
+        "-c",
+        str(config_of(name)),
+        "--data.name",
+        "dsprites",
+        "--data.path",
+        "null",
+        "--data.image_size",
+        "32",
+        "--data.subset",
+        "200",
+        "--train.batch_size",
+        "8",
+        "--train.max_epochs",
+        "1",
+        "--train.max_steps",
+        "-1",
+        "--train.limit_train_batches",
+        "3",
+        "--train.limit_val_batches",
+        "1",
+        "--logging.num_images",
+        "4",
+        "--logging.progress_bar",
+        "none",
+        "--logging.save_dir",
+        str(tmp_path),
     ]
     assert main(args) == 0
     run = next(tmp_path.glob("*/version_0"))

@@ -92,7 +92,19 @@ class LoggingConfig:
 
 
 # train.precision: "auto" (see vaezoo.training.performance) or one of Lightning's precision names.
-PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "bf16", "16-mixed", "16", "bf16-true", "16-true", "64-true", "64")
+PRECISIONS = (
+    "auto",
+    "32-true",
+    "32",
+    "bf16-mixed",
+    "bf16",
+    "16-mixed",
+    "16",
+    "bf16-true",
+    "16-true",
+    "64-true",
+    "64",
+)
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "train": TrainConfig, "logging": LoggingConfig}
 
