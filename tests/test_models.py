@@ -153,3 +153,17 @@ def test_fifty_steps_on_a_fixed_dsprites_batch_halve_the_loss():
         losses.append(loss.item())
     assert all(math.isfinite(v) for v in losses)
     assert np.mean(losses[-5:]) < 0.5 * losses[0], (losses[0], losses[-5:])
+
+
+def test_a_misspelled_constructor_argument_is_an_error_naming_the_nearest_one():
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'bta' \(did you mean 'beta'\?\)"):
+        create_model("BetaVAE", in_channels=1, latent_dim=4, bta=10.0)
+
+
+def test_pytorch_vae_keywords_are_translated_and_recorded_under_our_names():
+    model = create_model("VanillaVAE", 1, 4, img_size=32, name="VanillaVAE")  # as PyTorch-VAE's run.py
+    assert model.config["image_size"] == 32 and "img_size" not in model.config and "name" not in model.config
+    with pytest.raises(TypeError, match="both 'img_size' and 'image_size'"):
+        create_model("VanillaVAE", 1, 4, img_size=32, image_size=32)
+    with pytest.raises(TypeError, match="name='BetaVAE', which names another model"):
+        create_model("VanillaVAE", 1, 4, name="BetaVAE")

@@ -21,6 +21,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from vaezoo.arguments import resolve_arguments
 from vaezoo.fileio import atomic_write_text
 
 
@@ -161,8 +162,7 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     model = raw.get("model") or {}
     if not isinstance(model, dict):
         raise ConfigError(f"{source}: section 'model' must be a mapping, got {model!r}")
-    config.model = {"name": "VanillaVAE", **model}
-    validate_model_section(config.model, source)
+    config.model = resolve_model_section({"name": "VanillaVAE", **model}, source)
     for name, cls in SECTIONS.items():
         values = raw.get(name) or {}
         if not isinstance(values, dict):
@@ -183,22 +183,26 @@ def build_section(cls: type, values: dict[str, Any], where: str) -> Any:
     return cls(**values)
 
 
-def validate_model_section(model: dict[str, Any], source: str) -> None:
-    """Check the model name and every argument against the model's constructor."""
+def resolve_model_section(model: dict[str, Any], source: str) -> dict[str, Any]:
+    """The model section in the model's own argument names, each value type-checked.
+
+    PyTorch-VAE's names for an argument are translated (and recorded under ours), keys it ignores
+    are dropped with a warning, and anything else the constructor does not take is an error
+    (see :func:`vaezoo.arguments.resolve_arguments`).
+    """
     from vaezoo.registry import get_model_class, model_parameters
 
-    cls = get_model_class(str(model["name"]))
+    name = str(model["name"])
+    cls = get_model_class(name)
+    try:
+        kwargs = resolve_arguments(cls, {k: v for k, v in model.items() if k != "name"}, f"{source}: model")
+    except TypeError as err:
+        raise ConfigError(str(err)) from None
     params = model_parameters(cls)
-    for key, value in model.items():
-        if key == "name":
-            continue
-        if key not in params:
-            raise ConfigError(
-                f"{source}: model.{key} is not an argument of {cls.__name__}{suggest(key, params)}; "
-                f"its arguments are {sorted(params)}"
-            )
+    for key, value in kwargs.items():
         if params[key] is not Any:
             check_type(value, params[key], f"{source}: model.{key}")
+    return {"name": name, **kwargs}
 
 
 def check_values(config: Config, source: str) -> None:

@@ -58,7 +58,7 @@ def get_model_class(name: str) -> type[nn.Module]:
     return _MODELS[name]
 
 
-def create_model(name: str, *args: Any, **kwargs: Any) -> nn.Module:
+def create_model(name: str, /, *args: Any, **kwargs: Any) -> nn.Module:
     """Build a registered model: ``create_model("VanillaVAE", in_channels=3, latent_dim=128)``."""
     return get_model_class(name)(*args, **kwargs)
 

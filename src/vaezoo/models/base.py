@@ -30,11 +30,12 @@ from __future__ import annotations
 import collections
 import functools
 import inspect
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from vaezoo.arguments import Alias, resolve_arguments
 from vaezoo.losses.reconstruction import resolve_recon_reduction
 from vaezoo.nn.distributions import DiagonalGaussian
 from vaezoo.nn.likelihoods import LIKELIHOODS, Likelihood, build_likelihood
@@ -55,13 +56,16 @@ def resolve_device(device: Device, fallback: torch.device) -> torch.device:
 
 
 def _record_config(init: Any) -> Any:
-    """Wrap a constructor so the outermost call stores its bound arguments in ``self.config``."""
+    """Wrap a constructor so the outermost call checks and translates its keyword arguments
+    (:func:`~vaezoo.arguments.resolve_arguments`) and stores the bound arguments in
+    ``self.config``."""
     signature = inspect.signature(init)
 
     @functools.wraps(init)
     def wrapper(self: nn.Module, *args: Any, **kwargs: Any) -> None:
         outermost = "_recording_config" not in self.__dict__
         if outermost:
+            kwargs = resolve_arguments(type(self), kwargs)
             self.__dict__["_recording_config"] = True
         init(self, *args, **kwargs)
         if outermost:
@@ -100,6 +104,10 @@ class BaseVAE(nn.Module):
     likelihood: Likelihood  # p(x|z), set by ``setup_likelihood``
     recon_reduction: str
     own_reconstruction: str | None = None  # set: the model's reconstruction term, which admits only "mse"
+    # PyTorch-VAE's keywords for our arguments (merged along the MRO; see vaezoo.arguments) ...
+    argument_aliases: ClassVar[dict[str, str | Alias]] = {"img_size": "image_size"}
+    # ... and the ones it accepts but never uses, with the reason (dropped with a warning).
+    ignored_arguments: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
