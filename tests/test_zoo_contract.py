@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +75,36 @@ def losses_of(
     return output, model.loss_function(*output, M_N=1.0, **context)
 
 
+# "Kingma & Welling 2014", "Sohn, Lee & Yan (2015", "Higgins et al. (2017": authors, then the year.
+CITATION = re.compile(
+    r"\b[A-Z][\w'-]+(?: et al\.?|,? (?:&|and) [A-Z][\w'-]+|, [A-Z][\w'-]+,? (?:&|and) [A-Z][\w'-]+)?"
+    r",? \(?(?:19[5-9]\d|20[0-3]\d)\b"
+)
+# "Eq. 10", "Eqs. 17-19", "Sec. 3", "Algorithm 2": where in the paper the loss comes from.
+QUOTED_TITLE = re.compile(r'"[A-Z][^"]{15,}"')
+PLACE_IN_PAPER = re.compile(
+    r"\b(?:Eqs?\.|Equations?|Sec(?:tion)?s?\.?|Alg(?:orithm)?\.?|Appendix)\s*[A-Z]?\d"
+)
+
+
+def test_the_citation_check_tells_a_citation_from_a_description():
+    assert CITATION.search('Ladder VAE (Sønderby et al. 2016, "Ladder Variational Autoencoders")')
+    assert CITATION.search("DIP-VAE: Kumar, Sattigeri & Balakrishnan (2018), Eq. 6")
+    assert not CITATION.search("A Gaussian VAE with a better reconstruction loss, from 64x64 images.")
+    assert PLACE_IN_PAPER.search("the loss of Eqs. 17-19") and not PLACE_IN_PAPER.search("a second equation")
+    assert QUOTED_TITLE.search('Burda et al. 2016, "Importance Weighted Autoencoders"')
+
+
 @pytest.mark.parametrize("name", MODELS)
-def test_model_has_a_config_and_a_cited_docstring(name):
+def test_model_has_a_config_and_a_docstring_citing_its_paper(name):
     config_of(name)
     doc = get_model_class(name).__doc__ or ""
-    assert len(doc.strip()) > 40, f"{name} needs a docstring citing its paper"
+    assert CITATION.search(doc), (
+        f"{name}'s docstring cites no paper (authors and year, e.g. 'Kingma & Welling 2014')"
+    )
+    assert PLACE_IN_PAPER.search(doc) or QUOTED_TITLE.search(doc), (
+        f"{name}'s docstring names neither its paper's title nor the equation, section or algorithm it implements"
+    )
 
 
 @pytest.mark.parametrize("name", MODELS)
