@@ -177,6 +177,22 @@ def test_ms_ssim_of_anti_correlated_images_has_no_nan():
     assert torch.isfinite(x.grad).all()
 
 
+def test_shifted_ms_ssim_keeps_a_gradient_where_the_clamped_one_has_none():
+    x = smooth_images(2, size=32)
+    y = (1.0 - x).requires_grad_(True)  # anti-correlated at every scale: clamped MS-SSIM is exactly 0
+    clamped = ms_ssim(y, x, form="clamped")
+    assert torch.equal(clamped, torch.zeros(2))
+    assert torch.autograd.grad(clamped.sum(), y)[0].abs().sum() == 0  # a loss 1 - MS-SSIM learns nothing
+    shifted = ms_ssim(y, x, form="shifted")
+    assert (shifted > 0).all() and (shifted < 0.5).all()
+    assert (torch.autograd.grad(shifted.sum(), y)[0].flatten(1).abs().sum(1) > 0).all()
+    torch.testing.assert_close(ms_ssim(x, x, form="shifted"), torch.ones(2))
+    near, far = (ms_ssim(x, (x + level * x.flip(-1)) / (1 + level), form="shifted") for level in (0.1, 1.0))
+    assert (near > far).all()  # still ranks a closer image higher
+    with pytest.raises(ValueError, match="form 'relu'"):
+        ms_ssim(x, x, form="relu")
+
+
 def test_ms_ssim_uses_the_scales_the_image_allows():
     assert [num_scales(s) for s in (8, 16, 32, 64, 256)] == [2, 3, 4, 5, 5]
     x = smooth_images(2, size=16)

@@ -10,6 +10,7 @@ computed over the "valid" region; a window larger than the image shrinks to the 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +77,9 @@ def num_scales(image_size: int, max_scales: int = len(MS_SSIM_WEIGHTS), min_size
     return min(max_scales, int(math.log2(image_size / min_size)) + 1)
 
 
+MsSsimForm = Literal["clamped", "shifted"]
+
+
 def ms_ssim(
     x: Tensor,
     y: Tensor,
@@ -83,15 +87,24 @@ def ms_ssim(
     window_size: int = 11,
     sigma: float = 1.5,
     weights: tuple[float, ...] = MS_SSIM_WEIGHTS,
+    form: MsSsimForm = "clamped",
 ) -> Tensor:
     """Multi-scale SSIM of each image pair, (B,), in [0, 1] (Wang et al. 2003, Eq. 7):
 
         MS-SSIM = l_M^{w_M} * prod_{j=1..M} cs_j^{w_j}
 
     with scale j+1 the 2x2 average-pooled scale j. Images too small for all five scales use the
-    first M weights, renormalised to sum to 1. cs and SSIM are clamped at 0 before the fractional
-    powers (a negative base would give NaN for anti-correlated images).
+    first M weights, renormalised to sum to 1. SSIM and cs lie in [-1, 1], and a fractional power
+    of a negative base is NaN, so each factor t is first mapped into [0, 1]:
+
+    - ``"clamped"``: max(t, 0), the metric as usually reported. An image with one anti-correlated
+      scale scores 0 and, as a loss, gets no gradient at all (relu and the product are flat there);
+      with a freshly initialised decoder that is a few percent of the images or more.
+    - ``"shifted"``: (1 + t) / 2, for training: monotone in t, still 1 for identical images, and
+      zero only for a perfectly anti-correlated scale, so every image keeps a gradient.
     """
+    if form not in ("clamped", "shifted"):
+        raise ValueError(f"ms_ssim form '{form}' is not one of 'clamped', 'shifted'")
     scales = num_scales(min(x.shape[-2], x.shape[-1]), len(weights))
     exponents = torch.tensor(weights[:scales], dtype=x.dtype, device=x.device)
     exponents = exponents / exponents.sum()
@@ -99,7 +112,9 @@ def ms_ssim(
     for scale in range(scales):
         similarity, contrast_structure = ssim_terms(x, y, data_range, window_size, sigma)
         last = scale == scales - 1
-        factors.append(torch.relu(similarity if last else contrast_structure))  # (B,)
+        factors.append(similarity if last else contrast_structure)  # (B,)
         if not last:
             x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
-    return torch.prod(torch.stack(factors, dim=1) ** exponents, dim=1)  # (B,)
+    terms = torch.stack(factors, dim=1)  # (B, scales)
+    terms = torch.relu(terms) if form == "clamped" else (1 + terms) / 2
+    return torch.prod(terms**exponents, dim=1)  # (B,)
