@@ -174,7 +174,7 @@ def test_report_of_a_normalised_density_with_every_batch_format():
 
 def test_report_of_mse_is_not_a_likelihood_and_of_a_gaussian_adds_the_discrete_nll():
     torch.manual_seed(0)
-    x = torch.rand(3, 1, 16, 16)
+    x = torch.randint(0, 256, (3, 1, 16, 16)) / 255.0  # 8-bit images
     mse = likelihood_report(VanillaVAE(1, 4, **SMALL), [x], num_samples=4, chunk_size=4)
     assert mse["likelihood_normalized"] == 0.0 and {"nll", "bits_per_dim", "elbo"}.isdisjoint(mse)
     assert mse["iwae_bound_unnormalized"] >= mse["elbo_unnormalized"]
@@ -182,6 +182,22 @@ def test_report_of_mse_is_not_a_likelihood_and_of_a_gaussian_adds_the_discrete_n
     assert gaussian["nll_discrete"] == pytest.approx(gaussian["nll"] + 256 * math.log(255))
     logistic = likelihood_report(VanillaVAE(1, 4, likelihood="discretized_logistic", **SMALL), [x], 4, 4)
     assert "nll_discrete" not in logistic and logistic["nll"] > 0  # a mass: -log P >= 0
+    assert mse.unnormalized_reason.startswith("the reconstruction loss has no normaliser")
+    assert gaussian.unnormalized_reason is None is logistic.unnormalized_reason
+
+
+def test_data_outside_the_likelihoods_support_give_no_nll_and_say_why():
+    torch.manual_seed(0)
+    grey = torch.randint(0, 256, (3, 1, 16, 16)) / 255.0  # 8-bit grey levels, not binary
+    bernoulli = VanillaVAE(1, 4, likelihood="bernoulli", **SMALL)
+    report = likelihood_report(bernoulli, [grey], num_samples=4, chunk_size=4)
+    assert report["likelihood_normalized"] == 0.0 and {"nll", "bits_per_dim", "elbo"}.isdisjoint(report)
+    assert "cross-entropy" in report.unnormalized_reason
+    binary = likelihood_report(bernoulli, [(grey > 0.5).float()], num_samples=4, chunk_size=4)
+    assert binary.unnormalized_reason is None and binary["nll"] > 0  # a mass on {0, 1}
+    logistic = VanillaVAE(1, 4, likelihood="discretized_logistic", **SMALL)
+    off_grid = likelihood_report(logistic, [grey + 0.3 / 255], num_samples=4, chunk_size=4)
+    assert "not on the 256 levels" in off_grid.unnormalized_reason and "nll" not in off_grid
 
 
 # -- each model's log-weights against its own KL ------------------------------------------------------

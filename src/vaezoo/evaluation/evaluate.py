@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from torch import Tensor
 
 from vaezoo.fileio import atomic_write_text
 from vaezoo.images import make_grid, save_image
+
+if TYPE_CHECKING:
+    from vaezoo.models.base import BaseVAE
 
 METRIC_GROUPS = ("reconstruction", "latent", "likelihood", "disentanglement", "sample_quality", "pictures")
 
@@ -92,7 +95,7 @@ class EvaluationReport:
 class EvaluationContext:
     """The model, its data and what several groups share (the evaluation images and their codes)."""
 
-    def __init__(self, model: torch.nn.Module, datamodule: Any, settings: EvaluationSettings) -> None:
+    def __init__(self, model: BaseVAE, datamodule: Any, settings: EvaluationSettings) -> None:
         self.model = model.eval()
         self.datamodule = datamodule
         self.settings = settings
@@ -101,7 +104,7 @@ class EvaluationContext:
         self.conditional = "num_classes" in getattr(model, "config", {})
 
     @cached_property
-    def inference_model(self) -> torch.nn.Module:
+    def inference_model(self) -> BaseVAE:
         """A copy of the model for the heavy forward passes (likelihood, disentanglement codes):
         batch norms folded, channels_last (see :mod:`vaezoo.evaluation.inference`)."""
         from vaezoo.evaluation.inference import inference_copy
@@ -268,11 +271,8 @@ def likelihood_group(ctx: EvaluationContext, report: EvaluationReport) -> dict[s
         )
     except NotImplementedError as err:
         raise NotApplicable(str(err)) from None
-    if not getattr(ctx.model, "likelihood_is_normalized", False):
-        report.not_applicable["likelihood/nll"] = (
-            "the reconstruction loss has no normaliser (e.g. mse), so the bounds are not log-likelihoods; "
-            "train with model.likelihood bernoulli, gaussian or discretized_logistic for an NLL"
-        )
+    if values.unnormalized_reason is not None:
+        report.not_applicable["likelihood/nll"] = values.unnormalized_reason
     return values
 
 
@@ -405,7 +405,7 @@ GROUPS: dict[str, Callable[[EvaluationContext, EvaluationReport], dict[str, Any]
 
 
 def evaluate(
-    model: torch.nn.Module,
+    model: BaseVAE,
     datamodule: Any,
     settings: EvaluationSettings,
     report_dir: str | Path,

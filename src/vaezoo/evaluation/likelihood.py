@@ -24,12 +24,17 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from vaezoo.nn.likelihoods import NUM_LEVELS
+
+if TYPE_CHECKING:
+    from vaezoo.models.base import BaseVAE
+
+Nats = TypeVar("Nats", float, Tensor)  # a float in, a float out; a tensor in, a tensor out
 
 
 @contextmanager
@@ -72,7 +77,7 @@ def _rows(kwargs: dict[str, Any], start: int, stop: int, num_rows: int) -> dict[
 
 
 def importance_weighted_bounds(
-    model: nn.Module,
+    model: BaseVAE,
     x: Tensor,
     num_samples: int = 1000,
     chunk_size: int = 100,
@@ -105,7 +110,7 @@ def importance_weighted_bounds(
     return {"elbo": total / num_samples, "iwae": log_sum - math.log(num_samples)}
 
 
-def bits_per_dim(nats: float | Tensor, num_dims: int) -> float | Tensor:
+def bits_per_dim(nats: Nats, num_dims: int) -> Nats:
     """A negative log-likelihood in nats per example -> bits per dimension: nats / (D ln 2)."""
     if num_dims < 1:
         raise ValueError(f"num_dims must be at least 1, got {num_dims}")
@@ -121,7 +126,7 @@ def bin_width(value_range: tuple[float, float] = (0.0, 1.0), num_levels: int = N
     return (high - low) / (num_levels - 1)
 
 
-def discrete_nll(density_nll: float | Tensor, num_dims: int, width: float) -> float | Tensor:
+def discrete_nll(density_nll: Nats, num_dims: int, width: float) -> Nats:
     """-log P(bin) ~ -log p(x) - D log(width): a continuous density's NLL at quantised data as
     the NLL of the quantised values, each bin's mass taken as density x width per dimension.
 
@@ -151,22 +156,25 @@ def split_batch(batch: Any) -> tuple[Tensor, dict[str, Any]]:
 
 
 def bounds_over_batches(
-    model: nn.Module,
+    model: BaseVAE,
     batches: Iterable[Any],
     num_samples: int,
     chunk_size: int,
     max_examples: int | None,
     decode_batch: int | None = None,
-) -> tuple[Tensor, Tensor, int]:
+) -> tuple[Tensor, Tensor, int, str | None]:
     """Per-example ELBO and IWAE bounds of the first ``max_examples`` examples of ``batches``
-    (all if None), each (N,) on the CPU, and the number of dimensions D of one example."""
+    (all if None), each (N,) on the CPU, the number of dimensions D of one example, and why the
+    bounds are not log-likelihoods (:func:`unnormalized_reason`; None when they are)."""
     device = next(model.parameters()).device
     elbo, iwae, seen, num_dims = [], [], 0, 0
+    reason = None
     for batch in batches:
         images, kwargs = split_batch(batch)
         keep = len(images) if max_examples is None else min(len(images), max_examples - seen)
         if keep <= 0:
             break
+        reason = reason or unnormalized_reason(model, images[:keep])
         kwargs = {k: v[:keep].to(device) if isinstance(v, Tensor) else v for k, v in kwargs.items()}
         bounds = importance_weighted_bounds(
             model, images[:keep].to(device), num_samples, chunk_size, decode_batch, **kwargs
@@ -176,18 +184,41 @@ def bounds_over_batches(
         seen, num_dims = seen + keep, images[0].numel()
     if not elbo:
         raise ValueError("likelihood_report got no examples")
-    return torch.cat(elbo), torch.cat(iwae), num_dims
+    return torch.cat(elbo), torch.cat(iwae), num_dims, reason
+
+
+MSE_REASON = (
+    "the reconstruction loss has no normaliser (e.g. mse), so the bounds are not log-likelihoods; "
+    "train with model.likelihood bernoulli, gaussian or discretized_logistic for an NLL"
+)
+
+
+def unnormalized_reason(model: BaseVAE, images: Tensor) -> str | None:
+    """Why the bounds of ``model`` on ``images`` are not log-likelihoods, or None when they are:
+    a score without a normaliser (``likelihood_is_normalized`` False), or data outside the
+    likelihood's support (e.g. grey levels under a Bernoulli: a cross-entropy)."""
+    if not getattr(model, "likelihood_is_normalized", False):
+        return MSE_REASON
+    likelihood = getattr(model, "likelihood", None)
+    return likelihood.unnormalized_on(images) if likelihood is not None else None
+
+
+class LikelihoodReport(dict[str, float]):
+    """:func:`likelihood_report`'s numbers; ``unnormalized_reason`` says why they are no
+    log-likelihoods (None when they are)."""
+
+    unnormalized_reason: str | None = None
 
 
 def likelihood_report(
-    model: nn.Module,
+    model: BaseVAE,
     batches: Iterable[Any],
     num_samples: int = 1000,
     chunk_size: int = 100,
     max_examples: int | None = None,
     num_levels: int | None = NUM_LEVELS,
     decode_batch: int | None = None,
-) -> dict[str, float]:
+) -> LikelihoodReport:
     """Bounds averaged over the examples of ``batches`` (see :func:`split_batch`), in nats.
 
     Keys: ``num_samples`` (k), ``num_examples``, ``likelihood_normalized`` (1.0 or 0.0), then
@@ -196,18 +227,20 @@ def likelihood_report(
       ``bits_per_dim`` (of ``nll``); for a continuous density (not a mass) with a known data range,
       also ``nll_discrete`` and ``bits_per_dim_discrete`` (:func:`discrete_nll` at ``num_levels``
       levels; ``num_levels=None`` leaves them out);
-    - otherwise (``mse`` and other scores, not likelihoods): ``elbo_unnormalized`` and
-      ``iwae_bound_unnormalized`` only.
+    - otherwise (``mse`` and other scores, or data outside the likelihood's support, e.g. grey
+      levels under a Bernoulli): ``elbo_unnormalized`` and ``iwae_bound_unnormalized`` only, with
+      the reason in the report's ``unnormalized_reason``.
 
     ``decode_batch`` bounds the images of one decoder call (:func:`rows_per_call`). Models without
     a posterior raise ``NotImplementedError`` (from ``log_importance_weights``).
     """
-    elbo, iwae, num_dims = bounds_over_batches(
+    elbo, iwae, num_dims, reason = bounds_over_batches(
         model, batches, num_samples, chunk_size, max_examples, decode_batch
     )
     mean_elbo, mean_iwae = elbo.mean().item(), iwae.mean().item()
-    report = {"num_samples": float(num_samples), "num_examples": float(len(elbo))}
-    if not getattr(model, "likelihood_is_normalized", False):
+    report = LikelihoodReport(num_samples=float(num_samples), num_examples=float(len(elbo)))
+    report.unnormalized_reason = reason
+    if reason is not None:
         report.update(
             likelihood_normalized=0.0, elbo_unnormalized=mean_elbo, iwae_bound_unnormalized=mean_iwae
         )

@@ -5,6 +5,8 @@ Every likelihood reads the decoder's raw output ``params`` (B, C, H, W) and shar
 - ``log_prob(x, params) -> (B,)``: log p(x|z) summed over the pixels of each image, in nats;
 - ``mean(params) -> (B, C, H, W)``: the image the parameters stand for (what ``decode`` returns);
 - ``normalized``: True when ``log_prob`` is a normalised log density or log mass;
+- ``unnormalized_on(x)``: why it is none for the data ``x`` after all (non-binary data under a
+  Bernoulli: a cross-entropy), or None;
 - ``discrete``: True for a mass over the 256 levels of 8-bit data, False for a density on R;
 - ``decoder_activation``: the non-linearity the decoder's last layer must apply.
 
@@ -103,6 +105,11 @@ class Likelihood(nn.Module):
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def unnormalized_on(self, x: Tensor) -> str | None:
+        """Why ``log_prob`` is not a normalised log-likelihood of the data ``x`` although the
+        likelihood is one in general (the data lie outside its support), or None."""
+        return None
+
     def mean(self, params: Tensor) -> Tensor:
         return params  # the decoder's output is the image itself
 
@@ -146,6 +153,14 @@ class Bernoulli(Likelihood):
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
         return bernoulli_log_prob(x, params)
+
+    def unnormalized_on(self, x: Tensor) -> str | None:
+        if bool(((x != 0) & (x != 1)).any()):
+            return (
+                "the data are not binary (pixels strictly between 0 and 1), so the Bernoulli score is a "
+                "cross-entropy, not a log-likelihood; use likelihood discretized_logistic or gaussian for an NLL"
+            )
+        return None
 
     def mean(self, params: Tensor) -> Tensor:
         return torch.sigmoid(params)
@@ -197,6 +212,17 @@ class DiscretizedLogistic(ScaledLikelihood):
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
         low, high = DATA_RANGES[self.output_activation]
         return discretized_logistic_log_prob(x, params, self.log_scale, low, high)
+
+    def unnormalized_on(self, x: Tensor) -> str | None:
+        low, high = DATA_RANGES[self.output_activation]
+        levels = (x - low) * ((NUM_LEVELS - 1) / (high - low))  # 0 .. 255 on 8-bit data
+        off_grid = (levels - levels.round()).abs() > 1e-3
+        if bool(off_grid.any()) or bool(((x < low) | (x > high)).any()):
+            return (
+                f"the data are not on the {NUM_LEVELS} levels of 8-bit images in [{low:g}, {high:g}], so the "
+                "discretised logistic's masses are not their probabilities"
+            )
+        return None
 
 
 def build_likelihood(
