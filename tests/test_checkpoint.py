@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from vaezoo.training.checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint
+from vaezoo.io import CheckpointError, load_checkpoint
+from vaezoo.training.checkpoint import AtomicCheckpointIO
 
 
 def test_atomic_save_keeps_the_previous_checkpoint_when_a_write_dies(tmp_path, monkeypatch):
@@ -47,3 +48,23 @@ def test_pickled_code_is_refused(tmp_path):
     torch.save({"vaezoo": {}, "state_dict": {}, "payload": Evil()}, path)
     with pytest.raises(CheckpointError, match="evil.ckpt is not a readable checkpoint"):
         load_checkpoint(path)
+
+
+def test_a_model_loads_for_inference_without_importing_lightning(tmp_path):
+    import subprocess
+    import sys
+
+    from vaezoo.registry import create_model
+
+    model = create_model("VanillaVAE", in_channels=1, latent_dim=3, hidden_dims=[8, 16], image_size=16)
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    meta = {"model_name": "VanillaVAE", "model_config": model.config, "config": {}}
+    torch.save({"vaezoo": meta, "state_dict": state}, tmp_path / "last.ckpt")
+    script = (
+        "import sys, torch; from vaezoo.io import load_run; "
+        f"run = load_run({str(tmp_path / 'last.ckpt')!r}); "
+        "assert run.model.decode(torch.zeros(2, 3)).shape == (2, 1, 16, 16); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout

@@ -25,6 +25,7 @@ from vaezoo.registry import UnknownModelError
 
 if TYPE_CHECKING:
     from vaezoo.data import VAEDataModule
+    from vaezoo.models.base import BaseVAE
 
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, UnknownModelError)
 
@@ -32,7 +33,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, UnknownModelError)
 def _user_errors() -> tuple[type[Exception], ...]:
     from vaezoo.data import DataError
     from vaezoo.evaluation.evaluate import EvaluationError
-    from vaezoo.training.checkpoint import CheckpointError
+    from vaezoo.io import CheckpointError
 
     return (*USER_ERRORS, DataError, CheckpointError, EvaluationError)
 
@@ -210,7 +211,7 @@ def cmd_sample(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
-def _ex_post_samples(model: torch.nn.Module, config: dict, args: argparse.Namespace) -> torch.Tensor:
+def _ex_post_samples(model: BaseVAE, config: dict, args: argparse.Namespace) -> torch.Tensor:
     """Samples through a sampler fitted on the latents of the run's training images."""
     from vaezoo.evaluation.evaluate import EvaluationContext, EvaluationSettings
 
@@ -349,7 +350,7 @@ def _data_module(raw: dict, source: str = "saved config") -> VAEDataModule:
 
 
 def _run_data(
-    model: torch.nn.Module, saved: dict, folder: str | None, overrides: list[str], source: str, command: str
+    model: BaseVAE, saved: dict, folder: str | None, overrides: list[str], source: str, command: str
 ) -> VAEDataModule:
     """The run's data from its saved config, or a folder of images, with --data.* overrides applied."""
     raw = {key: dict(value) for key, value in saved.items()}

@@ -1,22 +1,47 @@
-"""Loading trained models back from checkpoints, safely (``weights_only=True``)."""
+"""Loading trained models back from checkpoints, safely (``weights_only=True``).
+
+Nothing here imports Lightning: a model loads for inference with torch and vaezoo's models alone.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+import torch
 
 from vaezoo.registry import create_model
-from vaezoo.training.checkpoint import CheckpointError, load_checkpoint
+
+if TYPE_CHECKING:
+    from vaezoo.models.base import BaseVAE
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable vaezoo checkpoint."""
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``: tensors and plain data, never pickled code."""
+    path = Path(path)
+    if path.is_dir():  # a run folder: take its last checkpoint
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"{path} is not a readable checkpoint: {err}") from None
+    if not isinstance(checkpoint, dict) or "vaezoo" not in checkpoint or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not a vaezoo checkpoint (no 'vaezoo' metadata or 'state_dict')")
+    return checkpoint
 
 
 @dataclass
 class LoadedRun:
     """A model rebuilt from a checkpoint, with what evaluation needs to know about its run."""
 
-    model: nn.Module  # in eval mode
+    model: BaseVAE  # in eval mode
     config: dict[str, Any]  # the run's saved, resolved config
     checkpoint: Path
     run_dir: Path  # the run folder the checkpoint belongs to (its parent for a loose file)
@@ -48,7 +73,7 @@ def load_run(path: str | Path) -> LoadedRun:
     return LoadedRun(model.eval(), meta.get("config", {}), file, run_dir, step)
 
 
-def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+def model_from_checkpoint(path: str | Path) -> tuple[BaseVAE, dict[str, Any]]:
     """The model of a checkpoint (or a run folder's last one) in eval mode, and the run config stored with it."""
     run = load_run(path)
     return run.model, run.config
