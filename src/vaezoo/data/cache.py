@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import numpy as np
 from tqdm import tqdm
@@ -63,8 +63,9 @@ class RowReader:
         return {**self.__dict__, "_fd": None}  # a worker opens its own descriptor
 
     def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
 
     def fd(self) -> int:
         if self._fd is None:
@@ -84,7 +85,7 @@ class RowReader:
         return out
 
 
-def parse_npy_header(stream: BinaryIO, where: str) -> tuple[tuple[int, ...], np.dtype]:
+def parse_npy_header(stream: IO[bytes], where: str) -> tuple[tuple[int, ...], np.dtype]:
     """(shape, dtype) of the ``.npy`` header at the stream's position; a format other than 1.0 / 2.0,
     a Fortran-ordered or an object array raises a DataError naming ``where``."""
     readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}

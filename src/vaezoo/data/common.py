@@ -26,9 +26,9 @@ IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.
 class DataSplits:
     """What a dataset builder returns: the three splits and what a model needs to know about them."""
 
-    train: Dataset
-    val: Dataset
-    test: Dataset
+    train: SplitDataset
+    val: SplitDataset
+    test: SplitDataset
     channels: int
     label_shape: tuple[int, ...]
     ground_truth: Any = None  # the factor interface (dSprites) or None
@@ -178,7 +178,21 @@ def collate(data: Batch | list) -> list[torch.Tensor]:
     return default_collate(data)
 
 
-class FileImageDataset(Dataset):
+class SplitDataset(Dataset):
+    """What the datasets of a split share: a length, whole batches by position (``__getitems__``,
+    which the loaders use) and a copy without random augmentation (for fixed image grids)."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitems__(self, positions: Sequence[int]) -> Batch:
+        raise NotImplementedError
+
+    def without_augmentation(self) -> SplitDataset:
+        raise NotImplementedError
+
+
+class FileImageDataset(SplitDataset):
     """Image files with one label each: ``(image, label)``, built a whole batch at a time.
 
     ``source`` gives the decoded uint8 pixels of ``files`` (by default decoded on the fly), row
@@ -211,11 +225,11 @@ class FileImageDataset(Dataset):
 
     def batch(self, positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (N, C, H, W) float and labels of dataset positions."""
-        positions = np.asarray(positions, dtype=np.int64)
-        images = torch.from_numpy(self.source.read(self.rows[positions]))  # (N, C, H, W) uint8
+        index = np.asarray(positions, dtype=np.int64)
+        images = torch.from_numpy(self.source.read(self.rows[index]))  # (N, C, H, W) uint8
         if self.pipeline.flip:
             images = random_hflip_batch(images)
-        return uint8_to_float(images, self.pipeline.normalize), self.labels[torch.from_numpy(positions)]
+        return uint8_to_float(images, self.pipeline.normalize), self.labels[torch.from_numpy(index)]
 
     def __getitems__(self, positions: Sequence[int]) -> Batch:
         return Batch(*self.batch(positions))

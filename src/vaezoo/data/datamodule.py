@@ -9,11 +9,11 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from vaezoo.config import DataConfig
 from vaezoo.data.celeba import build_celeba
-from vaezoo.data.common import DataSplits, collate
+from vaezoo.data.common import DataSplits, SplitDataset, collate
 from vaezoo.data.dsprites import build_dsprites
 from vaezoo.data.errors import DataError
 from vaezoo.data.idx import build_idx
@@ -102,7 +102,7 @@ class VAEDataModule(L.LightningDataModule):
         return self._loader(self.splits.test, self.val_batch_size)
 
     def _loader(
-        self, dataset: Dataset, batch_size: int, shuffle: bool = False, drop_last: bool = False
+        self, dataset: SplitDataset, batch_size: int, shuffle: bool = False, drop_last: bool = False
     ) -> DataLoader:
         workers = self.config.num_workers
         return DataLoader(
@@ -162,8 +162,9 @@ class VAEDataModule(L.LightningDataModule):
         ``images_from_factors`` (indices are flat grid indices); None for other datasets."""
         return self.splits.ground_truth
 
-    def fixed_batch(self, n: int, split: str = "val") -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` images (fewer if the split is smaller) and labels, evenly spaced over a split, unflipped.
+    def fixed_batch(self, n: int, split: str = "val") -> list[torch.Tensor]:
+        """``[images, labels]``: ``n`` images (fewer if the split is smaller) and their labels, evenly
+        spaced over a split, unflipped.
 
         The same images on every call, for image grids. An empty split falls back to ``train``.
         """

@@ -30,11 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from vaezoo.config import DataConfig
 from vaezoo.data.cache import RowReader, parse_npy_header
-from vaezoo.data.common import Batch, DataSplits, cache_dir, require_path, split_indices
+from vaezoo.data.common import Batch, DataSplits, SplitDataset, cache_dir, require_path, split_indices
 from vaezoo.data.errors import DataError
 from vaezoo.data.transforms import random_hflip_batch, resize_binary, scale_unit
 from vaezoo.fileio import atomic_path
@@ -345,7 +344,7 @@ class DSpritesSource:
             self._reader = RowReader(self.cache)
         return np.unpackbits(self._reader.read(indices), axis=-1)
 
-    def classes(self, indices: np.ndarray) -> np.ndarray:
+    def classes(self, indices: np.ndarray | Sequence[int]) -> np.ndarray:
         indices = np.asarray(indices, dtype=np.int64)
         return index_to_classes(indices) if self._classes is None else self._classes[indices]
 
@@ -411,7 +410,7 @@ class DSpritesGroundTruth:
         return binary_to_tensor(images, self.image_size, self.normalize, self.channels)
 
 
-class DSpritesDataset(Dataset):
+class DSpritesDataset(SplitDataset):
     """A subset of the grid: ``(image, label)`` with label = the 5 factor values (float32)."""
 
     factor_names = FACTOR_NAMES
@@ -430,10 +429,12 @@ class DSpritesDataset(Dataset):
     def batch(self, positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (N, C, size, size) and labels (N, 5) of dataset positions, read in one go."""
         gt = self.ground_truth
+        source = gt.source
+        assert source is not None  # checked in __init__
         indices = self.indices[np.asarray(positions, dtype=np.int64)]
-        binary = gt.source.binary_images(indices)
+        binary = source.binary_images(indices)
         images = binary_to_tensor(binary, gt.image_size, gt.normalize, gt.channels, self.flip)
-        return images, torch.from_numpy(np.ascontiguousarray(gt.source.values(indices), dtype=np.float32))
+        return images, torch.from_numpy(np.ascontiguousarray(source.values(indices), dtype=np.float32))
 
     def __getitems__(self, positions: Sequence[int]) -> Batch:
         return Batch(*self.batch(positions))

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from vaezoo.config import DataConfig
-from vaezoo.data.common import Batch, DataSplits, proportional_subsets, require_path
+from vaezoo.data.common import Batch, DataSplits, SplitDataset, proportional_subsets, require_path
 from vaezoo.data.errors import DataError
 from vaezoo.data.transforms import pad_or_resize, random_hflip_batch, scale_unit, uint8_to_float
 
@@ -88,7 +87,7 @@ def load_split(folder: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels.astype(np.int64)
 
 
-class IDXDataset(Dataset):
+class IDXDataset(SplitDataset):
     """In-memory greyscale images: ``(image, class index)``, batches transformed in one go."""
 
     def __init__(
@@ -112,14 +111,14 @@ class IDXDataset(Dataset):
 
     def batch(self, positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (N, C, size, size) float and class indices: uint8 gather and flip, then one conversion."""
-        positions = np.asarray(positions, dtype=np.int64)
-        images = torch.from_numpy(self.images[positions]).unsqueeze(1)  # (N, 1, 28, 28) uint8
+        index = np.asarray(positions, dtype=np.int64)
+        images = torch.from_numpy(self.images[index]).unsqueeze(1)  # (N, 1, 28, 28) uint8
         if self.flip:
             images = random_hflip_batch(images)
         images = pad_or_resize(uint8_to_float(images), self.image_size).clamp_(0.0, 1.0)
         if self.channels != 1:
             images = images.expand(-1, self.channels, -1, -1).contiguous()
-        return scale_unit(images, self.normalize), self.labels[torch.from_numpy(positions)]
+        return scale_unit(images, self.normalize), self.labels[torch.from_numpy(index)]
 
     def __getitems__(self, positions: Sequence[int]) -> Batch:
         return Batch(*self.batch(positions))
