@@ -5,11 +5,14 @@ from __future__ import annotations
 import difflib
 import inspect
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-_MODELS: dict[str, type[nn.Module]] = {}
+if TYPE_CHECKING:
+    from vaezoo.models.base import BaseVAE
+
+_MODELS: dict[str, type[BaseVAE]] = {}
 _ALIASES: dict[str, str] = {}
 
 
@@ -20,10 +23,10 @@ class UnknownModelError(KeyError):
         return str(self.args[0])
 
 
-def register_model(cls: type[nn.Module] | None = None, *, aliases: tuple[str, ...] = ()) -> Any:
+def register_model(cls: type[BaseVAE] | None = None, *, aliases: tuple[str, ...] = ()) -> Any:
     """Class decorator: ``@register_model`` or ``@register_model(aliases=("VAE",))``."""
 
-    def add(model_cls: type[nn.Module]) -> type[nn.Module]:
+    def add(model_cls: type[BaseVAE]) -> type[BaseVAE]:
         for name in (model_cls.__name__, *aliases):
             if name in _MODELS or name in _ALIASES:
                 raise ValueError(f"model name '{name}' is registered twice")
@@ -46,7 +49,7 @@ def aliases_of(name: str) -> list[str]:
     return sorted(alias for alias, target in _ALIASES.items() if target == name)
 
 
-def get_model_class(name: str) -> type[nn.Module]:
+def get_model_class(name: str) -> type[BaseVAE]:
     """The class registered under ``name`` or one of its aliases; unknown names list close ones."""
     _import_models()
     name = _ALIASES.get(name, name)
@@ -58,7 +61,7 @@ def get_model_class(name: str) -> type[nn.Module]:
     return _MODELS[name]
 
 
-def create_model(name: str, /, *args: Any, **kwargs: Any) -> nn.Module:
+def create_model(name: str, /, *args: Any, **kwargs: Any) -> BaseVAE:
     """Build a registered model: ``create_model("VanillaVAE", in_channels=3, latent_dim=128)``."""
     return get_model_class(name)(*args, **kwargs)
 

@@ -7,6 +7,7 @@ Jang, Gu & Poole, "Categorical Reparameterization with Gumbel-Softmax" (ICLR 201
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +51,8 @@ class AnnealedTemperature(nn.Module):
     PyTorch-VAE's schedule, which had ``min_temp == temp`` (never annealed) and counted ``batch_idx``
     (restarting every epoch).
     """
+
+    last_step: Tensor  # long scalar buffer, registered in __init__
 
     def __init__(self, initial: float, minimum: float, rate: float, interval: int = 1) -> None:
         super().__init__()
@@ -114,7 +117,10 @@ class RelaxedCategorical(nn.Module):
 
     def kl(self, logits: Tensor) -> Tensor:
         """KL(q(c|x) || uniform) summed over the variables: (B, sum Q) -> (B,)."""
-        return sum(kl_to_uniform(block).reshape(len(logits), -1).sum(1) for block in self.variables(logits))
+        per_variable = (
+            kl_to_uniform(block).reshape(len(logits), -1).sum(1) for block in self.variables(logits)
+        )
+        return cast(Tensor, sum(per_variable))  # a Tensor, not 0: there is at least one variable (__init__)
 
     def sample_prior(self, num_samples: int, device: torch.device) -> Tensor:
         """A uniformly drawn one-hot per variable: (num_samples, sum Q)."""

@@ -45,6 +45,12 @@ class VectorQuantizer(nn.Module):
     Bottleneck Models"), recorded in the ``initialized`` buffer so a resumed run does not repeat it.
     """
 
+    # Buffers, registered in __init__ (declared here so their type is Tensor, not Tensor | Module).
+    initialized: Tensor  # bool scalar: the codebook has been set (data_init)
+    codebook: Tensor  # (K, D): an nn.Parameter, or a buffer with ``ema``
+    ema_cluster_size: Tensor  # (K,), ``ema`` only
+    ema_embedding_sum: Tensor  # (K, D), ``ema`` only
+
     def __init__(
         self,
         num_embeddings: int,

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import torch
 
 from vaezoo.images import interleave_rows, make_grid, save_image
+
+if TYPE_CHECKING:
+    from vaezoo.models.base import BaseVAE
+    from vaezoo.training.module import VAEModule
 
 
 class ImageGrids(L.Callback):
@@ -29,7 +34,7 @@ class ImageGrids(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        model = pl_module.model
+        model = cast("VAEModule", pl_module).model  # the callback of VAEModule's runs
         was_training = model.training
         model.eval()
         try:
@@ -38,9 +43,11 @@ class ImageGrids(L.Callback):
         finally:
             model.train(was_training)
 
-    def _write(self, trainer: L.Trainer, model: torch.nn.Module, device: torch.device) -> None:
+    def _write(self, trainer: L.Trainer, model: BaseVAE, device: torch.device) -> None:
         epoch, step = trainer.current_epoch, trainer.global_step
-        images, labels = trainer.datamodule.fixed_batch(self.num_images, split="val")
+        # Trainer sets ``datamodule`` in fit/validate; its class does not declare the attribute.
+        datamodule: Any = trainer.datamodule  # type: ignore[attr-defined]
+        images, labels = datamodule.fixed_batch(self.num_images, split="val")
         images, labels = images.to(device), labels.to(device)
         recons = model.generate(images, labels=labels)
         grids = {"reconstructions": interleave_rows(images, recons, self.nrow)}
@@ -56,6 +63,6 @@ class ImageGrids(L.Callback):
             grid = make_grid(batch, nrow=self.nrow, value_range=self.value_range)  # (C, H', W') in [0, 1]
             save_image(grid, self.out_dir / f"{name}_epoch{epoch:03d}.png", padding=0)
             for logger in trainer.loggers:
-                experiment = getattr(logger, "experiment", None)
+                experiment: Any = getattr(logger, "experiment", None)
                 if hasattr(experiment, "add_image"):
                     experiment.add_image(name, grid, global_step=step)

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from vaezoo import __version__
 from vaezoo.config import TrainConfig
 from vaezoo.training.performance import fused_optimizer_supported, memory_format
+
+if TYPE_CHECKING:
+    from vaezoo.models.base import BaseVAE
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 
@@ -56,15 +60,16 @@ class VAEModule(L.LightningModule):
     compile falls back to eager with a warning.
     """
 
-    def __init__(
-        self, model: nn.Module, train: TrainConfig, run_config: dict[str, Any] | None = None
-    ) -> None:
+    model: BaseVAE
+    train_batches: Tensor  # long scalar buffer: training batches so far (see ``batches_seen``)
+
+    def __init__(self, model: BaseVAE, train: TrainConfig, run_config: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.model = model
         self.train_config = train
         self.run_config = run_config or {}
         self.memory_format = memory_format(train.channels_last, model)
-        self.model.to(memory_format=self.memory_format)
+        self.model.to(memory_format=self.memory_format)  # type: ignore[call-overload]  # torch's stubs omit it
         self.auxiliary_parameters = list(model.auxiliary_parameters())
         self.automatic_optimization = not self.auxiliary_parameters
         self.register_buffer("train_batches", torch.zeros((), dtype=torch.long))
@@ -131,7 +136,9 @@ class VAEModule(L.LightningModule):
         self._log(losses, "train", batch[0].shape[0])
         if self.automatic_optimization:
             return losses["loss"]
-        main, auxiliary = self.optimizers()
+        optimizers = self.optimizers()
+        assert isinstance(optimizers, list)  # manual optimisation: configure_optimizers returned two
+        main, auxiliary = optimizers
         self._manual_update(main, losses["loss"])
         aux_losses = self.model.auxiliary_loss(output, **context)
         self._manual_update(auxiliary, aux_losses["loss"])
@@ -154,7 +161,10 @@ class VAEModule(L.LightningModule):
         if self.train_config.scheduler == "none" or self._scheduler_interval() != interval:
             return
         schedulers = self.lr_schedulers()
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+        assert schedulers is not None  # scheduler != "none": configure_optimizers returned schedulers
+        every = schedulers if isinstance(schedulers, list) else [schedulers]
+        # ExponentialLR or CosineAnnealingLR (_make_scheduler), never ReduceLROnPlateau (its step takes a metric)
+        for scheduler in cast(list[LRScheduler], every):
             scheduler.step()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
