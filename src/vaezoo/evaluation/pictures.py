@@ -14,16 +14,20 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from torch import Tensor, nn
+from torch import Tensor
 
 from vaezoo.evaluation.samplers import LatentSampler, NormalSampler, SeedLike, evaluating, sample_images
 from vaezoo.images import interleave_rows, make_grid
+
+if TYPE_CHECKING:
+    from vaezoo.models.base import BaseVAE
 
 ValueRange = tuple[float, float]
 
@@ -57,7 +61,7 @@ def reconstruction_grid(
 
 
 def sample_grid(
-    model: nn.Module,
+    model: BaseVAE,
     sampler: LatentSampler | None = None,
     num_samples: int = 64,
     seed: SeedLike = 0,
@@ -68,7 +72,7 @@ def sample_grid(
     return make_grid(images, nrow=max(1, int(math.sqrt(num_samples))), value_range=value_range)
 
 
-def embed_flat(model: nn.Module, images: Tensor, labels: Tensor | None = None) -> tuple[Tensor, torch.Size]:
+def embed_flat(model: BaseVAE, images: Tensor, labels: Tensor | None = None) -> tuple[Tensor, torch.Size]:
     """``model.embed`` in eval mode, flattened: codes (B, M) and the embed's shape (B, D, ...).
     ``labels`` go to ``embed(images, labels=...)``, for conditional models."""
     with evaluating(model):
@@ -76,7 +80,7 @@ def embed_flat(model: nn.Module, images: Tensor, labels: Tensor | None = None) -
     return codes.reshape(codes.shape[0], -1), codes.shape
 
 
-def decode_flat(model: nn.Module, flat: Tensor, shape: Sequence[int]) -> Tensor:
+def decode_flat(model: BaseVAE, flat: Tensor, shape: Sequence[int]) -> Tensor:
     """Decode flattened codes (N, M) reshaped to the embed's trailing shape, in eval mode."""
     with evaluating(model):
         return model.decode(flat.reshape(flat.shape[0], *shape[1:]))
@@ -101,7 +105,7 @@ def order_by_kl(kl_per_dim: Tensor | Sequence[float]) -> list[int]:
     return torch.argsort(kl, descending=True, stable=True).tolist()
 
 
-def mean_kl_per_dimension(model: nn.Module, images: Tensor) -> Tensor:
+def mean_kl_per_dimension(model: BaseVAE, images: Tensor) -> Tensor:
     """``model.kl_per_dimension`` averaged over ``images`` in eval mode: (D,). Raises the model's
     NotImplementedError when the KL per dimension is not defined for it."""
     with evaluating(model):
@@ -109,7 +113,7 @@ def mean_kl_per_dimension(model: nn.Module, images: Tensor) -> Tensor:
 
 
 def traversal_images(
-    model: nn.Module,
+    model: BaseVAE,
     seed_image: Tensor,
     dims: Sequence[int],
     low: Tensor | float,
@@ -138,12 +142,13 @@ def check_dims(order: Sequence[int] | None, width: int, max_dims: int) -> list[i
     dims = list(range(width)) if order is None else [int(d) for d in order]
     bad = [d for d in dims if not 0 <= d < width]
     if bad or len(set(dims)) != len(dims):
-        raise ValueError(f"order must list distinct latent dimensions in [0, {width}), got {list(order)}")
+        given = dims if order is None else list(order)
+        raise ValueError(f"order must list distinct latent dimensions in [0, {width}), got {given}")
     return dims[:max_dims]
 
 
 def traversal_grid(
-    model: nn.Module,
+    model: BaseVAE,
     seeds: Tensor,
     order: Sequence[int] | None = None,
     span: float = 3.0,
@@ -213,7 +218,7 @@ INTERPOLATIONS: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {"linear
 
 
 def interpolation_images(
-    model: nn.Module,
+    model: BaseVAE,
     a: Tensor,
     b: Tensor,
     steps: int = 10,
@@ -236,7 +241,7 @@ def interpolation_images(
 
 
 def interpolation_grid(
-    model: nn.Module,
+    model: BaseVAE,
     a: Tensor,
     b: Tensor,
     steps: int = 10,
@@ -279,7 +284,7 @@ def project_2d(codes: np.ndarray, method: str = "pca", random_state: int = 0) ->
 
 def _scatter(fig: Figure, ax: Axes, points: np.ndarray, values: np.ndarray | None, name: str) -> None:
     """Points coloured by ``values``: one colour per class for <= 10 integer classes, else a colourbar."""
-    style = {"s": 6, "alpha": 0.7, "linewidths": 0}
+    style: dict[str, Any] = {"s": 6, "alpha": 0.7, "linewidths": 0}
     ax.set_title(name)
     if values is None:
         ax.scatter(points[:, 0], points[:, 1], **style)

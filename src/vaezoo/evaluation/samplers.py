@@ -22,10 +22,10 @@ it can be cached beside a run and reloaded with :func:`load_sampler`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -37,7 +37,11 @@ from vaezoo.fileio import atomic_path
 from vaezoo.losses import gaussian_kl, squared_error
 from vaezoo.models.twostage_vae import LatentVAE, learned_variance_nll
 
+if TYPE_CHECKING:
+    from vaezoo.models.base import BaseVAE
+
 SeedLike = int | torch.Generator | None
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 class SamplerNotFittedError(RuntimeError):
@@ -45,7 +49,7 @@ class SamplerNotFittedError(RuntimeError):
 
 
 @contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+def evaluating(model: ModuleT) -> Iterator[ModuleT]:
     """Within the block: ``model`` in eval mode and no gradients; its training flag is restored after."""
     was_training = model.training
     model.eval()
@@ -89,7 +93,7 @@ class LatentSampler:
         self.code_shape: tuple[int, ...] | None = None  # the trailing shape of the codes, (D,) or (D, h, w)
 
     @classmethod
-    def create(cls, model: nn.Module | None = None, **kwargs: Any) -> LatentSampler:
+    def create(cls, model: BaseVAE | None = None, **kwargs: Any) -> LatentSampler:
         """Build from a config; only samplers that need the model (the prior) use ``model``."""
         return cls(**kwargs)
 
@@ -109,12 +113,13 @@ class LatentSampler:
 
     def sample(self, num_samples: int, seed: SeedLike = None) -> Tensor:
         """``num_samples`` float32 codes (n, *code_shape) on the CPU; ``seed`` an int or a generator."""
-        if not self.fitted:
+        code_shape = self.code_shape
+        if not self.fitted or code_shape is None:
             raise SamplerNotFittedError(f"{type(self).__name__}.sample called before fit(codes) or load")
         if int(num_samples) < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
         flat = self._sample(int(num_samples), as_generator(seed))  # (n, M)
-        return flat.float().reshape(int(num_samples), *self.code_shape)
+        return flat.float().reshape(int(num_samples), *code_shape)
 
     # -- persistence ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Tensor]:
@@ -154,7 +159,7 @@ class NormalSampler(LatentSampler):
 
     name = "prior"
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: BaseVAE) -> None:
         super().__init__()
         if not getattr(model, "samples_from_prior", True):
             raise ValueError(
@@ -164,7 +169,7 @@ class NormalSampler(LatentSampler):
         self.model = model
 
     @classmethod
-    def create(cls, model: nn.Module | None = None, **kwargs: Any) -> LatentSampler:
+    def create(cls, model: BaseVAE | None = None, **kwargs: Any) -> LatentSampler:
         if model is None:
             raise ValueError("the 'prior' sampler needs the model whose prior it samples")
         return cls(model, **kwargs)
@@ -274,14 +279,14 @@ def mixture_scale(covariances: np.ndarray, covariance_type: str, means_shape: to
     """scikit-learn's ``covariances_`` -> std devs (K, M) for diag / spherical, Cholesky factors
     (K, M, M) for full / tied."""
     num_components, dims = means_shape
-    covariances = torch.from_numpy(np.asarray(covariances, dtype=np.float64))
+    cov = torch.from_numpy(np.asarray(covariances, dtype=np.float64))
     if covariance_type == "spherical":  # (K,)
-        return covariances.sqrt()[:, None].expand(num_components, dims).contiguous()
+        return cov.sqrt()[:, None].expand(num_components, dims).contiguous()
     if covariance_type == "diag":  # (K, M)
-        return covariances.sqrt()
+        return cov.sqrt()
     if covariance_type == "tied":  # (M, M), shared
-        covariances = covariances.expand(num_components, dims, dims)
-    return torch.linalg.cholesky(covariances).contiguous()  # (K, M, M)
+        cov = cov.expand(num_components, dims, dims)
+    return torch.linalg.cholesky(cov).contiguous()  # (K, M, M)
 
 
 class TwoStageSampler(LatentSampler):
@@ -421,15 +426,17 @@ def sampler_class(name: str) -> type[LatentSampler]:
     return SAMPLERS[name]
 
 
-def fit_sampler(name: str, model: nn.Module, codes: Tensor | None, **kwargs: Any) -> LatentSampler:
+def fit_sampler(name: str, model: BaseVAE, codes: Tensor | None, **kwargs: Any) -> LatentSampler:
     """Build sampler ``name`` (a key of ``SAMPLERS``) with ``kwargs`` and fit it to ``codes`` (N, D, ...)."""
     sampler = sampler_class(name).create(model, **kwargs)
-    if codes is None and not sampler.fitted:
-        raise ValueError(f"the '{name}' sampler must be fitted: pass the codes of training images")
+    if codes is None:
+        if not sampler.fitted:
+            raise ValueError(f"the '{name}' sampler must be fitted: pass the codes of training images")
+        return sampler  # fitted when built (the prior): nothing to fit
     return sampler.fit(codes)
 
 
-def load_sampler(path: str | Path, model: nn.Module | None = None) -> LatentSampler:
+def load_sampler(path: str | Path, model: BaseVAE | None = None) -> LatentSampler:
     """A sampler saved by ``LatentSampler.save``; ``model`` is needed for the 'prior' sampler only."""
     with safe_open(str(path), framework="pt") as file:
         metadata = file.metadata() or {}
@@ -440,11 +447,14 @@ def load_sampler(path: str | Path, model: nn.Module | None = None) -> LatentSamp
     return sampler.load_state_dict(state)
 
 
-def embed_batches(model: nn.Module, batches: Iterable[Tensor], limit: int | None = None) -> Tensor:
+def embed_batches(
+    model: BaseVAE, batches: Iterable[Tensor | Sequence[Tensor]], limit: int | None = None
+) -> Tensor:
     """``model.embed`` of image batches, in eval mode, up to ``limit`` codes: (N, D, ...) on the CPU,
     ready for ``LatentSampler.fit``. A batch is images, or (images, labels, ...) as a DataLoader gives;
     the labels go to ``embed(images, labels=...)`` (conditional models use them, others ignore them)."""
     codes, count = [], 0
+    kwargs: dict[str, Tensor]
     with evaluating(model):
         for batch in batches:
             if isinstance(batch, (tuple, list)):
@@ -460,9 +470,7 @@ def embed_batches(model: nn.Module, batches: Iterable[Tensor], limit: int | None
     return torch.cat(codes)[:limit]
 
 
-def sample_images(
-    model: nn.Module, sampler: LatentSampler, num_samples: int, seed: SeedLike = None
-) -> Tensor:
+def sample_images(model: BaseVAE, sampler: LatentSampler, num_samples: int, seed: SeedLike = None) -> Tensor:
     """Decode ``num_samples`` codes drawn from ``sampler``: images (n, C, H, W), in eval mode."""
     codes = sampler.sample(num_samples, seed)
     parameter = next(model.parameters(), None)

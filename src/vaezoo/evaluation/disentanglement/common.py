@@ -10,12 +10,15 @@ speed and memory only.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import nn
 
 from vaezoo.evaluation.disentanglement.ground_truth import GroundTruth, TableGroundTruth, check_ground_truth
+
+if TYPE_CHECKING:
+    from vaezoo.models.base import BaseVAE
 
 RepresentationFn = Callable[[torch.Tensor], "np.ndarray | torch.Tensor"]  # images (N, C, H, W) -> (N, D)
 ENCODE_BATCH_SIZE = 256
@@ -162,7 +165,7 @@ def factor_entropy(factors: np.ndarray) -> np.ndarray:
     return -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1)
 
 
-def mean_representation(model: nn.Module, device: torch.device | str | None = None) -> RepresentationFn:
+def mean_representation(model: BaseVAE, device: torch.device | str | None = None) -> RepresentationFn:
     """The representation disentanglement_lib scores by default: the posterior mean ``encode(x)[0]``.
 
     The caller puts the model in eval mode; images are moved to ``device`` (default: the model's).
@@ -202,16 +205,18 @@ class MemoizedCodes:
 
     def representation_fn(self, classes: torch.Tensor) -> np.ndarray:
         """Codes of (N, F) classes (the "images" of ``self.ground_truth``), encoding only new ones."""
-        classes = classes.numpy()
-        keys = np.ravel_multi_index(tuple(classes.T), self.sizes)
+        factors = classes.numpy()
+        keys = np.ravel_multi_index(tuple(factors.T), self.sizes)
         new_keys, first = np.unique(keys[~self.known[keys]], return_index=True)
         if len(new_keys):
-            new_classes = classes[~self.known[keys]][first]
+            new_classes = factors[~self.known[keys]][first]
             codes = as_codes(self.fn(self.inner.images_from_factors(new_classes)), len(new_keys))
             if self.codes is None:
                 self.codes = np.zeros((len(self.known), codes.shape[1]))
             self.codes[new_keys], self.known[new_keys] = codes, True
             self.encoded += len(new_keys)
+        if self.codes is None:  # nothing encoded yet, so the code dimension D is unknown
+            raise ValueError("MemoizedCodes.representation_fn: the first call got no factor classes")
         return self.codes[keys]
 
 
