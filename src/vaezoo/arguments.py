@@ -63,7 +63,8 @@ def resolve_arguments(cls: type, kwargs: dict[str, Any], where: str | None = Non
                 continue
             raise TypeError(f"{prefix}{cls.__name__} got name={value!r}, which names another model")
         if key in aliases and key not in params:
-            alias = aliases[key] if isinstance(aliases[key], Alias) else Alias(str(aliases[key]))
+            entry = aliases[key]
+            alias = entry if isinstance(entry, Alias) else Alias(entry)
             if alias.target in kwargs:
                 raise TypeError(
                     f"{prefix}{cls.__name__} got both '{key}' and '{alias.target}', which mean the same; give one"

@@ -85,7 +85,7 @@ def _record_config(init: Any) -> Any:
 
 
 @functools.cache
-def with_recon_params(output_cls: type) -> type:
+def with_recon_params(output_cls: Any) -> Any:
     """``output_cls`` (a NamedTuple) with one more, last field ``recon_params``: the likelihood's
     parameters of the reconstruction(s) the loss scores (e.g. Bernoulli logits), which ``recons``
     -- always an image -- cannot carry. Models with a likelihood other than ``mse`` return it."""
