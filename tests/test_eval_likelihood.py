@@ -241,7 +241,7 @@ def test_mean_log_prior_ratio_is_minus_the_models_kl(cls, kwargs):
     """E_q[log p(z) - log q(z|x)] = -KL: the log-weights' latent terms (every level of a hierarchy)
     against the KL the training loss computes (closed form, or Monte Carlo over forward passes)."""
     torch.manual_seed(0)
-    model = cls(1, 4, likelihood="bernoulli", **SMALL, **kwargs).eval()
+    model = cls(1, latent_dim=4, likelihood="bernoulli", **SMALL, **kwargs).eval()
     spread_posteriors(model)
     x, labels = (torch.rand(2, 1, 16, 16) > 0.5).float(), torch.tensor([0, 2])
     repeats = 1000
@@ -298,7 +298,7 @@ def test_split_decoder_calls_on_the_known_answer_and_with_labels():
     x = marginal.sample((40,)).view(40, 1, 2, 2)
     bounds = importance_weighted_bounds(model, x, num_samples=30, chunk_size=10, decode_batch=160)
     torch.testing.assert_close(bounds["iwae"], marginal.log_prob(x.flatten(1)), atol=1e-4, rtol=0)
-    cvae = ConditionalVAE(1, 3, num_classes=4, **SMALL).eval()
+    cvae = ConditionalVAE(1, latent_dim=3, num_classes=4, **SMALL).eval()
     images, labels = torch.rand(20, 1, 16, 16), torch.arange(20) % 4
     torch.manual_seed(0)
     whole = importance_weighted_bounds(cvae, images, 8, 4, labels=labels)

@@ -127,7 +127,7 @@ def test_stratified_weights_follow_appendix_c1():
 
 def test_beta_tcvae_loss_uses_its_own_dataset_size_and_weighs_the_three_terms():
     with pytest.raises(ValueError, match="dataset_size"):
-        BetaTCVAE(1, 4, sampling="mss", **TINY)
+        BetaTCVAE(1, 4, sampling="mss", dataset_size=0, **TINY)  # not given: derived (tests/test_compat_*)
     torch.manual_seed(0)
     model = BetaTCVAE(1, 4, alpha=1.0, beta=1.0, gamma=1.0, dataset_size=1000, **TINY)
     x = images(8)
@@ -250,7 +250,7 @@ def test_factor_vae_discriminator_has_its_own_optimizer_and_both_sets_train():
 # -- ConditionalVAE ---------------------------------------------------------------------------------
 def tiny_cvae(num_classes: int = 3) -> ConditionalVAE:
     torch.manual_seed(0)
-    return ConditionalVAE(2, 4, num_classes=num_classes, **TINY).eval()
+    return ConditionalVAE(2, latent_dim=4, num_classes=num_classes, **TINY).eval()
 
 
 def test_cvae_one_hot_encodes_class_indices_and_uses_float_labels_as_they_are():

@@ -22,6 +22,15 @@ class CategoricalOutput(NamedTuple):
     z: Tensor  # (B, N * Q) relaxed one-hot samples
 
 
+DEFAULT_MIN_TEMPERATURE = 0.5  # Jang et al.'s floor of the annealed temperature (Sec. 4)
+
+
+def default_min_temperature(temperature: float) -> float:
+    """The floor of the annealing when none is given: 0.5, or the starting ``temperature`` if it
+    is lower (then it stays there, as PyTorch-VAE's temperature always did)."""
+    return min(DEFAULT_MIN_TEMPERATURE, temperature)
+
+
 # -- exact (not relaxed) categorical codes, for evaluation -----------------------------------------
 def variable_blocks(categorical: RelaxedCategorical, logits: Tensor) -> list[Tensor]:
     """The logits of ``categorical``'s variables as (B, K, Q) blocks, in the layout of the codes."""
@@ -43,7 +52,8 @@ def sample_one_hot(
     categorical: RelaxedCategorical, logits: Tensor, num_samples: int
 ) -> tuple[Tensor, Tensor]:
     """Exact one-hot draws c ~ q(c|x), (B, S, sum Q), and their log q(c|x), (B, S)."""
-    codes, log_q = [], 0.0
+    codes: list[Tensor] = []
+    log_q = logits.new_zeros(logits.shape[0], num_samples)  # (B, S)
     for block in variable_blocks(categorical, logits):  # (B, K, Q)
         log_p = F.log_softmax(block, dim=-1).unsqueeze(1).expand(-1, num_samples, -1, -1)  # (B, S, K, Q)
         classes = torch.distributions.Categorical(logits=log_p).sample()  # (B, S, K)
@@ -64,7 +74,8 @@ class CategoricalVAE(BaseVAE):
 
         loss = mean_batch[ recon(x, x_hat) ] + M_N * mean_batch[ KL(q(c|x) || Uniform(Q)) ]
 
-    with ``recon`` the squared error at ``recon_reduction`` scale (``"sum"``: M_N = 1 is the ELBO).
+    with ``recon`` the squared error at ``recon_reduction`` scale (``"sum"``: M_N = 1 is the ELBO),
+    multiplied by ``recon_weight`` (PyTorch-VAE's ``alpha``; 1, the ELBO, unless given).
     Loss keys: ``loss``, ``Reconstruction_Loss``, ``KLD`` and ``Temperature`` (the tau in use).
     ``likelihood`` (with ``likelihood_scale``, ``likelihood_std``) works as in :class:`VanillaVAE`.
 
@@ -75,11 +86,19 @@ class CategoricalVAE(BaseVAE):
 
     Fixes to PyTorch-VAE: the temperature really anneals (it had ``min_temp = temp``) and follows the
     global step, restored on resume (it used ``batch_idx``, which restarts every epoch); the
-    recon weight ``alpha`` is gone (``M_N`` alone balances the terms, as in every vaezoo model).
+    recon weight ``alpha`` defaults to 1 (PyTorch-VAE: 30), so ``M_N`` alone balances the terms,
+    as in every vaezoo model.
+
+    Arguments in PyTorch-VAE's order, ``(in_channels, latent_dim, categorical_dim, hidden_dims,
+    temperature, anneal_rate, anneal_interval, recon_weight)``, and the rest by keyword only.
+    PyTorch-VAE's ``alpha`` is ``recon_weight`` and its ``img_size`` ``image_size``; its
+    ``temperature`` is the starting temperature here too, annealed down to ``min_temperature``
+    (None: 0.5, or ``temperature`` itself if that is lower).
     """
 
     loss_keys = ("loss", "Reconstruction_Loss", "KLD", "Temperature")
     output_cls = CategoricalOutput
+    argument_aliases = {"alpha": "recon_weight"}
 
     def __init__(
         self,
@@ -87,13 +106,15 @@ class CategoricalVAE(BaseVAE):
         latent_dim: int,
         categorical_dim: int = 40,
         hidden_dims: list[int] | None = None,
+        temperature: float = 1.0,
+        anneal_rate: float = 3e-5,
+        anneal_interval: int = 100,
+        recon_weight: float = 1.0,
+        *,
         image_size: int = 64,
         output_activation: Literal["sigmoid", "tanh", "none"] = "sigmoid",
         recon_reduction: Literal["mean", "sum"] | None = None,
-        temperature: float = 1.0,
-        min_temperature: float = 0.5,
-        anneal_rate: float = 3e-5,
-        anneal_interval: int = 100,
+        min_temperature: float | None = None,
         likelihood: LikelihoodName = "mse",
         likelihood_scale: Literal["fixed", "learned"] = "learned",
         likelihood_std: float = 0.1,
@@ -105,9 +126,11 @@ class CategoricalVAE(BaseVAE):
         )
         hidden_dims = list(hidden_dims) if hidden_dims is not None else list(DEFAULT_HIDDEN_DIMS)
         self.latent_dim, self.categorical_dim = latent_dim, categorical_dim
+        self.recon_weight = recon_weight
         self.encoder = ConvEncoder(in_channels, hidden_dims, image_size)
         counts = [categorical_dim] * latent_dim  # N variables of Q classes
-        schedule = (temperature, min_temperature, anneal_rate, anneal_interval)
+        minimum = default_min_temperature(temperature) if min_temperature is None else min_temperature
+        schedule = (temperature, minimum, anneal_rate, anneal_interval)
         self.categorical = RelaxedCategorical(self.encoder.out_features, counts, *schedule)
         codes = self.categorical.size  # N * Q
         self.decoder = ConvDecoder(codes, in_channels, hidden_dims, image_size, activation)
@@ -118,7 +141,7 @@ class CategoricalVAE(BaseVAE):
     def decode_params(self, z: Tensor) -> Tensor:
         return self.decoder(z)  # (B, N * Q) one-hot-like codes -> (B, C, H, W)
 
-    def forward(self, input: Tensor, **kwargs: Any) -> CategoricalOutput:
+    def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:  # CategoricalOutput (+ recon_params)
         logits = self.encode(input)[0]  # (B, N * Q)
         z = self.categorical.rsample(logits, kwargs.get("global_step"))  # (B, N * Q)
         recons, params = self.decode_with_params(z)
@@ -128,7 +151,7 @@ class CategoricalVAE(BaseVAE):
         output = self.output_cls(*args[: len(self.output_cls._fields)])
         recon = self.reconstruction_loss(self.recon_params(output), output.input).mean()
         kld = self.categorical.kl(output.logits).mean()  # summed over the N variables, mean over B
-        loss = recon + M_N * kld
+        loss = self.recon_weight * recon + M_N * kld
         temperature = torch.tensor(self.categorical.temperature(kwargs.get("global_step")))
         return {
             "loss": loss,

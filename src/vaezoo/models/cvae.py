@@ -39,21 +39,37 @@ class ConditionalVAE(VanillaVAE):
 
     Fixed from PyTorch-VAE: any image size and channel count (it hard-coded 3 x 64 x 64 and a
     512 x 2 x 2 decoder input); ``sample`` checks its labels and broadcasts a single row.
+
+    Arguments in PyTorch-VAE's order, ``(in_channels, num_classes, latent_dim, hidden_dims,
+    image_size)`` -- ``CVAE(3, 40, 10)`` is 40 classes and 10 latent dimensions -- and the rest
+    (VanillaVAE's ``output_activation``, ``likelihood`` ...) by keyword only. ``latent_dim`` is
+    required; it has a placeholder default only because ``num_classes`` (default 40, CelebA's
+    attributes) comes before it. PyTorch-VAE's ``img_size`` means ``image_size``.
     """
 
     def __init__(
         self,
         in_channels: int,
-        latent_dim: int,
         num_classes: int = 40,
+        latent_dim: int | None = None,
         hidden_dims: Sequence[int] | None = None,
         image_size: int = 64,
+        *,
         output_activation: Literal["sigmoid", "tanh", "none"] = "sigmoid",
         **kwargs: Any,
     ) -> None:
+        if latent_dim is None:
+            raise TypeError("ConditionalVAE() missing required argument 'latent_dim'")
         hidden_dims = list(hidden_dims) if hidden_dims is not None else list(DEFAULT_HIDDEN_DIMS)
         # The parent's encoder reads the image plus the label channel ...
-        super().__init__(in_channels + 1, latent_dim, hidden_dims, image_size, output_activation, **kwargs)
+        super().__init__(
+            in_channels + 1,
+            latent_dim,
+            hidden_dims,
+            image_size=image_size,
+            output_activation=output_activation,
+            **kwargs,
+        )
         self.num_classes = num_classes
         self.embed_class = nn.Linear(num_classes, image_size * image_size)
         # ... and the decoder reads [z, y] and draws the image's own channels.

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vaezoo.arguments import Alias, as_int
 from vaezoo.models.vanilla_vae import VanillaVAE
 from vaezoo.registry import register_model
 
@@ -120,9 +121,15 @@ class GammaVAE(VanillaVAE):
     Softmax without ``dim`` forced them onto a simplex of tiny values and caused NaNs); M_N weighs
     the KL (it was ignored); the reconstruction and KL are logged; ``sample`` draws from the Gamma
     prior on any device. Loss keys: ``loss``, ``Reconstruction_Loss``, ``KLD``.
+
+    Arguments in PyTorch-VAE's order, ``(in_channels, latent_dim, hidden_dims, shape_boosts,
+    prior_shape, prior_rate)``, and VanillaVAE's others by keyword. PyTorch-VAE's ``gamma_shape``
+    is ``shape_boosts``, the B added to the posterior's shape before sampling (``8.0`` -> ``8``); it
+    must be a whole number here, since the B uniform powers undo the boost one unit at a time.
     """
 
     output_cls = GammaOutput
+    argument_aliases = {"gamma_shape": Alias("shape_boosts", as_int)}
 
     def __init__(
         self,
@@ -135,8 +142,13 @@ class GammaVAE(VanillaVAE):
         **kwargs: Any,
     ) -> None:
         super().__init__(in_channels, latent_dim, hidden_dims, **kwargs)
-        if shape_boosts < 1 or prior_shape <= 0 or prior_rate <= 0:
-            raise ValueError("shape_boosts must be >= 1 and the prior's shape and rate positive")
+        shape_boosts = as_int(shape_boosts)
+        if not isinstance(shape_boosts, int) or isinstance(shape_boosts, bool) or shape_boosts < 1:
+            raise ValueError(
+                f"shape_boosts (PyTorch-VAE's gamma_shape) must be a whole number >= 1, got {shape_boosts!r}"
+            )
+        if prior_shape <= 0 or prior_rate <= 0:
+            raise ValueError("the prior's shape and rate must be positive")
         self.shape_boosts = shape_boosts
         self.prior_shape = prior_shape
         self.prior_rate = prior_rate
@@ -144,10 +156,10 @@ class GammaVAE(VanillaVAE):
     def build_head(self, in_features: int, latent_dim: int) -> nn.Module:
         return GammaHead(in_features, latent_dim)
 
-    def reparameterize(self, concentration: Tensor, rate: Tensor) -> Tensor:  # type: ignore[override]
+    def reparameterize(self, concentration: Tensor, rate: Tensor) -> Tensor:
         return gamma_rsample(concentration, rate, self.shape_boosts)
 
-    def forward(self, input: Tensor, **kwargs: Any) -> GammaOutput:
+    def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:  # GammaOutput (+ recon_params)
         concentration, rate = self.encode(input)  # (B, D), (B, D)
         z = self.reparameterize(concentration, rate)  # (B, D)
         recons, params = self.decode_with_params(z)

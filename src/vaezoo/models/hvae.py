@@ -56,21 +56,33 @@ class HVAE(VanillaVAE):
     Fixes PyTorch-VAE's HVAE: its loss added an ad-hoc ``-log p(z1|z2)`` term, ``decode`` took a
     feature map, the key was ``'Reconstruction Loss'`` and ``sample`` called ``.cuda()``.
     Loss keys: ``loss``, ``Reconstruction_Loss``, ``KLD`` (total), ``KLD_z1``, ``KLD_z2``.
+
+    Arguments in PyTorch-VAE's order, ``(in_channels, latent_dim, latent2_dim, hidden_dims,
+    image_size)`` -- ``HVAE(3, 64, 64)`` -- with ``prior_width`` and VanillaVAE's other arguments by
+    keyword only. PyTorch-VAE's ``latent1_dim`` is ``latent_dim`` (z1, the decoder's input) and its
+    ``img_size`` is ``image_size``; its ``pseudo_input_size`` is accepted and dropped with a warning
+    (PyTorch-VAE stores it for a VampPrior whose code is commented out).
     """
 
     output_cls: type[NamedTuple] = HierarchicalOutput
-    loss_keys = ("loss", "Reconstruction_Loss", "KLD", "KLD_z1", "KLD_z2")
+    loss_keys: tuple[str, ...] = ("loss", "Reconstruction_Loss", "KLD", "KLD_z1", "KLD_z2")
+    argument_aliases = {"latent1_dim": "latent_dim"}
+    ignored_arguments = {
+        "pseudo_input_size": "the size of pseudo-inputs for a VampPrior PyTorch-VAE's HVAE never builds",
+    }
 
     def __init__(
         self,
         in_channels: int,
         latent_dim: int,
-        hidden_dims: Sequence[int] | None = None,
         latent2_dim: int = 16,
+        hidden_dims: Sequence[int] | None = None,
+        image_size: int = 64,
+        *,
         prior_width: int = 256,
         **kwargs: Any,
     ) -> None:
-        super().__init__(in_channels, latent_dim, hidden_dims, **kwargs)
+        super().__init__(in_channels, latent_dim, hidden_dims, image_size=image_size, **kwargs)
         features = self.encoder.out_features
         self.latent2_dim = latent2_dim
         self.top_head = GaussianHead(features, latent2_dim)  # q(z2|x); self.head is q(z1|x, z2)
@@ -94,7 +106,7 @@ class HVAE(VanillaVAE):
         top, _, bottom = self.infer(input, stochastic=False)
         return [bottom.mu, bottom.log_var, top.mu, top.log_var]
 
-    def forward(self, input: Tensor, **kwargs: Any) -> HierarchicalOutput:
+    def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:  # HierarchicalOutput (+ recon_params)
         top, z2, bottom = self.infer(input)
         z1 = bottom.rsample()  # (B, D1)
         prior = self.top_down(z2)  # p(z1|z2)

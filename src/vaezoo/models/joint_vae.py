@@ -7,16 +7,23 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from vaezoo.arguments import Alias, as_int
 from vaezoo.losses import gaussian_kl
 from vaezoo.losses.schedules import linear_capacity
 from vaezoo.models.base import BaseVAE
-from vaezoo.models.cat_vae import kl_per_variable, one_hot_mode, sample_one_hot
+from vaezoo.models.cat_vae import default_min_temperature, kl_per_variable, one_hot_mode, sample_one_hot
 from vaezoo.models.vanilla_vae import expand_samples, per_dimension
 from vaezoo.nn.blocks import DEFAULT_HIDDEN_DIMS, ConvDecoder, ConvEncoder, GaussianHead
 from vaezoo.nn.distributions import DiagonalGaussian, log_standard_normal
 from vaezoo.nn.gumbel import RelaxedCategorical
 from vaezoo.nn.likelihoods import LikelihoodName
 from vaezoo.registry import register_model
+
+
+def rising_capacity(step: int, min_capacity: float, max_capacity: float, anneal_steps: int) -> float:
+    """A capacity rising linearly from ``min_capacity`` to ``max_capacity`` over ``anneal_steps``
+    steps, then flat (PyTorch-VAE's ``latent_min_capacity`` .. ``latent_max_capacity`` schedule)."""
+    return min_capacity + linear_capacity(step, max_capacity - min_capacity, anneal_steps)
 
 
 class JointOutput(NamedTuple):
@@ -37,12 +44,16 @@ class JointVAE(BaseVAE):
     prior), relaxed with the Gumbel-softmax (Jang et al. 2017, Eq. 2). The decoder sees [z, c].
     Eq. 7 pushes each KL towards a capacity that grows linearly over training::
 
-        loss = mean_batch[ recon ] + M_N * gamma * ( |KL(q(z|x)||p(z)) - C_z| + |KL(q(c|x)||p(c)) - C_c| )
+        loss = recon_weight * mean_batch[ recon ]
+               + M_N * ( gamma_z * |KL(q(z|x)||p(z)) - C_z| + gamma_c * |KL(q(c|x)||p(c)) - C_c| )
 
-    with both KLs averaged over the batch, C_z = linear_capacity(step, cont_max_capacity,
-    cont_capacity_steps) and C_c likewise, capped at the most a discrete code can carry,
-    sum_k log Q_k. With ``recon_reduction="sum"`` and ``M_N = 1`` this is Eq. 7 with the paper's
-    gamma and capacities in nats. The temperature anneals as in :class:`CategoricalVAE`.
+    with both KLs averaged over the batch, C_z rising linearly from ``cont_min_capacity`` to
+    ``cont_max_capacity`` over ``cont_capacity_steps`` training steps and then flat, C_c likewise
+    (``disc_*``) and capped at the most a discrete code can carry, sum_k log Q_k. gamma_z is
+    ``cont_gamma`` and gamma_c ``disc_gamma``, each ``gamma`` unless given. With the defaults
+    (``recon_weight = 1``, minimum capacities 0, one ``gamma``), ``recon_reduction="sum"`` and
+    ``M_N = 1`` this is Eq. 7 with the paper's gamma and capacities in nats. The temperature
+    anneals as in :class:`CategoricalVAE` (``min_temperature`` None: 0.5, or ``temperature`` if lower).
 
     ``likelihood`` (with ``likelihood_scale``, ``likelihood_std``) works as in :class:`VanillaVAE`.
     Evaluation uses exact one-hot codes, as :class:`CategoricalVAE`'s: ``embed`` is [mu, one-hot of
@@ -53,7 +64,19 @@ class JointVAE(BaseVAE):
     Loss keys: ``loss``, ``Reconstruction_Loss``, ``KLD_Continuous``, ``KLD_Discrete``,
     ``Capacity_Continuous``, ``Capacity_Discrete``, ``Temperature``. Fixes to PyTorch-VAE: the
     temperature anneals, capacities follow the checkpointed global step (not a class counter that
-    also counted validation), the two KLs are logged, and several categorical variables are allowed.
+    also counted validation), the discrete capacity stops at ``disc_max_capacity`` (PyTorch-VAE
+    only capped it at log Q), the two KLs are logged, and several categorical variables are allowed.
+
+    Arguments in PyTorch-VAE's order -- ``(in_channels, latent_dim, categorical_dim,
+    cont_min_capacity, cont_max_capacity, cont_gamma, cont_capacity_steps, disc_min_capacity,
+    disc_max_capacity, disc_gamma, disc_capacity_steps, hidden_dims, temperature, anneal_rate,
+    anneal_interval, recon_weight)``, so ``JointVAE(3, 10, 40, 0.0)`` is a minimum continuous
+    capacity of 0 -- and the rest by keyword only. PyTorch-VAE's names: ``latent_*`` for the
+    ``cont_*`` arguments and ``categorical_*`` for the ``disc_*`` ones (``latent_num_iter`` and
+    ``categorical_num_iter`` are the ``*_capacity_steps``), ``alpha`` for ``recon_weight`` and
+    ``img_size`` for ``image_size``. Its ``temperature`` is the starting temperature here too (its
+    annealing did nothing); its defaults differ (alpha = 30, temperature = 0.5, categorical_dim
+    required): vaezoo's apply when a key is left out.
     """
 
     loss_keys = (
@@ -62,24 +85,42 @@ class JointVAE(BaseVAE):
     )  # fmt: skip
     output_cls = JointOutput
 
+    argument_aliases = {
+        "latent_min_capacity": "cont_min_capacity",
+        "latent_max_capacity": "cont_max_capacity",
+        "latent_gamma": "cont_gamma",
+        "latent_num_iter": Alias("cont_capacity_steps", as_int),
+        "categorical_min_capacity": "disc_min_capacity",
+        "categorical_max_capacity": "disc_max_capacity",
+        "categorical_gamma": "disc_gamma",
+        "categorical_num_iter": Alias("disc_capacity_steps", as_int),
+        "alpha": "recon_weight",
+    }
+
     def __init__(
         self,
         in_channels: int,
         latent_dim: int,
         categorical_dim: int | list[int] = 10,
+        cont_min_capacity: float = 0.0,
+        cont_max_capacity: float = 25.0,
+        cont_gamma: float | None = None,
+        cont_capacity_steps: int = 25_000,
+        disc_min_capacity: float = 0.0,
+        disc_max_capacity: float = 25.0,
+        disc_gamma: float | None = None,
+        disc_capacity_steps: int = 25_000,
         hidden_dims: list[int] | None = None,
+        temperature: float = 1.0,
+        anneal_rate: float = 3e-5,
+        anneal_interval: int = 100,
+        recon_weight: float = 1.0,
+        *,
         image_size: int = 64,
         output_activation: Literal["sigmoid", "tanh", "none"] = "sigmoid",
         recon_reduction: Literal["mean", "sum"] | None = None,
         gamma: float = 30.0,
-        cont_max_capacity: float = 25.0,
-        cont_capacity_steps: int = 25_000,
-        disc_max_capacity: float = 25.0,
-        disc_capacity_steps: int = 25_000,
-        temperature: float = 1.0,
-        min_temperature: float = 0.5,
-        anneal_rate: float = 3e-5,
-        anneal_interval: int = 100,
+        min_temperature: float | None = None,
         likelihood: LikelihoodName = "mse",
         likelihood_scale: Literal["fixed", "learned"] = "learned",
         likelihood_std: float = 0.1,
@@ -90,13 +131,17 @@ class JointVAE(BaseVAE):
             likelihood, output_activation, recon_reduction, likelihood_scale, likelihood_std
         )
         hidden_dims = list(hidden_dims) if hidden_dims is not None else list(DEFAULT_HIDDEN_DIMS)
-        self.latent_dim, self.gamma = latent_dim, gamma
-        self.cont_capacity = (cont_max_capacity, cont_capacity_steps)
-        self.disc_capacity = (disc_max_capacity, disc_capacity_steps)
+        self.latent_dim, self.recon_weight = latent_dim, recon_weight
+        self.cont_gamma = gamma if cont_gamma is None else cont_gamma
+        self.disc_gamma = gamma if disc_gamma is None else disc_gamma
+        # (minimum, maximum, steps) of each capacity's linear rise
+        self.cont_capacity = (cont_min_capacity, cont_max_capacity, cont_capacity_steps)
+        self.disc_capacity = (disc_min_capacity, disc_max_capacity, disc_capacity_steps)
         self.encoder = ConvEncoder(in_channels, hidden_dims, image_size)
         self.head = GaussianHead(self.encoder.out_features, latent_dim)
         counts = [categorical_dim] if isinstance(categorical_dim, int) else categorical_dim
-        schedule = (temperature, min_temperature, anneal_rate, anneal_interval)
+        minimum = default_min_temperature(temperature) if min_temperature is None else min_temperature
+        schedule = (temperature, minimum, anneal_rate, anneal_interval)
         self.categorical = RelaxedCategorical(self.encoder.out_features, counts, *schedule)
         codes = latent_dim + self.categorical.size
         self.decoder = ConvDecoder(codes, in_channels, hidden_dims, image_size, activation)
@@ -109,7 +154,7 @@ class JointVAE(BaseVAE):
     def decode_params(self, z: Tensor) -> Tensor:
         return self.decoder(z)  # (B, D + sum Q) -> (B, C, H, W)
 
-    def forward(self, input: Tensor, **kwargs: Any) -> JointOutput:
+    def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:  # JointOutput (+ recon_params)
         mu, log_var, logits = self.encode(input)
         codes = self.categorical.rsample(logits, kwargs.get("global_step"))  # (B, sum Q)
         z = torch.cat([self.reparameterize(mu, log_var), codes], dim=1)  # (B, D + sum Q)
@@ -125,9 +170,12 @@ class JointVAE(BaseVAE):
         recon = self.reconstruction_loss(self.recon_params(output), output.input).mean()
         kl_cont = gaussian_kl(output.mu, output.log_var).mean()
         kl_disc = self.categorical.kl(output.logits).mean()  # summed over the categorical variables
-        c_cont = linear_capacity(step, *self.cont_capacity)
-        c_disc = min(linear_capacity(step, *self.disc_capacity), self.categorical.max_kl)
-        loss = recon + M_N * self.gamma * ((kl_cont - c_cont).abs() + (kl_disc - c_disc).abs())
+        c_cont = rising_capacity(step, *self.cont_capacity)
+        c_disc = min(rising_capacity(step, *self.disc_capacity), self.categorical.max_kl)
+        capacity_terms = (
+            self.cont_gamma * (kl_cont - c_cont).abs() + self.disc_gamma * (kl_disc - c_disc).abs()
+        )
+        loss = self.recon_weight * recon + M_N * capacity_terms
         return {
             "loss": loss,
             "Reconstruction_Loss": recon.detach(),

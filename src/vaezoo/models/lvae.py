@@ -18,6 +18,30 @@ from vaezoo.registry import register_model
 Ladder = tuple[list[DiagonalGaussian], list[DiagonalGaussian], list[Tensor]]
 
 
+def ladder_rungs(
+    latent_dim: int | Sequence[int] | None, latent_dims: Sequence[int] | None
+) -> tuple[int, list[int]]:
+    """The bottom rung's size and every rung's, bottom first, from ``latent_dim`` (an int, or
+    PyTorch-VAE's list of rungs) and ``latent_dims``."""
+    if latent_dim is not None and not isinstance(latent_dim, int):  # PyTorch-VAE's latent_dims
+        if latent_dims is not None and list(latent_dims) != list(latent_dim):
+            raise ValueError(f"latent_dim = {list(latent_dim)} and latent_dims = {list(latent_dims)} differ")
+        latent_dims, latent_dim = latent_dim, None
+    if latent_dims is not None:
+        dims = list(latent_dims)
+        if not dims:
+            raise ValueError("latent_dims needs at least one rung")
+        if latent_dim is not None and dims[0] != latent_dim:
+            raise ValueError(
+                f"latent_dims lists the rungs from the bottom: its first entry {dims[0]} "
+                f"must be latent_dim = {latent_dim}"
+            )
+        return dims[0], dims
+    if latent_dim is None:
+        raise TypeError("LVAE() missing required argument 'latent_dim' (or 'latent_dims')")
+    return latent_dim, [latent_dim, max(1, latent_dim // 2)]
+
+
 class LadderOutput(NamedTuple):
     """``forward``'s result: the shared prefix for the bottom rung, then every rung, bottom (z_1) first."""
 
@@ -66,6 +90,16 @@ class LVAE(VanillaVAE):
     out, ``decode`` returned (recons, kl), and the image size was fixed at 64.
 
     Loss keys: ``loss``, ``Reconstruction_Loss``, ``KLD`` (all rungs), ``KLD_z1`` .. ``KLD_zL``.
+
+    Arguments in PyTorch-VAE's order, ``(in_channels, latent_dim, hidden_dims)``, with
+    ``latent_dims``, ``rung_width`` and VanillaVAE's other arguments by keyword only. A list in the
+    ``latent_dim`` position is PyTorch-VAE's ``latent_dims``: ``LVAE(3, [4, 8, 16, 32, 128])`` is
+    ``LVAE(3, latent_dim=4, latent_dims=[4, 8, 16, 32, 128])``. PyTorch-VAE lists the rungs in the
+    same order, bottom first: its first encoder block (nearest the image) gives latent_dims[0], the
+    decoder reads latent_dims[0] and ``sample`` draws the top rung latent_dims[-1] from N(0, I).
+    ``hidden_dims`` is only the conv stack here (PyTorch-VAE tied one conv block to each rung, so it
+    needed as many hidden_dims as latent_dims; vaezoo's rungs sit on the final features, so any
+    lengths go together).
     """
 
     output_cls: type[NamedTuple] = LadderOutput
@@ -73,20 +107,16 @@ class LVAE(VanillaVAE):
     def __init__(
         self,
         in_channels: int,
-        latent_dim: int,
+        latent_dim: int | Sequence[int] | None = None,
         hidden_dims: Sequence[int] | None = None,
+        *,
         latent_dims: Sequence[int] | None = None,
         rung_width: int = 256,
         warmup_steps: int = 0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(in_channels, latent_dim, hidden_dims, **kwargs)
-        dims = list(latent_dims) if latent_dims is not None else [latent_dim, max(1, latent_dim // 2)]
-        if dims[0] != latent_dim:
-            raise ValueError(
-                f"latent_dims lists the rungs from the bottom: its first entry {dims[0]} "
-                f"must be latent_dim = {latent_dim}"
-            )
+        bottom, dims = ladder_rungs(latent_dim, latent_dims)
+        super().__init__(in_channels, bottom, hidden_dims, **kwargs)
         self.latent_dims = dims
         self.warmup_steps = warmup_steps
         self.loss_keys = (
@@ -138,10 +168,10 @@ class LVAE(VanillaVAE):
         posteriors, _, _ = self.ladder(input, stochastic=False)
         return [posteriors[0].mu, posteriors[0].log_var]
 
-    def forward(self, input: Tensor, **kwargs: Any) -> LadderOutput:
+    def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:  # LadderOutput (+ recon_params)
         posteriors, priors, latents = self.ladder(input)
         recons, params = self.decode_with_params(latents[0])
-        return self.pack(
+        values: dict[str, Any] = dict(  # tensors, and tuples of them (one per rung)
             recons=recons,
             recon_params=params,
             input=input,
@@ -153,6 +183,7 @@ class LVAE(VanillaVAE):
             prior_mu=tuple(p.mu for p in priors),
             prior_log_var=tuple(p.log_var for p in priors),
         )
+        return self.pack(**values)
 
     def rung_kls(self, output: LadderOutput) -> list[Tensor]:
         """KL(q(z_i|.) || p(z_i|z_{i+1})) per rung, bottom first, (B,) each; the top against N(0, I)."""
@@ -185,6 +216,7 @@ class LVAE(VanillaVAE):
         (q(z_i|.) depends on the sampled z_{i+1}). Returns z_1, (B, S, D_1)."""
         estimates = [expand_samples(estimate, num_samples) for estimate in self.bottom_up(x)]
         posteriors, priors, latents = self.top_down_pass(estimates)  # (B, S, D_i) each
-        log_prior = sum(p.log_prob(z) for p, z in zip(priors, latents))
-        log_posterior = sum(q.log_prob(z) for q, z in zip(posteriors, latents))
+        zero = latents[0].new_zeros(())
+        log_prior = sum((p.log_prob(z) for p, z in zip(priors, latents)), start=zero)
+        log_posterior = sum((q.log_prob(z) for q, z in zip(posteriors, latents)), start=zero)
         return latents[0], log_prior, log_posterior

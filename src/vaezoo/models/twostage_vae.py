@@ -11,8 +11,11 @@ from torch import Tensor, nn
 
 from vaezoo.losses import gaussian_kl, squared_error
 from vaezoo.models.vanilla_vae import VanillaVAE
-from vaezoo.nn.priors import ConditionalGaussian
+from vaezoo.nn.blocks import GaussianHead
+from vaezoo.nn.distributions import DiagonalGaussian
 from vaezoo.registry import register_model
+
+DEFAULT_STAGE2_WIDTH = 256  # hidden units of vaezoo's stage 2 (one layer in q(u|z), two in p(z|u))
 
 
 def learned_variance_nll(error: Tensor, log_gamma: Tensor, num_dims: int) -> Tensor:
@@ -38,19 +41,46 @@ class TwoStageOutput(NamedTuple):
     u_log_var: Tensor  # (B, D)
 
 
-class LatentVAE(nn.Module):
-    """Stage 2: a small MLP VAE over stage-1 latents z, with u ~ N(0, I) and p(z|u) = N(z_hat(u), gamma_z I)."""
+def mlp(in_features: int, widths: Sequence[int]) -> nn.Sequential:
+    """Linear + LeakyReLU layers of the given widths."""
+    sizes = [in_features, *widths]
+    return nn.Sequential(*(m for a, b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b), nn.LeakyReLU())))
 
-    def __init__(self, latent_dim: int, width: int) -> None:
+
+class GaussianMLP(nn.Module):
+    """q(u|z) = N(mu(h), diag sigma^2(h)), h an MLP of z (one hidden layer: a ConditionalGaussian)."""
+
+    def __init__(self, in_features: int, latent_dim: int, widths: Sequence[int]) -> None:
         super().__init__()
-        self.encoder = ConditionalGaussian(latent_dim, latent_dim, width)  # q(u|z)
+        self.hidden = mlp(in_features, widths)
+        self.head = GaussianHead(widths[-1], latent_dim)
+
+    def forward(self, h: Tensor) -> DiagonalGaussian:
+        mu, log_var = self.head(self.hidden(h))  # (B, D), (B, D)
+        return DiagonalGaussian(mu, log_var)
+
+
+class LatentVAE(nn.Module):
+    """Stage 2: a small MLP VAE over stage-1 latents z, with u ~ N(0, I) and p(z|u) = N(z_hat(u), gamma_z I).
+
+    ``widths`` is one width w -- vaezoo's stage 2, one hidden layer of w in q(u|z) and two in
+    p(z|u) -- or a list, PyTorch-VAE's ``hidden_dims2``: q(u|z)'s hidden layers, and p(z|u)'s in reverse.
+    """
+
+    def __init__(self, latent_dim: int, widths: int | Sequence[int]) -> None:
+        super().__init__()
+        if isinstance(widths, int):
+            encoder_widths, decoder_widths = [widths], [widths, widths]
+        else:
+            encoder_widths = list(widths)
+            decoder_widths = encoder_widths[::-1]
+        if not encoder_widths:
+            raise ValueError("stage 2 needs at least one hidden layer (hidden_dims2 is empty)")
+        self.encoder = GaussianMLP(latent_dim, latent_dim, encoder_widths)  # q(u|z)
+        # u -> z_hat, the mean of p(z|u)
         self.decoder = nn.Sequential(
-            nn.Linear(latent_dim, width),
-            nn.LeakyReLU(),
-            nn.Linear(width, width),
-            nn.LeakyReLU(),
-            nn.Linear(width, latent_dim),
-        )  # u -> z_hat, the mean of p(z|u)
+            *mlp(latent_dim, decoder_widths), nn.Linear(decoder_widths[-1], latent_dim)
+        )
         self.log_gamma = nn.Parameter(torch.zeros(()))  # log gamma_z
 
     def loss(self, z: Tensor, output: TwoStageOutput, kl_weight: float) -> dict[str, Tensor]:
@@ -94,6 +124,13 @@ class TwoStageVAE(VanillaVAE):
     ``likelihood_is_normalized`` is True; ``likelihood`` stays ``"mse"``). The bound is not that of
     the sampler through stage 2, whose p(z) has no closed form.
 
+    Arguments in PyTorch-VAE's order, ``(in_channels, latent_dim, hidden_dims, hidden_dims2)``, with
+    ``stage2_width`` and VanillaVAE's others by keyword only. ``hidden_dims2`` means what it means in
+    PyTorch-VAE: the widths of stage 2's hidden layers, in its encoder in that order and in its
+    decoder reversed (``[1024, 1024]``: two of 1024 in each; PyTorch-VAE also adds BatchNorm there,
+    vaezoo does not). Left out, stage 2 is vaezoo's: one hidden layer of ``stage2_width`` (256) in
+    the encoder and two in the decoder; give one of the two, not both.
+
     Completes PyTorch-VAE's TwoStageVAE, which was unfinished (only a vanilla-VAE loss, no stage 2,
     not importable). Loss keys: ``loss``, stage 1's ``Reconstruction_Loss`` (the gamma-NLL),
     ``KLD``, ``Log_Gamma``, and stage 2's ``Stage2_Loss``, ``Stage2_Reconstruction_Loss``,
@@ -102,7 +139,7 @@ class TwoStageVAE(VanillaVAE):
 
     output_cls: type[NamedTuple] = TwoStageOutput
     own_reconstruction = "its decoder is its own learned-variance Gaussian (log_gamma), already a likelihood"
-    loss_keys = (
+    loss_keys: tuple[str, ...] = (
         "loss",
         "Reconstruction_Loss",
         "KLD",
@@ -118,14 +155,22 @@ class TwoStageVAE(VanillaVAE):
         in_channels: int,
         latent_dim: int,
         hidden_dims: Sequence[int] | None = None,
-        stage2_width: int = 256,
+        hidden_dims2: Sequence[int] | None = None,
+        *,
+        stage2_width: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(in_channels, latent_dim, hidden_dims, **kwargs)
         self.log_gamma = nn.Parameter(torch.zeros(()))  # stage 1's log gamma
-        self.stage2 = LatentVAE(latent_dim, stage2_width)
+        if hidden_dims2 is not None and stage2_width is not None:
+            raise ValueError(
+                "TwoStageVAE takes hidden_dims2 (stage 2's layer widths) or stage2_width (one width "
+                "for vaezoo's stage 2), not both"
+            )
+        width = DEFAULT_STAGE2_WIDTH if stage2_width is None else stage2_width
+        self.stage2 = LatentVAE(latent_dim, width if hidden_dims2 is None else list(hidden_dims2))
 
-    def forward(self, input: Tensor, **kwargs: Any) -> TwoStageOutput:
+    def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:  # TwoStageOutput
         mu, log_var = self.encode(input)  # (B, D) each
         z = self.reparameterize(mu, log_var)  # (B, D)
         u_posterior = self.stage2.encoder(z.detach())  # stage 2 treats z as data: no gradient to stage 1
@@ -149,7 +194,7 @@ class TwoStageVAE(VanillaVAE):
         )
 
     def loss_function(self, *args: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
-        output = self.output_cls(*args[: len(self.output_cls._fields)])
+        output = TwoStageOutput(*args[: len(TwoStageOutput._fields)])  # output_cls: mse only, no recon_params
         stage1 = super().loss_function(*output, M_N=M_N, **kwargs)  # recon (with gamma) + M_N * KL
         stage2 = self.stage2.loss(output.z.detach(), output, M_N)
         return {

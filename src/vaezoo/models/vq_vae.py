@@ -120,6 +120,11 @@ class VQVAE(BaseVAE):
     the codebook terms then use the sum, like the negative log-likelihood. Fixes to PyTorch-VAE: any image size and channel
     count, a clear error instead of ``Warning`` from ``sample``, EMA codebook, data-dependent
     codebook initialisation, usage metrics, BatchNorm in the strided layers (stable training).
+
+    Arguments in PyTorch-VAE's order, ``(in_channels, latent_dim, num_embeddings, hidden_dims,
+    beta, image_size)`` -- ``VQVAE(3, 64, 512)`` is 64-dimensional codes, 512 of them -- and the
+    rest by keyword only. PyTorch-VAE's ``embedding_dim`` is ``latent_dim`` and its ``img_size``
+    is ``image_size``.
     """
 
     loss_keys = (
@@ -128,6 +133,7 @@ class VQVAE(BaseVAE):
     )  # fmt: skip
     samples_from_prior = False
     output_cls = VQOutput
+    argument_aliases = {"embedding_dim": "latent_dim"}
 
     def __init__(
         self,
@@ -135,13 +141,14 @@ class VQVAE(BaseVAE):
         latent_dim: int,
         num_embeddings: int = 512,
         hidden_dims: list[int] | None = None,
-        num_residual_layers: int = 2,
         beta: float = 0.25,
+        image_size: int = 64,
+        *,
+        num_residual_layers: int = 2,
         ema: bool = False,
         ema_decay: float = 0.99,
         ema_epsilon: float = 1e-5,
         data_init: bool = False,
-        image_size: int = 64,
         output_activation: Literal["sigmoid", "tanh", "none"] = "sigmoid",
         recon_reduction: Literal["mean", "sum"] | None = None,
         likelihood: LikelihoodName = "mse",
@@ -166,7 +173,7 @@ class VQVAE(BaseVAE):
     def decode_params(self, z: Tensor) -> Tensor:
         return self.decoder(z)  # quantised (B, D, h, w) -> (B, C, H, W)
 
-    def forward(self, input: Tensor, **kwargs: Any) -> VQOutput:
+    def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:  # VQOutput (+ recon_params)
         z_e = self.encode(input)[0]  # (B, D, h, w)
         quantized = self.quantizer(z_e)
         recons, params = self.decode_with_params(quantized.straight_through)
