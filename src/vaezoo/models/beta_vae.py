@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from torch import Tensor
 
+from vaezoo.arguments import Alias, as_int
 from vaezoo.losses.schedules import linear_capacity
 from vaezoo.models.vanilla_vae import VanillaVAE
 from vaezoo.registry import register_model
@@ -37,9 +38,17 @@ class BetaVAE(VanillaVAE):
     ``global_step`` (training batches so far). Called without ``global_step`` (plain Python use),
     the end of the schedule, C = ``max_capacity``, is used. Logged: ``KLD`` (true sign) and, for
     "B", the current ``Capacity``.
+
+    Signature: PyTorch-VAE's order, ``(in_channels, latent_dim, hidden_dims, beta, gamma,
+    max_capacity, capacity_anneal_steps, loss_type)``, then VanillaVAE's keyword-only arguments.
+    PyTorch-VAE's ``Capacity_max_iter`` is accepted for ``capacity_anneal_steps`` (the same number of
+    steps over which C reaches ``max_capacity``; its float default ``1e5`` becomes the int 100000).
     """
 
-    loss_keys = ("loss", "Reconstruction_Loss", "KLD", "Capacity")  # loss_type "B"; "H" has no Capacity
+    loss_keys: tuple[str, ...] = ("loss", "Reconstruction_Loss", "KLD", "Capacity")  # "H": no Capacity
+    argument_aliases: ClassVar[dict[str, str | Alias]] = {
+        "Capacity_max_iter": Alias("capacity_anneal_steps", as_int)
+    }
 
     def __init__(
         self,
@@ -61,7 +70,7 @@ class BetaVAE(VanillaVAE):
         self.beta = beta
         self.gamma = gamma
         self.max_capacity = max_capacity
-        self.capacity_anneal_steps = capacity_anneal_steps
+        self.capacity_anneal_steps = as_int(capacity_anneal_steps)  # 1e5, given positionally, is 100000
         self.loss_type = loss_type
         if loss_type == "H":
             self.loss_keys = VanillaVAE.loss_keys

@@ -46,27 +46,39 @@ class DFCVAE(VanillaVAE):
     term), ``KLD``. Fixes to PyTorch-VAE: no download, ImageNet normalisation, VGG not saved in
     checkpoints nor given to Adam, any channel count 1/3 and image size. ``likelihood`` must stay
     ``"mse"``: the feature loss is not a likelihood, so ``likelihood_is_normalized`` is False.
+
+    Signature: PyTorch-VAE's order, ``(in_channels, latent_dim, hidden_dims, alpha, beta)``; the
+    rest is keyword-only. To reproduce PyTorch-VAE's pixel term, ``beta * pixel MSE``, set
+    ``pixel_weight = beta``.
     """
 
     own_reconstruction = "its reconstruction term, a VGG feature loss, replaces the likelihood"
+    feature_network: VGG19BNFeatures  # a plain attribute, not a submodule (see above)
 
     def __init__(
         self,
         in_channels: int,
         latent_dim: int,
         hidden_dims: list[int] | None = None,
+        alpha: float = 1.0,
+        beta: float = 0.5,
+        *,
         image_size: int = 64,
         output_activation: Literal["sigmoid", "tanh", "none"] = "sigmoid",
         recon_reduction: Literal["mean", "sum"] = "mean",
-        alpha: float = 1.0,
-        beta: float = 0.5,
         pixel_weight: float = 0.0,
         feature_layers: list[str] | None = None,
         feature_weights: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
-            in_channels, latent_dim, hidden_dims, image_size, output_activation, recon_reduction, **kwargs
+            in_channels,
+            latent_dim,
+            hidden_dims,
+            image_size=image_size,
+            output_activation=output_activation,
+            recon_reduction=recon_reduction,
+            **kwargs,
         )
         if in_channels not in (1, 3):
             raise ValueError(f"DFCVAE compares VGG features of 1- or 3-channel images, not {in_channels}")

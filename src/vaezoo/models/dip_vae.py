@@ -33,9 +33,12 @@ class DIPVAE(VanillaVAE):
     Fixed from PyTorch-VAE: mu was centred over the latent dimensions instead of the batch, the
     covariance was not divided by the batch size, and the DIP-II term added E[sigma^4] taken along
     the wrong axis instead of E[sigma^2]; DIP-I was missing.
+
+    Signature: PyTorch-VAE's order, ``(in_channels, latent_dim, hidden_dims, lambda_diag,
+    lambda_offdiag)``; ``dip_type`` and VanillaVAE's arguments are keyword-only.
     """
 
-    loss_keys = ("loss", "Reconstruction_Loss", "KLD", "DIP_Loss")
+    loss_keys: tuple[str, ...] = ("loss", "Reconstruction_Loss", "KLD", "DIP_Loss")
 
     def __init__(
         self,
@@ -44,6 +47,7 @@ class DIPVAE(VanillaVAE):
         hidden_dims: Sequence[int] | None = None,
         lambda_diag: float = 10.0,
         lambda_offdiag: float = 5.0,
+        *,
         dip_type: Literal["i", "ii"] = "ii",
         **kwargs: Any,
     ) -> None:

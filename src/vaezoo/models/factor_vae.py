@@ -40,10 +40,16 @@ class FactorVAE(VanillaVAE):
     each dimension *across* the batch; its discriminator step reused the graph of the previous VAE
     step (a "backward through the graph a second time" error); the discriminator's parameters were
     also in the VAE's optimizer.
+
+    PyTorch-VAE's callers pick the objective with ``optimizer_idx``:
+    ``loss_function(*out, M_N=..., optimizer_idx=0)`` is the VAE loss (the default) and
+    ``loss_function(*out, optimizer_idx=1)`` the discriminator's, ``auxiliary_loss(out)`` with its
+    ``D_TC_Loss``. Signature: PyTorch-VAE's order, ``(in_channels, latent_dim, hidden_dims, gamma)``;
+    the discriminator's settings and VanillaVAE's arguments are keyword-only.
     """
 
     output_cls = VAEOutputWithZ
-    loss_keys = ("loss", "Reconstruction_Loss", "KLD", "VAE_TC_Loss")
+    loss_keys: tuple[str, ...] = ("loss", "Reconstruction_Loss", "KLD", "VAE_TC_Loss")
 
     def __init__(
         self,
@@ -51,6 +57,7 @@ class FactorVAE(VanillaVAE):
         latent_dim: int,
         hidden_dims: Sequence[int] | None = None,
         gamma: float = 40.0,
+        *,
         discriminator_units: int = 1000,
         discriminator_layers: int = 6,
         discriminator_lr: float = 1e-4,
@@ -60,6 +67,20 @@ class FactorVAE(VanillaVAE):
         self.gamma = gamma
         self.discriminator = LatentDiscriminator(latent_dim, discriminator_units, discriminator_layers)
         self.auxiliary_lr = discriminator_lr
+
+    def loss_function(
+        self, *args: Any, M_N: float = 1.0, optimizer_idx: int | None = 0, **kwargs: Any
+    ) -> dict[str, Tensor]:
+        """The VAE loss (``optimizer_idx=0``) or, as PyTorch-VAE's second optimizer asks for it,
+        the discriminator's loss (``optimizer_idx=1``, :meth:`auxiliary_loss`)."""
+        if optimizer_idx == 1:
+            return self.auxiliary_loss(self.output_cls(*args[: len(self.output_cls._fields)]), **kwargs)
+        if optimizer_idx not in (0, None):
+            raise ValueError(
+                f"FactorVAE has two objectives, optimizer_idx 0 (the VAE) and 1 (the discriminator), "
+                f"not {optimizer_idx!r}"
+            )
+        return super().loss_function(*args, M_N=M_N, **kwargs)
 
     def regularizer(self, output: Any, kl_weight: float, **kwargs: Any) -> tuple[Tensor, dict[str, Tensor]]:
         kl_penalty, terms = super().regularizer(output, kl_weight)

@@ -47,10 +47,13 @@ class IWAE(VanillaVAE):
     Loss keys: ``loss``; ``Reconstruction_Loss`` and ``KLD`` (the Monte Carlo estimate
     log q - log p) averaged over samples; ``ELBO``, the mean log-weight, a bound that ``-loss``
     always meets or beats.
+
+    Signature: PyTorch-VAE's ``(in_channels, latent_dim, hidden_dims, num_samples)``, then
+    VanillaVAE's keyword-only arguments.
     """
 
     output_cls: type[NamedTuple] = ImportanceOutput
-    loss_keys = ("loss", "Reconstruction_Loss", "KLD", "ELBO")
+    loss_keys: tuple[str, ...] = ("loss", "Reconstruction_Loss", "KLD", "ELBO")
     num_estimates: int = 1  # groups the samples are averaged in (MIWAE's M); the IWAE has one
 
     def __init__(
@@ -70,7 +73,7 @@ class IWAE(VanillaVAE):
     def samples_per_input(self) -> int:
         return self.num_estimates * self.num_samples
 
-    def forward(self, input: Tensor, **kwargs: Any) -> ImportanceOutput:
+    def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:  # ImportanceOutput (+ recon_params)
         mu, log_var = self.encode(input)  # (B, D) each
         z = expand_samples(DiagonalGaussian(mu, log_var), self.samples_per_input).rsample()  # (B, S, D)
         all_recons, all_params = self.decode_with_params(z.flatten(0, 1))  # (B*S, C, H, W) each
@@ -85,9 +88,10 @@ class IWAE(VanillaVAE):
             recon_params=all_params,  # (B, S, C, H, W), with a likelihood other than mse
         )
 
-    def sample_terms(self, output: ImportanceOutput) -> tuple[Tensor, Tensor, Tensor]:
+    def sample_terms(self, output: Any) -> tuple[Tensor, Tensor, Tensor]:
         """Per example and sample, (B, S) each: the reconstruction loss (-log p(x|z_s), up to a
-        constant for mse), log p(z_s) and log q(z_s|x)."""
+        constant for mse), log p(z_s) and log q(z_s|x). ``output``: the model's ``output_cls``
+        (:class:`ImportanceOutput`, with ``recon_params`` for a likelihood other than mse)."""
         batch, samples = output.z.shape[:2]
         params = self.recon_params(output, "all_recons")  # (B, S, C, H, W)
         targets = output.input.unsqueeze(1).expand_as(params)  # (B, S, C, H, W)
@@ -96,7 +100,7 @@ class IWAE(VanillaVAE):
         return recon.view(batch, samples), log_standard_normal(output.z), posterior.log_prob(output.z)
 
     def loss_function(self, *args: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
-        output = self.output_cls(*args[: len(self.output_cls._fields)])
+        output: Any = self.output_cls(*args[: len(self.output_cls._fields)])
         recon, log_prior, log_posterior = self.sample_terms(output)  # (B, S) each
         log_w = log_importance_weights(-recon, log_prior, log_posterior, M_N)  # (B, S)
         loss = -multi_sample_bound(log_w, self.num_estimates).mean()

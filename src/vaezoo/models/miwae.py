@@ -22,6 +22,9 @@ class MIWAE(IWAE):
     over M samples; between the two it trades the bound's tightness for a better signal-to-noise
     ratio of the encoder's gradient. ``z`` and ``all_recons`` hold the M*K samples with the K of
     one group next to each other: ``z.view(B, M, K, D)``. Loss keys as the IWAE's.
+
+    Signature: PyTorch-VAE's ``(in_channels, latent_dim, hidden_dims, num_samples, num_estimates)``
+    (PyTorch-VAE's default num_estimates is 5, vaezoo's 3), then VanillaVAE's keyword-only arguments.
     """
 
     def __init__(

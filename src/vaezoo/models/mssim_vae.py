@@ -28,6 +28,12 @@ class MSSIMVAE(VanillaVAE):
 
     ``data_range`` is the value range L of the images (1 for [0, 1], 2 for [-1, 1]); by default it
     follows ``output_activation``. Images too small for five scales use as many as fit (32 px: 4).
+    ``size_average`` (PyTorch-VAE's MS-SSIM option) reduces the reconstruction term over the batch:
+    ``True`` (the default, as there) averages the per-image terms, ``False`` sums them (the KL term
+    stays a batch mean; ``Reconstruction_Loss`` is logged as it enters the loss).
+
+    Signature: PyTorch-VAE's order, ``(in_channels, latent_dim, hidden_dims, window_size,
+    size_average)``; ``data_range`` and VanillaVAE's arguments are keyword-only.
 
     Fixed against PyTorch-VAE: the Gaussian window has its minus sign (exp(-(x-c)^2 / 2 sigma^2));
     contrast-structure terms are clamped at 0 before the fractional powers (NaN before); the data
@@ -44,6 +50,8 @@ class MSSIMVAE(VanillaVAE):
         latent_dim: int,
         hidden_dims: Sequence[int] | None = None,
         window_size: int = 11,
+        size_average: bool = True,
+        *,
         data_range: float | None = None,
         **kwargs: Any,
     ) -> None:
@@ -54,9 +62,13 @@ class MSSIMVAE(VanillaVAE):
             )
         self.data_range = data_range if data_range is not None else DATA_RANGE[self.output_activation]
         self.window_size = window_size
+        self.size_average = size_average
 
     def reconstruction_loss(self, recons: Tensor, input: Tensor) -> Tensor:
         dissimilarity = 1.0 - ms_ssim(recons, input, self.data_range, self.window_size)  # (B,)
         if self.recon_reduction == "sum":
             return dissimilarity * input[0].numel()
         return dissimilarity
+
+    def reduce_over_batch(self, per_example: Tensor) -> Tensor:
+        return per_example.mean() if self.size_average else per_example.sum()

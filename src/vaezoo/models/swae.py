@@ -28,22 +28,28 @@ class SWAE(LatentMatchingAutoencoder):
     1/(B(B-1)) factor copied from the MMD code; the reconstruction term is the model's
     ``recon_reduction`` squared error, as in every other model (PyTorch-VAE added an L1 term).
     Loss keys: ``loss``, ``Reconstruction_Loss``, ``SWD``.
+
+    Signature: PyTorch-VAE's order, ``(in_channels, latent_dim, hidden_dims, reg_weight,
+    wasserstein_deg, num_projections, projection_dist)``; ``latent_var`` (the prior's variance,
+    1 as in PyTorch-VAE's N(0, I)) and VanillaVAE's arguments are keyword-only. As there, ``M_N``
+    plays no part in the loss.
     """
 
     divergence_key = "SWD"
-    loss_keys = ("loss", "Reconstruction_Loss", "SWD")
+    loss_keys: tuple[str, ...] = ("loss", "Reconstruction_Loss", "SWD")
 
     def __init__(
         self,
         in_channels: int,
         latent_dim: int,
         hidden_dims: Sequence[int] | None = None,
+        reg_weight: float = 100.0,
         wasserstein_deg: float = 2.0,
         num_projections: int = 50,
         projection_dist: ProjectionDistribution = "normal",
         **kwargs: Any,
     ) -> None:
-        super().__init__(in_channels, latent_dim, hidden_dims, **kwargs)
+        super().__init__(in_channels, latent_dim, hidden_dims, reg_weight=reg_weight, **kwargs)
         if projection_dist not in ("normal", "cauchy"):
             raise ValueError(f"projection_dist '{projection_dist}' is not one of ('normal', 'cauchy')")
         if wasserstein_deg <= 0 or num_projections < 1:

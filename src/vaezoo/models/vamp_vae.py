@@ -40,6 +40,9 @@ class VampVAE(VanillaVAE):
     ``log_importance_weights`` use log p(z) under the VampPrior; there is no ``kl_per_dimension``
     (the mixture does not factorise). Loss keys: ``loss``, ``Reconstruction_Loss``, ``KLD`` (the
     estimate above).
+
+    Signature: PyTorch-VAE's order, ``(in_channels, latent_dim, hidden_dims, num_components)``,
+    then VanillaVAE's keyword-only arguments.
     """
 
     output_cls: type[NamedTuple] = VAEOutputWithZ
@@ -50,6 +53,7 @@ class VampVAE(VanillaVAE):
         latent_dim: int,
         hidden_dims: Sequence[int] | None = None,
         num_components: int = 50,
+        *,
         image_size: int = 64,
         output_activation: Literal["sigmoid", "tanh", "none"] = "sigmoid",
         **kwargs: Any,

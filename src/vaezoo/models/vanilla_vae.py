@@ -83,16 +83,20 @@ class VanillaVAE(BaseVAE):
     over pixels, so ``recon_reduction`` must be ``"sum"`` (its default then; ``None`` means "mean"
     for mse and "sum" otherwise), ``M_N = 1`` is the exact negative ELBO, and ``forward``'s output
     gets a last field ``recon_params`` (e.g. the logits); ``recons`` and ``decode`` stay images.
+
+    Signature: PyTorch-VAE's ``(in_channels, latent_dim, hidden_dims=None)``, positionally; every
+    other argument is keyword-only (``img_size`` is accepted for ``image_size``).
     """
 
     output_cls: type[NamedTuple] = VAEOutput
-    loss_keys = ("loss", "Reconstruction_Loss", "KLD")
+    loss_keys: tuple[str, ...] = ("loss", "Reconstruction_Loss", "KLD")
 
     def __init__(
         self,
         in_channels: int,
         latent_dim: int,
         hidden_dims: Sequence[int] | None = None,
+        *,
         image_size: int = 64,
         output_activation: Literal["sigmoid", "tanh", "none"] = "sigmoid",
         recon_reduction: Literal["mean", "sum"] | None = None,
@@ -131,15 +135,26 @@ class VanillaVAE(BaseVAE):
 
     # -- the loss, and the hooks variants override ----------------------------------------------
     def loss_function(self, *args: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
-        output = self.output_cls(*args[: len(self.output_cls._fields)])
-        recon = self.reconstruction_loss(self.recon_params(output), output.input).mean()
+        output: Any = self.output_cls(*args[: len(self.output_cls._fields)])  # the model's output_cls
+        recon = self.reduce_over_batch(self.reconstruction_loss(self.recon_params(output), output.input))
         penalty, terms = self.regularizer(output, M_N, **kwargs)
-        loss = recon + penalty
+        loss = self.reconstruction_weight * recon + penalty
         return {
             "loss": loss,
             "Reconstruction_Loss": recon.detach(),
             **{k: v.detach() for k, v in terms.items()},
         }
+
+    @property
+    def reconstruction_weight(self) -> float:
+        """The weight of the reconstruction term in the loss: 1 unless a model has its own (InfoVAE's
+        ``beta``). ``Reconstruction_Loss`` is logged unweighted."""
+        return 1.0
+
+    def reduce_over_batch(self, per_example: Tensor) -> Tensor:
+        """The reconstruction term of the loss from its per-example values (B,): the batch mean
+        (MSSIMVAE's ``size_average=False``: the sum)."""
+        return per_example.mean()
 
     def regularizer(self, output: Any, kl_weight: float, **kwargs: Any) -> tuple[Tensor, dict[str, Tensor]]:
         """The term added to the reconstruction loss, and the named terms to log."""

@@ -37,17 +37,20 @@ class LatentMatchingAutoencoder(VanillaVAE):
     ``loss_keys``) and implement :meth:`divergence`. ``embed`` is the code z = f(x); with no
     posterior there is no ``kl_per_dimension`` and no ``log_importance_weights`` (both raise
     ``NotImplementedError``). A ``likelihood`` other than mse makes the cost c = -log p(x|z).
+    ``reg_weight`` and ``latent_var`` are keyword-only here: each subclass puts them where
+    PyTorch-VAE's constructor has them.
     """
 
     output_cls = AutoencoderOutput
     divergence_key = "Divergence"  # the name of the divergence in the loss dict
-    loss_keys = ("loss", "Reconstruction_Loss", "Divergence")
+    loss_keys: tuple[str, ...] = ("loss", "Reconstruction_Loss", "Divergence")
 
     def __init__(
         self,
         in_channels: int,
         latent_dim: int,
         hidden_dims: Sequence[int] | None = None,
+        *,
         reg_weight: float = 100.0,
         latent_var: float = 1.0,
         **kwargs: Any,
@@ -64,7 +67,7 @@ class LatentMatchingAutoencoder(VanillaVAE):
     def encode(self, input: Tensor) -> list[Tensor]:
         return [self.head(self.encoder(input))]  # [(B, D)]
 
-    def forward(self, input: Tensor, **kwargs: Any) -> AutoencoderOutput:
+    def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:  # AutoencoderOutput (+ recon_params)
         z = self.encode(input)[0]  # (B, D), no noise: the encoder is deterministic
         recons, params = self.decode_with_params(z)
         return self.pack(recons=recons, recon_params=params, input=input, z=z)
@@ -107,22 +110,32 @@ class WAE_MMD(LatentMatchingAutoencoder):
 
     Fixed against PyTorch-VAE: IMQ and RBF are on one scale (PyTorch-VAE summed one kernel matrix
     and averaged the other, and kept the RBF diagonal); no extra 1/(B(B-1)) factor on an already
-    averaged MMD; the prior that is sampled is the prior the codes were matched to.
+    averaged MMD; the prior that is sampled is the prior the codes were matched to. ``latent_var``
+    is sigma_z^2, the prior's variance, as in the paper: PyTorch-VAE set the kernel scale from it
+    but drew its prior samples from N(0, I) whatever its value.
     Loss keys: ``loss``, ``Reconstruction_Loss``, ``MMD``.
+
+    Signature: PyTorch-VAE's order, ``(in_channels, latent_dim, hidden_dims, reg_weight,
+    kernel_type, latent_var)`` (PyTorch-VAE's default latent_var is 2, vaezoo's 1), then
+    VanillaVAE's keyword-only arguments. As there, ``M_N`` plays no part in the loss.
     """
 
     divergence_key = "MMD"
-    loss_keys = ("loss", "Reconstruction_Loss", "MMD")
+    loss_keys: tuple[str, ...] = ("loss", "Reconstruction_Loss", "MMD")
 
     def __init__(
         self,
         in_channels: int,
         latent_dim: int,
         hidden_dims: Sequence[int] | None = None,
+        reg_weight: float = 100.0,
         kernel_type: Kernel = "imq",
+        latent_var: float = 1.0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(in_channels, latent_dim, hidden_dims, **kwargs)
+        super().__init__(
+            in_channels, latent_dim, hidden_dims, reg_weight=reg_weight, latent_var=latent_var, **kwargs
+        )
         if kernel_type not in KERNELS:
             raise ValueError(f"kernel_type '{kernel_type}' is not one of {tuple(KERNELS)}")
         self.kernel_type = kernel_type
