@@ -323,3 +323,13 @@ def test_gamma_vae_stays_finite_under_aggressive_training():
         assert all(torch.isfinite(v) for v in losses.values()), losses
     samples = model.sample(4, "cpu")
     assert samples.shape == (4, 1, 16, 16) and torch.isfinite(samples).all()
+
+
+def test_mssim_vae_trains_on_the_shifted_form_so_every_image_has_a_gradient():
+    from vaezoo.models.mssim_vae import MSSIMVAE
+
+    model = MSSIMVAE(1, 4, hidden_dims=[8, 16], image_size=32)
+    x = smooth_images(2, size=32)
+    recons = (1.0 - x).requires_grad_(True)  # anti-correlated with its target at every scale
+    (grad,) = torch.autograd.grad(model.reconstruction_loss(recons, x).sum(), recons)
+    assert model.ssim_form == "shifted" and (grad.flatten(1).abs().sum(1) > 0).all()

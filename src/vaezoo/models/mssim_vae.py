@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
-from vaezoo.losses.ssim import ms_ssim
+from vaezoo.losses.ssim import MsSsimForm, ms_ssim
 from vaezoo.models.vanilla_vae import VanillaVAE
 from vaezoo.registry import register_model
 
@@ -35,8 +35,13 @@ class MSSIMVAE(VanillaVAE):
     Signature: PyTorch-VAE's order, ``(in_channels, latent_dim, hidden_dims, window_size,
     size_average)``; ``data_range`` and VanillaVAE's arguments are keyword-only.
 
+    ``ssim_form`` maps each scale's term t in [-1, 1] into [0, 1] before the fractional powers:
+    ``"shifted"`` (1 + t) / 2, the default, keeps a gradient for every image; ``"clamped"`` max(t, 0),
+    the metric's usual form, gives images with an anti-correlated scale none (7 % of 64x64 dSprites
+    images at initialisation). Evaluation reports the standard metrics either way.
+
     Fixed against PyTorch-VAE: the Gaussian window has its minus sign (exp(-(x-c)^2 / 2 sigma^2));
-    contrast-structure terms are clamped at 0 before the fractional powers (NaN before); the data
+    terms are mapped into [0, 1] before the fractional powers (NaN before); the data
     range matches the data instead of a fixed 1.0; ``sample`` is device-agnostic (no ``.cuda()``).
     Loss keys: ``loss``, ``Reconstruction_Loss``, ``KLD``. ``likelihood`` must stay ``"mse"``: 1 - MS-SSIM
     is not a likelihood, so ``likelihood_is_normalized`` is False.
@@ -53,6 +58,7 @@ class MSSIMVAE(VanillaVAE):
         size_average: bool = True,
         *,
         data_range: float | None = None,
+        ssim_form: MsSsimForm = "shifted",
         **kwargs: Any,
     ) -> None:
         super().__init__(in_channels, latent_dim, hidden_dims, **kwargs)
@@ -63,9 +69,10 @@ class MSSIMVAE(VanillaVAE):
         self.data_range = data_range if data_range is not None else DATA_RANGE[self.output_activation]
         self.window_size = window_size
         self.size_average = size_average
+        self.ssim_form = ssim_form
 
     def reconstruction_loss(self, recons: Tensor, input: Tensor) -> Tensor:
-        dissimilarity = 1.0 - ms_ssim(recons, input, self.data_range, self.window_size)  # (B,)
+        dissimilarity = 1.0 - ms_ssim(recons, input, self.data_range, self.window_size, form=self.ssim_form)
         if self.recon_reduction == "sum":
             return dissimilarity * input[0].numel()
         return dissimilarity
