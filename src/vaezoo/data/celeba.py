@@ -11,6 +11,23 @@ Images are centre-cropped (``data.crop``, default 148) and resized to ``data.ima
 images are flipped left-right at random (``data.flip``, default on). Labels are the 40 attributes as
 float32 0/1. The images of all three splits are decoded once into one uint8 cache (under
 ``data.cache_dir``).
+
+PyTorch-VAE reads the same files: its ``dataset.py`` opens torchvision's ``CelebA(data_path)``, whose
+layout is ``data_path/celeba/img_align_celeba/*.jpg`` plus the list files, so its ``data_path`` is a
+valid ``data.path`` as it stands (the identity, bounding-box and landmark lists torchvision also
+reads are not needed here). Its transforms map one to one:
+
+    RandomHorizontalFlip      data.flip: true (training images only; PyTorch-VAE flips its
+                              validation images too). It flips before the crop, vaezoo after the
+                              resize: with the crop's equal margins the pixels are the same
+    CenterCrop(148)           data.crop: 148 (on the 178x218 aligned images: the same pixels)
+    Resize(patch_size)        data.image_size: patch_size (PIL bilinear resize, as torchvision's on
+                              PIL images)
+    ToTensor                  data.normalize: unit, pixels in [0, 1] (its 2020 layout then applied
+                              2x - 1: data.normalize: symmetric)
+
+One difference remains: PyTorch-VAE validates on the official test split (2), vaezoo on the
+official validation split (1); the test split is kept apart as ``splits.test``.
 """
 
 from __future__ import annotations

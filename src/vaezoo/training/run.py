@@ -5,6 +5,8 @@ before the run folder is created, so a failed start leaves nothing behind for ``
 over. A run folder holds::
 
     config.yaml              the resolved config (model arguments filled in from the data)
+    source_config.yaml       the user's own file, as written, when it was PyTorch-VAE's layout
+    translation.yaml         what was translated, implied, ignored, and any device fallback
     checkpoints/last.ckpt    the latest state, for --resume
     checkpoints/best-*.ckpt  the best by validation loss
     images/                  reconstructions_epochNNN.png, samples_epochNNN.png
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import typing
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +27,16 @@ from typing import Any
 
 import lightning as L
 import torch
+import yaml
+from lightning.fabric.connector import _PRECISION_INPUT
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
-from torch import nn
 
 from vaezoo.config import Config, ConfigError, TrainConfig, load_config
 from vaezoo.data import VAEDataModule
 from vaezoo.fileio import atomic_write_text
+from vaezoo.models.base import BaseVAE
 from vaezoo.registry import create_model, get_model_class, model_parameters
 from vaezoo.training.callbacks import ImageGrids
 from vaezoo.training.checkpoint import AtomicCheckpointIO
@@ -41,6 +46,7 @@ from vaezoo.training.performance import (
     Hardware,
     configure_cuda,
     configure_threads,
+    mps_available,
     resolve_accelerator,
     resolve_precision,
 )
@@ -54,7 +60,7 @@ PROGRESS_REFRESH_STEPS = 10  # the bar reads the loss from the device (a sync) o
 class PreparedRun:
     config: Config
     datamodule: VAEDataModule
-    model: nn.Module
+    model: BaseVAE
 
 
 def data_model_arguments(config: Config, datamodule: VAEDataModule) -> dict[str, Any]:
@@ -194,12 +200,120 @@ def build_trainer(
     )
 
 
-def choose_precision(train: TrainConfig) -> str:
+# every value Lightning's Trainer takes for ``precision``
+LIGHTNING_PRECISIONS: tuple[Any, ...] = tuple(
+    value for literal in typing.get_args(_PRECISION_INPUT) for value in typing.get_args(literal)
+)
+
+
+def choose_precision(train: TrainConfig) -> _PRECISION_INPUT:
     """The Lightning precision of ``train.precision`` ("auto": from the hardware, printed once)."""
     precision, reason = resolve_precision(train.precision, Hardware.detect(train.accelerator))
+    if precision not in LIGHTNING_PRECISIONS:
+        raise ConfigError(
+            f"train.precision = {train.precision!r} gives {precision!r}, which Lightning does not take; "
+            f"expected one of {[p for p in LIGHTNING_PRECISIONS if isinstance(p, str)]}"
+        )
     if train.precision == AUTO:
         rank_zero_info(f"precision: {precision} ({reason}); set train.precision to override")
-    return precision
+    return typing.cast(_PRECISION_INPUT, precision)
+
+
+Devices = int | str | list[int]
+
+
+def parse_devices(devices: Devices) -> Devices:
+    """Lightning's string forms as numbers: ``"2"`` -> 2, ``"0,1"`` / ``"1,"`` -> [0, 1] / [1], ``"-1"`` -> -1."""
+    if not isinstance(devices, str):
+        return devices
+    text = devices.strip()
+    try:
+        if "," in text:
+            return [int(part) for part in text.split(",") if part.strip()]
+        return int(text)
+    except ValueError:
+        return devices  # "auto", or something Lightning itself will explain
+
+
+def fit_devices(
+    accelerator: str, devices: Devices, cuda_devices: int, mps: bool = False
+) -> tuple[str, Devices, str | None]:
+    """``(accelerator, devices, why)`` this machine can honour; ``why`` is None when nothing changes.
+
+    ``cuda_devices`` is how many CUDA GPUs the machine has. A GPU request without a GPU trains on
+    the CPU; more GPUs than there are, or indices beyond the last (PyTorch-VAE's ``gpus: [1]`` on a
+    one-GPU machine), become the GPUs there are, counted from 0; a list of indices or -1 on the CPU
+    becomes one process. Anything else (TPUs, an explicit "mps", ...) is left to Lightning.
+    """
+    acc = accelerator.lower()
+    parsed = parse_devices(devices)
+    gpus = cuda_devices if cuda_devices > 0 else 1 if mps and acc in ("gpu", "auto") else 0
+    kind = "CUDA GPU" if cuda_devices > 0 else "Apple GPU"
+    if acc in ("gpu", "cuda") and (cuda_devices == 0 if acc == "cuda" else gpus == 0):
+        return "cpu", 1, "this machine has no GPU (torch.cuda.is_available() is False): training on the CPU"
+    if acc == "cpu" or (acc == "auto" and gpus == 0):
+        if isinstance(parsed, list) or parsed == -1:
+            return acc, 1, "devices on the CPU are a number of processes: training in one"
+        return accelerator, devices, None
+    if acc not in ("gpu", "cuda", "auto"):
+        return accelerator, devices, None
+    have = f"{gpus} {kind}{'s' if gpus != 1 else ''}"
+    if isinstance(parsed, list):
+        missing = [i for i in parsed if not 0 <= i < gpus]
+        if missing:
+            use = list(range(min(len(parsed), gpus)))
+            return (
+                accelerator,
+                use,
+                (
+                    f"this machine has {have} (indices 0 to {gpus - 1}), no GPU {', '.join(map(str, missing))}: "
+                    f"training on GPU{'s' if len(use) > 1 else ''} {use}"
+                ),
+            )
+    elif isinstance(parsed, int) and parsed > gpus:
+        return accelerator, gpus, f"this machine has {have}: training on {gpus}"
+    return accelerator, parsed if isinstance(parsed, (int, list)) else devices, None
+
+
+def fit_to_machine(config: Config) -> list[str]:
+    """Make ``config.train``'s accelerator and devices what this machine has, with a warning that
+    names the setting (the PyTorch-VAE key it came from, if any); returns the fallbacks made."""
+    train = config.train
+    cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    accelerator, devices, why = fit_devices(train.accelerator, train.devices, cuda_devices, mps_available())
+    if why is None:
+        train.devices = devices
+        return []
+    names = []
+    for key, old, new in (
+        ("accelerator", train.accelerator, accelerator),
+        ("devices", train.devices, devices),
+    ):
+        if old != new:
+            names.append(setting_name(config, key, old))
+    message = (
+        f"{' and '.join(dict.fromkeys(names))} cannot be honoured: {why} "
+        f"(train.accelerator = {accelerator!r}, train.devices = {devices!r})"
+    )
+    warnings.warn(f"{config_source(config)}{message}", stacklevel=2)
+    train.accelerator, train.devices = accelerator, devices
+    if config.translation is not None:
+        config.translation.fallbacks.append(message)
+    return [message]
+
+
+def setting_name(config: Config, key: str, value: Any) -> str:
+    """``train.<key> = value``, or the PyTorch-VAE key that gave it (``trainer_params.gpus = [1]``)."""
+    record = config.translation
+    origin = record.origin(f"train.{key}", value) if record is not None else None
+    if record is None or origin is None:
+        return f"train.{key} = {value!r}"
+    section, _, name = origin.partition(".")
+    return f"{origin} = {(record.original.get(section) or {}).get(name)!r}"
+
+
+def config_source(config: Config) -> str:
+    return f"{config.translation.source}: " if config.translation is not None else ""
 
 
 def processes_per_node(devices: int | str | list[int], accelerator: str) -> int:
@@ -227,6 +341,7 @@ def train(
     times the real path through them)."""
     run_dir = Path(resume) if resume else None
     checkpoint = resume_checkpoint(run_dir) if run_dir else None
+    fallbacks = fit_to_machine(config)
     configure_threads(processes_per_node(config.train.devices, config.train.accelerator))
     configure_cuda(config.train.deterministic)
     prepared = prepare(config)
@@ -244,6 +359,8 @@ def train(
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / "config.yaml")
+        if not checkpoint:
+            write_translation(run_dir, config, fallbacks)
     if checkpoint:  # the checkpoint folder of a resumed run is not empty, by design
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     try:
@@ -256,6 +373,23 @@ def train(
     if trainer.is_global_zero:
         write_summary(run_dir, trainer, prepared)
     return run_dir
+
+
+def write_translation(run_dir: Path, config: Config, fallbacks: list[str]) -> None:
+    """``source_config.yaml`` (the user's PyTorch-VAE file, as written) and ``translation.yaml``
+    (what became what, what was ignored, what fell back), and the same printed once."""
+    record = config.translation
+    if record is not None:
+        text = record.text if record.text is not None else yaml.safe_dump(record.original, sort_keys=False)
+        atomic_write_text(run_dir / "source_config.yaml", text)
+        rank_zero_info(record.summary())
+    if record is None and not fallbacks:
+        return
+    notes = record.to_dict() if record is not None else {"source": "vaezoo layout", "fallbacks": fallbacks}
+    header = "# How the config was read; config.yaml beside it is what the run used.\n"
+    atomic_write_text(
+        run_dir / "translation.yaml", header + yaml.safe_dump(notes, sort_keys=False, width=100)
+    )
 
 
 def write_summary(run_dir: Path, trainer: L.Trainer, prepared: PreparedRun) -> dict[str, Any]:
@@ -279,18 +413,17 @@ def write_summary(run_dir: Path, trainer: L.Trainer, prepared: PreparedRun) -> d
             model_se += (recons - images).pow(2).sum().item()
             baseline_se += (mean_image - images).pow(2).sum().item()
             pixels += images.numel()
-    summary = {
+    model_mse = model_se / pixels
+    baseline_mse = baseline_se / pixels
+    best = trainer.checkpoint_callback
+    summary: dict[str, Any] = {
         "global_step": trainer.global_step,
         "epochs": trainer.current_epoch,
         "val_metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
-        "val_recon_mse_per_pixel": model_se / pixels,
-        "val_mean_image_mse_per_pixel": baseline_se / pixels,
-        "best_checkpoint": trainer.checkpoint_callback.best_model_path
-        if trainer.checkpoint_callback
-        else None,
+        "val_recon_mse_per_pixel": model_mse,
+        "val_mean_image_mse_per_pixel": baseline_mse,
+        "best_checkpoint": best.best_model_path if isinstance(best, ModelCheckpoint) else None,
+        "recon_mse_vs_mean_image": model_mse / max(baseline_mse, 1e-12),
     }
-    summary["recon_mse_vs_mean_image"] = summary["val_recon_mse_per_pixel"] / max(
-        summary["val_mean_image_mse_per_pixel"], 1e-12
-    )
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
