@@ -21,6 +21,7 @@ from vaezoo.cli import main
 from vaezoo.config import TrainConfig, load_config
 from vaezoo.data import render_dsprites
 from vaezoo.data.dsprites import factor_values
+from vaezoo.models.base import BaseVAE
 from vaezoo.registry import create_model, get_model_class, list_models, model_parameters
 from vaezoo.training import VAEModule
 
@@ -223,6 +224,21 @@ def logged_kl(losses: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name", MODELS)
+def test_declared_features_match_what_the_model_does(name):
+    model = build(name).eval()
+    x, labels = dsprites_batch(3, 1, 32)
+    assert model.is_conditional is ("num_classes" in model_parameters(type(model)))  # takes labels
+    with torch.no_grad():
+        if model.codebook_size is None:
+            with pytest.raises(NotImplementedError, match="no discrete codes"):
+                model.codes(x, labels=labels)
+            return
+        codes = model.codes(x, labels=labels)
+        assert codes.dtype == torch.int64 and 0 <= codes.min() and codes.max() < model.codebook_size
+        assert torch.equal(codes, model(x, labels=labels).codes)  # the codes forward quantises to
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_embed_is_deterministic_and_decodes_to_images(name):
     model = build(name).eval()
     x, labels = dsprites_batch(3, 1, 32)
@@ -256,7 +272,8 @@ def test_log_importance_weights_are_finite_or_say_why_not(name):
     model = build(name).eval()
     x, labels = dsprites_batch(3, 1, 32)
     assert isinstance(model.likelihood_is_normalized, bool)
-    assert model.likelihood_is_normalized is (name == "TwoStageVAE")  # every config keeps mse
+    if type(model).likelihood_is_normalized is BaseVAE.likelihood_is_normalized:  # not its own (Two-Stage's)
+        assert model.likelihood_is_normalized is model.likelihood.normalized
     with torch.no_grad():
         try:
             log_w = model.log_importance_weights(x, 5, labels=labels)
@@ -333,7 +350,7 @@ def test_cli_trains_every_model(name, tmp_path, monkeypatch):
     quick = [
         "--num-examples", "16", "--likelihood-examples", "2", "-k", "4", "--disentanglement-metrics", "mig",
         "--disentanglement-points", "64", "--fid-samples", "0", "--no-progress",
-        "--sampler", "gmm" if name == "VQVAE" else "prior",
+        "--sampler", "prior" if get_model_class(name).samples_from_prior else "gmm",
     ]  # fmt: skip
     assert main(["evaluate", str(run), "-o", str(report), *quick]) == 0
     result = json.loads((report / "metrics.json").read_text())

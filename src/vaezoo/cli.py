@@ -195,7 +195,7 @@ def cmd_sample(args: argparse.Namespace, overrides: list[str]) -> int:
     _no_overrides(overrides, "sample")
     model, config = model_from_checkpoint(args.checkpoint)
     labels = None
-    if "num_classes" in model.config:  # a conditional model: condition on labels of real images
+    if model.is_conditional:  # condition on the labels of real images
         labels = _data_module(config).fixed_batch(args.num_samples, split="val")[1]
     torch.manual_seed(args.seed)
     try:

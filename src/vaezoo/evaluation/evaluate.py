@@ -101,7 +101,7 @@ class EvaluationContext:
         self.settings = settings
         self.device = next(model.parameters()).device
         self.value_range: tuple[float, float] = tuple(datamodule.value_range)
-        self.conditional = "num_classes" in getattr(model, "config", {})
+        self.conditional = model.is_conditional
 
     @cached_property
     def inference_model(self) -> BaseVAE:
@@ -241,15 +241,14 @@ def latent_group(ctx: EvaluationContext, report: EvaluationReport) -> dict[str, 
         report.details["kl_per_dim"] = kl.double().mean(dim=0).tolist()
     except NotApplicable as reason:
         report.not_applicable["latent/kl"] = str(reason)
-    num_embeddings = getattr(ctx.model, "num_embeddings", None)
-    if num_embeddings is None:
+    if ctx.model.codebook_size is None:
         report.not_applicable["latent/codebook"] = "not a vector-quantised model"
         return values
     chosen = []
     with torch.no_grad():
         for images, labels in ctx.batches():
-            chosen.append(ctx.model(images, **ctx.kwargs(labels)).codes.cpu())
-    values.update(codebook_metrics(torch.cat(chosen), num_embeddings))
+            chosen.append(ctx.model.codes(images, **ctx.kwargs(labels)).cpu())
+    values.update(codebook_metrics(torch.cat(chosen), ctx.model.codebook_size))
     return values
 
 

@@ -100,6 +100,8 @@ class BaseVAE(nn.Module):
     config: dict[str, Any]
     loss_keys: tuple[str, ...] = ("loss",)  # every key loss_function returns (checked by the contract tests)
     samples_from_prior: bool = True  # False: sample() raises NotImplementedError saying why (e.g. VQ-VAE)
+    is_conditional: ClassVar[bool] = False  # True: forward/sample/generate need labels= (e.g. a CVAE)
+    codebook_size: int | None = None  # K of a vector-quantised latent (its codes(x) are indices < K)
     output_cls: Any = None  # the NamedTuple forward returns (models that use ``pack``)
     likelihood: Likelihood  # p(x|z), set by ``setup_likelihood``
     recon_reduction: str
@@ -207,6 +209,10 @@ class BaseVAE(nn.Module):
         """The deterministic code of ``x`` in the form ``decode`` takes: by default ``encode(x)[0]``
         (the posterior mean of a Gaussian encoder, the code of a deterministic one)."""
         return self.encode(x)[0]
+
+    def codes(self, x: Tensor, **kwargs: Any) -> Tensor:
+        """The discrete codes of ``x``: codebook indices (B, ...) for a model with a ``codebook_size``."""
+        raise NotImplementedError(f"{type(self).__name__} has no discrete codes (no codebook)")
 
     def kl_per_dimension(self, x: Tensor, **kwargs: Any) -> Tensor:
         """KL(q(z_d|x) || p(z_d)) of each latent dimension, (B, D)."""

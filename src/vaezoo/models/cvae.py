@@ -47,6 +47,8 @@ class ConditionalVAE(VanillaVAE):
     attributes) comes before it. PyTorch-VAE's ``img_size`` means ``image_size``.
     """
 
+    is_conditional = True
+
     def __init__(
         self,
         in_channels: int,

@@ -203,6 +203,17 @@ class VQVAE(BaseVAE):
             "Codebook_Usage": codebook_usage(output.codes, self.num_embeddings),
         }
 
+    @property
+    def codebook_size(self) -> int:  # type: ignore[override]
+        return self.num_embeddings
+
+    def codes(self, x: Tensor, **kwargs: Any) -> Tensor:
+        """(B, h, w) indices of the codebook vectors nearest to the encoder's map of ``x`` (no
+        codebook update, unlike a training-mode forward)."""
+        z_e = self.encode(x)[0]  # (B, D, h, w)
+        batch, dim, height, width = z_e.shape
+        return self.quantizer.nearest(z_e.permute(0, 2, 3, 1).reshape(-1, dim)).view(batch, height, width)
+
     def decode_codes(self, codes: Tensor) -> Tensor:
         """Images from a (B, h, w) map of code indices, e.g. drawn from a prior fitted over codes."""
         return self.decode(self.quantizer.lookup(codes))
