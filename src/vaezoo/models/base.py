@@ -7,6 +7,7 @@ Every model is a plain ``nn.Module`` (no Lightning, data or logging inside) with
 - ``reparameterize(mu, log_var) -> Tensor``
 - ``forward(x, **kwargs)``                  a tuple whose item 0 is the reconstruction and item 1 the input
 - ``loss_function(*forward_output, M_N=kl_weight, **kwargs) -> dict``  with ``loss`` and named terms
+  (the output rebuilt as the model's named tuple, then ``loss(output, M_N, **kwargs)``, the hook)
 - ``sample(num_samples, current_device, **kwargs)`` and ``generate(x, **kwargs)``
 
 The constructor's arguments are recorded in ``model.config`` so a model can be rebuilt from it.
@@ -136,7 +137,14 @@ class BaseVAE(nn.Module):
     def forward(self, input: Tensor, **kwargs: Any) -> tuple[Tensor, ...]:
         raise NotImplementedError
 
-    def loss_function(self, *inputs: Any, **kwargs: Any) -> dict[str, Tensor]:
+    def loss_function(self, *inputs: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
+        """PyTorch-VAE's call, ``loss_function(*forward_output, M_N=kl_weight, ...)``: the forward
+        output is rebuilt here, once, as the model's named tuple and scored by :meth:`loss`."""
+        return self.loss(self.output_cls(*inputs[: len(self.output_cls._fields)]), M_N=M_N, **kwargs)
+
+    def loss(self, output: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
+        """The objective of one forward ``output`` (the model's ``output_cls``): a dict with ``loss``
+        (to minimise) and the named terms to log; ``M_N`` is the KL weight."""
         raise NotImplementedError
 
     def reparameterize(self, mu: Tensor, log_var: Tensor) -> Tensor:

@@ -147,8 +147,7 @@ class CategoricalVAE(BaseVAE):
         recons, params = self.decode_with_params(z)
         return self.pack(recons=recons, recon_params=params, input=input, logits=logits, z=z)
 
-    def loss_function(self, *args: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
-        output = self.output_cls(*args[: len(self.output_cls._fields)])
+    def loss(self, output: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
         recon = self.reconstruction_loss(self.recon_params(output), output.input).mean()
         kld = self.categorical.kl(output.logits).mean()  # summed over the N variables, mean over B
         loss = self.recon_weight * recon + M_N * kld

@@ -68,19 +68,19 @@ class FactorVAE(VanillaVAE):
         self.discriminator = LatentDiscriminator(latent_dim, discriminator_units, discriminator_layers)
         self.auxiliary_lr = discriminator_lr
 
-    def loss_function(
-        self, *args: Any, M_N: float = 1.0, optimizer_idx: int | None = 0, **kwargs: Any
+    def loss(
+        self, output: Any, M_N: float = 1.0, optimizer_idx: int | None = 0, **kwargs: Any
     ) -> dict[str, Tensor]:
         """The VAE loss (``optimizer_idx=0``) or, as PyTorch-VAE's second optimizer asks for it,
         the discriminator's loss (``optimizer_idx=1``, :meth:`auxiliary_loss`)."""
         if optimizer_idx == 1:
-            return self.auxiliary_loss(self.output_cls(*args[: len(self.output_cls._fields)]), **kwargs)
+            return self.auxiliary_loss(output, **kwargs)
         if optimizer_idx not in (0, None):
             raise ValueError(
                 f"FactorVAE has two objectives, optimizer_idx 0 (the VAE) and 1 (the discriminator), "
                 f"not {optimizer_idx!r}"
             )
-        return super().loss_function(*args, M_N=M_N, **kwargs)
+        return super().loss(output, M_N=M_N, **kwargs)
 
     def regularizer(self, output: Any, kl_weight: float, **kwargs: Any) -> tuple[Tensor, dict[str, Tensor]]:
         kl_penalty, terms = super().regularizer(output, kl_weight)

@@ -99,8 +99,7 @@ class IWAE(VanillaVAE):
         posterior = DiagonalGaussian(output.mu.unsqueeze(1), output.log_var.unsqueeze(1))  # broadcast over S
         return recon.view(batch, samples), log_standard_normal(output.z), posterior.log_prob(output.z)
 
-    def loss_function(self, *args: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
-        output: Any = self.output_cls(*args[: len(self.output_cls._fields)])
+    def loss(self, output: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
         recon, log_prior, log_posterior = self.sample_terms(output)  # (B, S) each
         log_w = log_importance_weights(-recon, log_prior, log_posterior, M_N)  # (B, S)
         loss = -multi_sample_bound(log_w, self.num_estimates).mean()

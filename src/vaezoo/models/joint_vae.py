@@ -163,8 +163,7 @@ class JointVAE(BaseVAE):
             recons=recons, recon_params=params, input=input, mu=mu, log_var=log_var, logits=logits, z=z
         )
 
-    def loss_function(self, *args: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
-        output = self.output_cls(*args[: len(self.output_cls._fields)])
+    def loss(self, output: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
         temperature = self.categorical.temperature
         step = temperature.current_step(kwargs.get("global_step"))  # the last training step if absent
         recon = self.reconstruction_loss(self.recon_params(output), output.input).mean()

@@ -193,9 +193,8 @@ class TwoStageVAE(VanillaVAE):
             squared_error(recons, input, self.recon_reduction), self.log_gamma, num_dims
         )
 
-    def loss_function(self, *args: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
-        output = TwoStageOutput(*args[: len(TwoStageOutput._fields)])  # output_cls: mse only, no recon_params
-        stage1 = super().loss_function(*output, M_N=M_N, **kwargs)  # recon (with gamma) + M_N * KL
+    def loss(self, output: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
+        stage1 = super().loss(output, M_N=M_N, **kwargs)  # recon (with gamma) + M_N * KL
         stage2 = self.stage2.loss(output.z.detach(), output, M_N)
         return {
             **stage1,

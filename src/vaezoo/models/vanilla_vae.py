@@ -134,8 +134,7 @@ class VanillaVAE(BaseVAE):
         return self.pack(recons=recons, recon_params=params, input=input, mu=mu, log_var=log_var, z=z)
 
     # -- the loss, and the hooks variants override ----------------------------------------------
-    def loss_function(self, *args: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
-        output: Any = self.output_cls(*args[: len(self.output_cls._fields)])  # the model's output_cls
+    def loss(self, output: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
         recon = self.reduce_over_batch(self.reconstruction_loss(self.recon_params(output), output.input))
         penalty, terms = self.regularizer(output, M_N, **kwargs)
         loss = self.reconstruction_weight * recon + penalty

@@ -186,8 +186,7 @@ class VQVAE(BaseVAE):
             codes=quantized.codes,
         )
 
-    def loss_function(self, *args: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
-        output = self.output_cls(*args[: len(self.output_cls._fields)])
+    def loss(self, output: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
         reduction = self.recon_reduction
         recon = self.reconstruction_loss(self.recon_params(output), output.input).mean()
         codebook = squared_error(output.z_q, output.z_e.detach(), reduction).mean()  # moves e to z_e
