@@ -135,6 +135,7 @@ def test_every_model_file_is_registered():
     assert modules == registered_modules
 
 
+@pytest.mark.slow  # 9 s
 def test_fifty_steps_on_a_fixed_dsprites_batch_halve_the_loss():
     from vaezoo.data import render_dsprites
 

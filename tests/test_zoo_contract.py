@@ -162,6 +162,7 @@ def test_thirty_steps_on_a_fixed_batch_lower_the_loss(name):
     assert np.mean(history[-5:]) < np.mean(history[:5]), history
 
 
+@pytest.mark.slow  # 37 s over the registry on two CPU cores (bf16 is emulated there)
 @pytest.mark.parametrize("name", MODELS)
 def test_bf16_mixed_training_lowers_the_loss(name):
     """The trainer's bf16 path: the forward pass under bf16 autocast, its outputs cast to fp32 for
