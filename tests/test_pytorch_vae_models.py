@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import torch
+from pytorch_vae_layouts import CONFIGS
 
 from vaezoo.registry import get_model_class
 
@@ -44,86 +45,12 @@ TEST_CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
     ("TwoStageVAE", (3, 10), {"hidden_dims2": [1024, 1024]}),  # no test there; its signature
 ]
 
-# ... and the model_params of its configs/*.yaml (file name -> keys), passed as run.py passes them.
+# ... and the model_params of its configs/*.yaml, passed as its run.py passes them (name included).
 CONFIG_MODEL_PARAMS: dict[str, dict[str, Any]] = {
-    "bbvae": dict(
-        name="BetaVAE",
-        in_channels=3,
-        latent_dim=128,
-        loss_type="B",
-        gamma=10.0,
-        max_capacity=25,
-        Capacity_max_iter=10000,
-    ),
-    "betatc_vae": dict(
-        name="BetaTCVAE", in_channels=3, latent_dim=10, anneal_steps=10000, alpha=1.0, beta=6.0, gamma=1.0
-    ),
-    "bhvae": dict(name="BetaVAE", in_channels=3, latent_dim=128, loss_type="H", beta=10.0),
-    "cat_vae": dict(
-        name="CategoricalVAE",
-        in_channels=3,
-        latent_dim=512,
-        categorical_dim=40,
-        temperature=0.5,
-        anneal_rate=0.00003,
-        anneal_interval=100,
-        alpha=1.0,
-    ),
-    "cvae": dict(name="ConditionalVAE", in_channels=3, num_classes=40, latent_dim=128),
-    "dfc_vae": dict(name="DFCVAE", in_channels=3, latent_dim=128),
-    "dip_vae": dict(name="DIPVAE", in_channels=3, latent_dim=128, lambda_diag=0.05, lambda_offdiag=0.1),
-    "factorvae": dict(name="FactorVAE", in_channels=3, latent_dim=128, gamma=6.4),
-    "gammavae": dict(
-        name="GammaVAE", in_channels=3, latent_dim=128, gamma_shape=8.0, prior_shape=2.0, prior_rate=1.0
-    ),
-    "hvae": dict(name="HVAE", in_channels=3, latent1_dim=64, latent2_dim=64, pseudo_input_size=128),
-    "infovae": dict(
-        name="InfoVAE", in_channels=3, latent_dim=128, reg_weight=110, kernel_type="imq", alpha=-9.0, beta=10.5
-    ),
-    "iwae": dict(name="IWAE", in_channels=3, latent_dim=128, num_samples=5),
-    "joint_vae": dict(
-        name="JointVAE",
-        in_channels=3,
-        latent_dim=512,
-        categorical_dim=40,
-        latent_min_capacity=0.0,
-        latent_max_capacity=20.0,
-        latent_gamma=10.0,
-        latent_num_iter=25000,
-        categorical_min_capacity=0.0,
-        categorical_max_capacity=20.0,
-        categorical_gamma=10.0,
-        categorical_num_iter=25000,
-        temperature=0.5,
-        anneal_rate=0.00003,
-        anneal_interval=100,
-        alpha=10.0,
-    ),
-    "logcosh_vae": dict(name="LogCoshVAE", in_channels=3, latent_dim=128, alpha=10.0, beta=1.0),
-    "lvae": dict(
-        name="LVAE", in_channels=3, latent_dims=[4, 8, 16, 32, 128], hidden_dims=[32, 64, 128, 256, 512]
-    ),
-    "miwae": dict(name="MIWAE", in_channels=3, latent_dim=128, num_samples=5, num_estimates=3),
-    "mssim_vae": dict(name="MSSIMVAE", in_channels=3, latent_dim=128),
-    "swae": dict(
-        name="SWAE",
-        in_channels=3,
-        latent_dim=128,
-        reg_weight=100,
-        wasserstein_deg=2.0,
-        num_projections=200,
-        projection_dist="normal",
-    ),
-    "vae": dict(name="VanillaVAE", in_channels=3, latent_dim=128),
-    "vampvae": dict(name="VampVAE", in_channels=3, latent_dim=128),
-    "vq_vae": dict(name="VQVAE", in_channels=3, embedding_dim=64, num_embeddings=512, img_size=64, beta=0.25),
-    "wae_mmd_imq": dict(name="WAE_MMD", in_channels=3, latent_dim=128, reg_weight=100, kernel_type="imq"),
-    "wae_mmd_rbf": dict(name="WAE_MMD", in_channels=3, latent_dim=128, reg_weight=5000, kernel_type="rbf"),
+    file: layout["model_params"] for file, layout in CONFIGS.items()
 }
 
-CASES = [
-    pytest.param(name, args, kwargs, id=f"tests:{name}{args}") for name, args, kwargs in TEST_CALLS
-] + [
+CASES = [pytest.param(name, args, kwargs, id=f"tests:{name}{args}") for name, args, kwargs in TEST_CALLS] + [
     pytest.param(params["name"], (), params, id=f"configs/{file}.yaml")
     for file, params in CONFIG_MODEL_PARAMS.items()
 ]
