@@ -86,11 +86,3 @@ def resolve_arguments(cls: type, kwargs: dict[str, Any], where: str | None = Non
             f"{prefix}{cls.__name__} ignores {', '.join(dropped)}, as PyTorch-VAE does", stacklevel=3
         )
     return out
-
-
-def accepted_names(cls: type) -> list[str]:
-    """Every keyword ``cls`` accepts: its own arguments, their aliases and the ignored ones."""
-    from vaezoo.registry import model_parameters
-
-    names = {*model_parameters(cls), *merged_class_table(cls, "argument_aliases")}
-    return sorted(names | set(merged_class_table(cls, "ignored_arguments")))
