@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from vaezoo.config import Config, ConfigError, load_config, parse_overrides, translate_pytorch_vae
+from vaezoo.config import Config, ConfigError, load_config, parse_overrides
+from vaezoo.pytorch_vae import translate_pytorch_vae
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -34,7 +34,8 @@ from pytorch_vae_layouts import CONFIGS
 
 from vaezoo.arguments import Alias, merged_class_table
 from vaezoo.cli import main
-from vaezoo.config import CELEBA_TRAIN_IMAGES, Config, ConfigError, load_config
+from vaezoo.config import Config, ConfigError, load_config
+from vaezoo.pytorch_vae import CELEBA_TRAIN_IMAGES
 from vaezoo.registry import get_model_class, model_parameters
 from vaezoo.training import run as run_module
 from vaezoo.training.run import fit_devices, fit_to_machine
@@ -267,6 +268,28 @@ def test_ignored_keys_give_one_warning_naming_them_all(tmp_path: Path) -> None:
         assert key in messages[0]
     assert config.train.seed == 1265  # exp_params.manual_seed, the one run.py reads
     assert config.logging.name == "HVAE"
+
+
+def test_print_config_shows_the_translation_notes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = write_config("hvae", tmp_path, None)
+    args = ["train", "-c", str(path), "--train.max_steps", "5", "--print-config"]
+    with pytest.warns(UserWarning, match="never reads"):
+        assert main(args) == 0
+        config = load_config(path, ["--train.max_steps", "5"])
+    out = capsys.readouterr().out
+    assert config.translation is not None
+    notes = [f"# {line}".rstrip() for line in config.translation.summary().splitlines()]
+    assert out.splitlines()[: len(notes)] == notes  # what training prints at start, as comments first
+    assert "#     logging_params.name  (run.py names the log folder after model_params.name" in out
+    assert "#     train.max_steps: 5" in out  # the override, under the command-line overrides
+
+    # comments only: the printed text is the translated config, in our layout, and loads as it is
+    printed = tmp_path / "printed.yaml"
+    printed.write_text(out)
+    again = load_config(printed)
+    assert again.translation is None and again.to_dict() == config.to_dict()
+    assert main(["train", "-c", str(printed), "--print-config"]) == 0
+    assert not capsys.readouterr().out.startswith("#")  # our own layout: nothing was translated
 
 
 @pytest.mark.parametrize(

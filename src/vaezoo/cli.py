@@ -52,7 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint"
     )
-    train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    train.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config and exit "
+        "(for a PyTorch-VAE file, how it was translated, as YAML comments above it)",
+    )
 
     sample = commands.add_parser("sample", help="decode samples from the prior into a PNG grid")
     sample.add_argument("checkpoint", help="a .ckpt file or a run folder (its last checkpoint)")
@@ -181,6 +186,9 @@ def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.print_config:
         import yaml
 
+        if config.translation is not None:  # how PyTorch-VAE's file was read, as YAML comments above it
+            notes = config.translation.summary().splitlines()
+            print("\n".join(f"# {line}".rstrip() for line in notes))
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
     run_dir = train(config, resume=args.resume)
