@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaezoo.arguments import Alias, as_int
-from vaezoo.models.vanilla_vae import VanillaVAE
+from vaezoo.models.autoencoder import ConvAutoencoder
+from vaezoo.nn.distributions import Posterior
 from vaezoo.registry import register_model
 
 MIN_PARAMETER = 1e-3  # floor of the concentration and rate: keeps lgamma, digamma and 1/alpha finite
@@ -102,8 +103,29 @@ class GammaHead(nn.Module):
         return concentration, rate
 
 
+class GammaPosterior(Posterior):
+    """q(z|x) = prod_d Gamma(alpha_d, beta_d), drawn by :func:`gamma_rsample` with ``shape_boosts``
+    shape augmentations; unpacks as PyTorch-VAE's ``[alpha, beta]``."""
+
+    def __init__(self, concentration: Tensor, rate: Tensor, shape_boosts: int) -> None:
+        self.concentration, self.rate, self.shape_boosts = concentration, rate, shape_boosts
+
+    def rsample(self) -> Tensor:
+        return gamma_rsample(self.concentration, self.rate, self.shape_boosts)  # (B, D), positive
+
+    def mode(self) -> Tensor:
+        """The deterministic code used for evaluation: the posterior mean alpha / beta."""
+        return self.concentration / self.rate
+
+    def as_list(self) -> list[Tensor]:
+        return [self.concentration, self.rate]
+
+    def fields(self) -> dict[str, Tensor]:
+        return {"concentration": self.concentration, "rate": self.rate}
+
+
 @register_model
-class GammaVAE(VanillaVAE):
+class GammaVAE(ConvAutoencoder):
     """VAE with a Gamma posterior q(z|x) = prod_d Gamma(alpha_d(x), beta_d(x)) and a Gamma prior
     p(z) = Gamma(prior_shape, prior_rate), trained with the rejection-sampling reparameterisation
     gradients of Naesseth, Ruiz, Linderman & Blei 2017, "Reparameterization Gradients through
@@ -113,9 +135,10 @@ class GammaVAE(VanillaVAE):
 
         loss = mean_batch[ recon(x, x_hat) ] + M_N * mean_batch[ KL(q(z|x) || p(z)) ]
 
-    with the Gamma-to-Gamma KL in closed form (:func:`gamma_kl`). The ELBO pipeline is the VAE's;
-    the head, the sampler and the ``regularizer`` are the Gamma ones. ``embed`` is the posterior
-    mean alpha / beta; ``kl_per_dimension`` and ``log_importance_weights`` use the Gamma densities.
+    with the Gamma-to-Gamma KL in closed form (:func:`gamma_kl`). The pipeline is the shared
+    autoencoder's; the head, the posterior (:class:`GammaPosterior`, whose ``rsample`` is the
+    sampler) and the ``regularizer`` are the Gamma ones. ``embed`` is the posterior mean
+    alpha / beta; ``kl_per_dimension`` and ``log_importance_weights`` use the Gamma densities.
 
     Fixed against PyTorch-VAE: alpha and beta come from softplus heads with a floor of 1e-3 (a
     Softmax without ``dim`` forced them onto a simplex of tiny values and caused NaNs); M_N weighs
@@ -123,12 +146,13 @@ class GammaVAE(VanillaVAE):
     prior on any device. Loss keys: ``loss``, ``Reconstruction_Loss``, ``KLD``.
 
     Arguments in PyTorch-VAE's order, ``(in_channels, latent_dim, hidden_dims, shape_boosts,
-    prior_shape, prior_rate)``, and VanillaVAE's others by keyword. PyTorch-VAE's ``gamma_shape``
+    prior_shape, prior_rate)``, and ConvAutoencoder's others by keyword. PyTorch-VAE's ``gamma_shape``
     is ``shape_boosts``, the B added to the posterior's shape before sampling (``8.0`` -> ``8``); it
     must be a whole number here, since the B uniform powers undo the boost one unit at a time.
     """
 
     output_cls = GammaOutput
+    loss_keys: tuple[str, ...] = ("loss", "Reconstruction_Loss", "KLD")
     argument_aliases = {"gamma_shape": Alias("shape_boosts", as_int)}
 
     def __init__(
@@ -156,16 +180,13 @@ class GammaVAE(VanillaVAE):
     def build_head(self, in_features: int, latent_dim: int) -> nn.Module:
         return GammaHead(in_features, latent_dim)
 
-    def reparameterize(self, concentration: Tensor, rate: Tensor) -> Tensor:
-        return gamma_rsample(concentration, rate, self.shape_boosts)
+    def encode(self, input: Tensor) -> GammaPosterior:  # type: ignore[override]
+        concentration, rate = self.head(self.encoder(input))  # (B, D), (B, D)
+        return GammaPosterior(concentration, rate, self.shape_boosts)
 
-    def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:  # GammaOutput (+ recon_params)
-        concentration, rate = self.encode(input)  # (B, D), (B, D)
-        z = self.reparameterize(concentration, rate)  # (B, D)
-        recons, params = self.decode_with_params(z)
-        return self.pack(
-            recons=recons, recon_params=params, input=input, concentration=concentration, rate=rate, z=z
-        )
+    def reparameterize(self, concentration: Tensor, rate: Tensor) -> Tensor:
+        """PyTorch-VAE's ``reparameterize(alpha, beta)`` of its GammaVAE: a draw of q(z|x)."""
+        return GammaPosterior(concentration, rate, self.shape_boosts).rsample()
 
     def regularizer(self, output: Any, kl_weight: float, **kwargs: Any) -> tuple[Tensor, dict[str, Tensor]]:
         kld = gamma_kl(output.concentration, output.rate, self.prior_shape, self.prior_rate).mean()
@@ -179,8 +200,7 @@ class GammaVAE(VanillaVAE):
     # -- evaluation: Gamma posterior and prior ---------------------------------------------------
     def embed(self, x: Tensor, **kwargs: Any) -> Tensor:
         """The posterior mean alpha / beta, (B, D)."""
-        concentration, rate = self.encode(x)
-        return concentration / rate
+        return self.encode(x).mode()
 
     def kl_per_dimension(self, x: Tensor, **kwargs: Any) -> Tensor:
         concentration, rate = self.encode(x)

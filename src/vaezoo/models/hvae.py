@@ -102,7 +102,9 @@ class HVAE(VanillaVAE):
         z2 = top.rsample() if stochastic else top.mu
         return top, z2, self.bottom_posterior(h, z2)
 
-    def encode(self, input: Tensor) -> list[Tensor]:
+    # PyTorch-VAE's list of both levels' parameters, not one distribution (a hierarchical posterior
+    # object is still to come), hence the override of ConvAutoencoder's return type.
+    def encode(self, input: Tensor) -> list[Tensor]:  # type: ignore[override]
         top, _, bottom = self.infer(input, stochastic=False)
         return [bottom.mu, bottom.log_var, top.mu, top.log_var]
 

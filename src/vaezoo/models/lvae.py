@@ -163,7 +163,9 @@ class LVAE(VanillaVAE):
             latents.insert(0, posterior.rsample() if stochastic else posterior.mu)
         return posteriors, priors, latents
 
-    def encode(self, input: Tensor) -> list[Tensor]:
+    # Every rung's parameters as a flat list, not one distribution (a hierarchical posterior object
+    # is still to come), hence the override of ConvAutoencoder's return type.
+    def encode(self, input: Tensor) -> list[Tensor]:  # type: ignore[override]
         """[mu, log_var] of the bottom rung's q(z_1|.), the top-down pass run on posterior means."""
         posteriors, _, _ = self.ladder(input, stochastic=False)
         return [posteriors[0].mu, posteriors[0].log_var]

@@ -31,7 +31,7 @@ class SWAE(LatentMatchingAutoencoder):
 
     Signature: PyTorch-VAE's order, ``(in_channels, latent_dim, hidden_dims, reg_weight,
     wasserstein_deg, num_projections, projection_dist)``; ``latent_var`` (the prior's variance,
-    1 as in PyTorch-VAE's N(0, I)) and VanillaVAE's arguments are keyword-only. As there, ``M_N``
+    1 as in PyTorch-VAE's N(0, I)) and ConvAutoencoder's arguments are keyword-only. As there, ``M_N``
     plays no part in the loss.
     """
 

@@ -8,16 +8,14 @@ copying ``forward`` or ``loss_function``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 from torch import Tensor, nn
 
 from vaezoo.losses import gaussian_kl
-from vaezoo.models.base import BaseVAE
-from vaezoo.nn.blocks import DEFAULT_HIDDEN_DIMS, ConvDecoder, ConvEncoder, GaussianHead
+from vaezoo.models.autoencoder import ConvAutoencoder
+from vaezoo.nn.blocks import GaussianHead
 from vaezoo.nn.distributions import DiagonalGaussian, log_standard_normal
-from vaezoo.nn.likelihoods import LikelihoodName
 from vaezoo.registry import register_model
 
 
@@ -55,7 +53,7 @@ def expand_samples(gaussian: DiagonalGaussian, num_samples: int) -> DiagonalGaus
 
 
 @register_model(aliases=("VAE", "GaussianVAE"))
-class VanillaVAE(BaseVAE):
+class VanillaVAE(ConvAutoencoder):
     """Gaussian VAE (Kingma & Welling 2014): q(z|x) = N(mu(x), diag sigma^2(x)), p(z) = N(0, I).
 
     Loss (the negative ELBO of Eq. 10, with a Gaussian decoder written as a squared error)::
@@ -91,78 +89,23 @@ class VanillaVAE(BaseVAE):
     output_cls: type[NamedTuple] = VAEOutput
     loss_keys: tuple[str, ...] = ("loss", "Reconstruction_Loss", "KLD")
 
-    def __init__(
-        self,
-        in_channels: int,
-        latent_dim: int,
-        hidden_dims: Sequence[int] | None = None,
-        *,
-        image_size: int = 64,
-        output_activation: Literal["sigmoid", "tanh", "none"] = "sigmoid",
-        recon_reduction: Literal["mean", "sum"] | None = None,
-        likelihood: LikelihoodName = "mse",
-        likelihood_scale: Literal["fixed", "learned"] = "learned",
-        likelihood_std: float = 0.1,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__()
-        hidden_dims = list(hidden_dims) if hidden_dims is not None else list(DEFAULT_HIDDEN_DIMS)
-        self.latent_dim = latent_dim
-        self.output_activation = output_activation
-        self.decoder_activation = self.setup_likelihood(
-            likelihood, output_activation, recon_reduction, likelihood_scale, likelihood_std
-        )
-        self.encoder = ConvEncoder(in_channels, hidden_dims, image_size)
-        self.head = self.build_head(self.encoder.out_features, latent_dim)
-        self.decoder = ConvDecoder(latent_dim, in_channels, hidden_dims, image_size, self.decoder_activation)
-
     def build_head(self, in_features: int, latent_dim: int) -> nn.Module:
-        """Encoder features -> the posterior's parameters (a hook: deterministic or Gamma heads)."""
+        """Encoder features -> (mu, log_var) of the Gaussian posterior."""
         return GaussianHead(in_features, latent_dim)
 
-    def encode(self, input: Tensor) -> list[Tensor]:
+    def encode(self, input: Tensor) -> DiagonalGaussian:  # type: ignore[override]
+        """q(z|x) = N(mu(x), diag sigma^2(x)), (B, D); unpacks as PyTorch-VAE's ``[mu, log_var]``."""
         mu, log_var = self.head(self.encoder(input))  # (B, D), (B, D)
-        return [mu, log_var]
-
-    def decode_params(self, z: Tensor) -> Tensor:
-        return self.decoder(z)  # (B, C, H, W): the image, or the likelihood's parameters
-
-    def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:
-        mu, log_var = self.encode(input)
-        z = self.reparameterize(mu, log_var)
-        recons, params = self.decode_with_params(z)
-        return self.pack(recons=recons, recon_params=params, input=input, mu=mu, log_var=log_var, z=z)
-
-    # -- the loss, and the hooks variants override ----------------------------------------------
-    def loss(self, output: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
-        recon = self.reduce_over_batch(self.reconstruction_loss(self.recon_params(output), output.input))
-        penalty, terms = self.regularizer(output, M_N, **kwargs)
-        loss = self.reconstruction_weight * recon + penalty
-        return {
-            "loss": loss,
-            "Reconstruction_Loss": recon.detach(),
-            **{k: v.detach() for k, v in terms.items()},
-        }
-
-    @property
-    def reconstruction_weight(self) -> float:
-        """The weight of the reconstruction term in the loss: 1 unless a model has its own (InfoVAE's
-        ``beta``). ``Reconstruction_Loss`` is logged unweighted."""
-        return 1.0
-
-    def reduce_over_batch(self, per_example: Tensor) -> Tensor:
-        """The reconstruction term of the loss from its per-example values (B,): the batch mean
-        (MSSIMVAE's ``size_average=False``: the sum)."""
-        return per_example.mean()
+        return DiagonalGaussian(mu, log_var)
 
     def regularizer(self, output: Any, kl_weight: float, **kwargs: Any) -> tuple[Tensor, dict[str, Tensor]]:
-        """The term added to the reconstruction loss, and the named terms to log."""
+        """M_N times KL(q(z|x) || N(0, I)), the closed form, averaged over the batch."""
         kld = gaussian_kl(output.mu, output.log_var).mean()
         return kl_weight * kld, {"KLD": kld}
 
     # -- evaluation (see BaseVAE): the Gaussian posterior against the prior ---------------------
     def posterior(self, x: Tensor) -> DiagonalGaussian:
-        """q(z|x) = N(mu(x), diag sigma^2(x)), (B, D)."""
+        """q(z|x) = N(mu(x), diag sigma^2(x)), (B, D) (a variant's ``encode`` may return more)."""
         mu, log_var = self.encode(x)[:2]
         return DiagonalGaussian(mu, log_var)
 

@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from vaezoo.losses.mmd import KERNELS, Kernel, mmd
-from vaezoo.models.vanilla_vae import VanillaVAE
+from vaezoo.models.autoencoder import ConvAutoencoder
+from vaezoo.nn.distributions import PointMass
 from vaezoo.registry import register_model
 
 
@@ -25,14 +26,14 @@ class AutoencoderOutput(NamedTuple):
     z: Tensor  # (B, D)
 
 
-class LatentMatchingAutoencoder(VanillaVAE):
+class LatentMatchingAutoencoder(ConvAutoencoder):
     """Deterministic auto-encoder z = f(x) with prior p(z) = N(0, latent_var * I), trained on
 
         loss = mean_batch[ recon(x, x_hat) ] + reg_weight * divergence(q(z), p(z))
 
-    where the divergence compares the batch of codes with as many prior draws. It reuses the
-    VAE pipeline (decoder, ``reconstruction_loss``, ``loss_function``) with a linear code head in
-    place of the Gaussian one and the divergence as ``regularizer``. There is no KL term, so
+    where the divergence compares the batch of codes with as many prior draws. It is the
+    autoencoder pipeline (:class:`ConvAutoencoder`) with a linear code head, a point-mass
+    "posterior" and the divergence as ``regularizer``. There is no KL term, so
     ``M_N`` (the KL weight) is accepted and ignored. Subclasses set ``divergence_key`` (and
     ``loss_keys``) and implement :meth:`divergence`. ``embed`` is the code z = f(x); with no
     posterior there is no ``kl_per_dimension`` and no ``log_importance_weights`` (both raise
@@ -64,13 +65,9 @@ class LatentMatchingAutoencoder(VanillaVAE):
     def build_head(self, in_features: int, latent_dim: int) -> nn.Module:
         return nn.Linear(in_features, latent_dim)  # a code, not a distribution
 
-    def encode(self, input: Tensor) -> list[Tensor]:
-        return [self.head(self.encoder(input))]  # [(B, D)]
-
-    def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:  # AutoencoderOutput (+ recon_params)
-        z = self.encode(input)[0]  # (B, D), no noise: the encoder is deterministic
-        recons, params = self.decode_with_params(z)
-        return self.pack(recons=recons, recon_params=params, input=input, z=z)
+    def encode(self, input: Tensor) -> PointMass:  # type: ignore[override]
+        """The code z = f(x), (B, D), as a point mass (no noise; unpacks as ``[z]``)."""
+        return PointMass(self.head(self.encoder(input)))
 
     # -- evaluation: the code is the representation; there is no posterior ----------------------
     def kl_per_dimension(self, x: Tensor, **kwargs: Any) -> Tensor:
@@ -117,7 +114,7 @@ class WAE_MMD(LatentMatchingAutoencoder):
 
     Signature: PyTorch-VAE's order, ``(in_channels, latent_dim, hidden_dims, reg_weight,
     kernel_type, latent_var)`` (PyTorch-VAE's default latent_var is 2, vaezoo's 1), then
-    VanillaVAE's keyword-only arguments. As there, ``M_N`` plays no part in the loss.
+    ConvAutoencoder's keyword-only arguments. As there, ``M_N`` plays no part in the loss.
     """
 
     divergence_key = "MMD"

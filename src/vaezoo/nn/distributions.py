@@ -1,19 +1,66 @@
-"""Distributions as small objects, so priors and posteriors share one interface."""
+"""Distributions as small objects, so priors and posteriors share one interface.
+
+A model's ``encode(x)`` returns its posterior q(z|x) as one of these: ``rsample()`` draws a
+reparameterised z, ``mode()`` is the deterministic code, ``fields()`` names the parameters the
+model's forward output carries (``mu`` and ``log_var`` for a Gaussian). For PyTorch-VAE's callers a
+posterior also unpacks like the list its ``encode`` returned: ``mu, log_var = model.encode(x)``.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from typing import overload
 
 import torch
 from torch import Tensor
 
 
-class DiagonalGaussian:
+class Posterior:
+    """The interface of q(z|x); subclasses fill in ``rsample``, ``mode`` and ``as_list``."""
+
+    def rsample(self) -> Tensor:
+        raise NotImplementedError
+
+    def mode(self) -> Tensor:
+        raise NotImplementedError
+
+    def as_list(self) -> list[Tensor]:
+        """The parameters in the order of PyTorch-VAE's ``encode`` list, e.g. ``[mu, log_var]``."""
+        raise NotImplementedError
+
+    def fields(self) -> dict[str, Tensor]:
+        """The parameters by the names a model's forward output gives them."""
+        return {}
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return iter(self.as_list())
+
+    @overload
+    def __getitem__(self, index: int) -> Tensor: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Tensor]: ...
+
+    def __getitem__(self, index: int | slice) -> Tensor | list[Tensor]:
+        return self.as_list()[index]
+
+    def __len__(self) -> int:
+        return len(self.as_list())
+
+
+class DiagonalGaussian(Posterior):
     """N(mu, diag(exp(log_var))) over the last dimension; every reduction sums over it -> (B,)."""
 
     def __init__(self, mu: Tensor, log_var: Tensor) -> None:
         self.mu = mu
         self.log_var = log_var
+
+    def as_list(self) -> list[Tensor]:
+        return [self.mu, self.log_var]
+
+    def fields(self) -> dict[str, Tensor]:
+        return {"mu": self.mu, "log_var": self.log_var}
 
     @property
     def std(self) -> Tensor:
@@ -44,3 +91,19 @@ class DiagonalGaussian:
 def log_standard_normal(z: Tensor) -> Tensor:
     """log N(z; 0, I), summed over the last dimension."""
     return -0.5 * (z**2 + math.log(2 * math.pi)).sum(-1)
+
+
+class PointMass(Posterior):
+    """A deterministic code z = f(x) (WAE, SWAE): every draw is the code itself; no density."""
+
+    def __init__(self, code: Tensor) -> None:
+        self.code = code
+
+    def rsample(self) -> Tensor:
+        return self.code
+
+    def mode(self) -> Tensor:
+        return self.code
+
+    def as_list(self) -> list[Tensor]:
+        return [self.code]

@@ -1,0 +1,106 @@
+"""ConvAutoencoder: the conv encoder / decoder stacks, the likelihood and the loss pipeline that
+most models share, written once.
+
+A family on top of it says only what differs:
+
+- ``build_head(in_features, latent_dim)``: encoder features -> the posterior's parameters;
+- ``encode(x)``: the posterior q(z|x) as a distribution object (:mod:`vaezoo.nn.distributions`:
+  a Gaussian, a point mass, a Gamma ...), which unpacks like PyTorch-VAE's ``encode`` list;
+- ``regularizer(output, kl_weight)``: the term added to the reconstruction loss (KL, MMD, ...).
+
+``forward`` is the same for every family: z ~ q(z|x) by ``rsample``, decoded, returned with the
+posterior's named parameters; ``loss`` is the weighted reconstruction term plus the regulariser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple
+
+from torch import Tensor, nn
+
+from vaezoo.models.base import BaseVAE
+from vaezoo.nn.blocks import DEFAULT_HIDDEN_DIMS, ConvDecoder, ConvEncoder
+from vaezoo.nn.distributions import Posterior
+from vaezoo.nn.likelihoods import LikelihoodName
+
+
+class ConvAutoencoder(BaseVAE):
+    """Conv encoder -> head -> posterior -> z -> conv decoder -> p(x|z), for ``in_channels`` x
+    ``image_size`` x ``image_size`` images (any size the stride-2 stack divides).
+
+    ``likelihood``, ``likelihood_scale``, ``likelihood_std``, ``recon_reduction`` and
+    ``output_activation`` choose p(x|z) and the scale of its term (see :class:`VanillaVAE`, which
+    documents them for every model built on this class).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        latent_dim: int,
+        hidden_dims: Sequence[int] | None = None,
+        *,
+        image_size: int = 64,
+        output_activation: Literal["sigmoid", "tanh", "none"] = "sigmoid",
+        recon_reduction: Literal["mean", "sum"] | None = None,
+        likelihood: LikelihoodName = "mse",
+        likelihood_scale: Literal["fixed", "learned"] = "learned",
+        likelihood_std: float = 0.1,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.hidden_dims = list(hidden_dims) if hidden_dims is not None else list(DEFAULT_HIDDEN_DIMS)
+        self.output_activation = output_activation
+        self.decoder_activation = self.setup_likelihood(
+            likelihood, output_activation, recon_reduction, likelihood_scale, likelihood_std
+        )
+        self.encoder = ConvEncoder(in_channels, self.hidden_dims, image_size)
+        self.head = self.build_head(self.encoder.out_features, latent_dim)
+        self.decoder = ConvDecoder(
+            latent_dim, in_channels, self.hidden_dims, image_size, self.decoder_activation
+        )
+
+    # -- what a family says ---------------------------------------------------------------------
+    def build_head(self, in_features: int, latent_dim: int) -> nn.Module:
+        """Encoder features (B, F) -> the posterior's parameters."""
+        raise NotImplementedError(f"{type(self).__name__} defines no head")
+
+    def encode(self, input: Tensor) -> Posterior:  # type: ignore[override]
+        """q(z|x) from the images (B, C, H, W)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no posterior")
+
+    def regularizer(self, output: Any, kl_weight: float, **kwargs: Any) -> tuple[Tensor, dict[str, Tensor]]:
+        """The term added to the reconstruction loss, and the named terms to log."""
+        raise NotImplementedError(f"{type(self).__name__} defines no regularizer")
+
+    # -- the pipeline -----------------------------------------------------------------------------
+    def decode_params(self, z: Tensor) -> Tensor:
+        return self.decoder(z)  # (B, C, H, W): the image, or the likelihood's parameters
+
+    def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:
+        posterior = self.encode(input)
+        z = posterior.rsample()  # (B, D)
+        recons, params = self.decode_with_params(z)
+        return self.pack(recons=recons, recon_params=params, input=input, z=z, **posterior.fields())
+
+    def loss(self, output: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
+        recon = self.reduce_over_batch(self.reconstruction_loss(self.recon_params(output), output.input))
+        penalty, terms = self.regularizer(output, M_N, **kwargs)
+        loss = self.reconstruction_weight * recon + penalty
+        return {
+            "loss": loss,
+            "Reconstruction_Loss": recon.detach(),
+            **{k: v.detach() for k, v in terms.items()},
+        }
+
+    @property
+    def reconstruction_weight(self) -> float:
+        """The weight of the reconstruction term in the loss: 1 unless a model has its own (InfoVAE's
+        ``beta``). ``Reconstruction_Loss`` is logged unweighted."""
+        return 1.0
+
+    def reduce_over_batch(self, per_example: Tensor) -> Tensor:
+        """The reconstruction term of the loss from its per-example values (B,): the batch mean
+        (MSSIMVAE's ``size_average=False``: the sum)."""
+        return per_example.mean()
