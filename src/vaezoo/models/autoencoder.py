@@ -3,7 +3,8 @@ most models share, written once.
 
 A family on top of it says only what differs:
 
-- ``build_head(in_features, latent_dim)``: encoder features -> the posterior's parameters;
+- ``build_head(in_features, latent_dim)``: encoder features -> the posterior's parameters (and
+  ``code_features()`` when the decoder's input is wider than ``latent_dim``);
 - ``encode(x)``: the posterior q(z|x) as a distribution object (:mod:`vaezoo.nn.distributions`:
   a Gaussian, a point mass, a Gamma ...), which unpacks like PyTorch-VAE's ``encode`` list;
 - ``regularizer(output, kl_weight)``: the term added to the reconstruction loss (KL, MMD, ...).
@@ -15,7 +16,7 @@ posterior's named parameters; ``loss`` is the weighted reconstruction term plus 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from torch import Tensor, nn
 
@@ -56,15 +57,25 @@ class ConvAutoencoder(BaseVAE):
             likelihood, output_activation, recon_reduction, likelihood_scale, likelihood_std
         )
         self.encoder = ConvEncoder(in_channels, self.hidden_dims, image_size)
-        self.head = self.build_head(self.encoder.out_features, latent_dim)
+        setattr(self, self.head_name, self.build_head(self.encoder.out_features, latent_dim))
         self.decoder = ConvDecoder(
-            latent_dim, in_channels, self.hidden_dims, image_size, self.decoder_activation
+            self.code_features(), in_channels, self.hidden_dims, image_size, self.decoder_activation
         )
 
     # -- what a family says ---------------------------------------------------------------------
+    # The attribute that holds the head (its state_dict prefix). A family whose hooks need its own
+    # arguments sets them on ``self`` before calling this constructor, which calls the hooks.
+    head_name: ClassVar[str] = "head"
+    head: nn.Module
+
     def build_head(self, in_features: int, latent_dim: int) -> nn.Module:
         """Encoder features (B, F) -> the posterior's parameters."""
         raise NotImplementedError(f"{type(self).__name__} defines no head")
+
+    def code_features(self) -> int:
+        """The width of the code z the decoder takes: ``latent_dim`` unless a family's code is wider
+        (one-hot blocks of categorical variables)."""
+        return self.latent_dim
 
     def encode(self, input: Tensor) -> Posterior:  # type: ignore[override]
         """q(z|x) from the images (B, C, H, W)."""

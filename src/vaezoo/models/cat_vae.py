@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from vaezoo.models.base import BaseVAE
-from vaezoo.nn.blocks import DEFAULT_HIDDEN_DIMS, ConvDecoder, ConvEncoder
+from vaezoo.models.autoencoder import ConvAutoencoder
 from vaezoo.nn.gumbel import RelaxedCategorical, kl_to_uniform
-from vaezoo.nn.likelihoods import LikelihoodName
 from vaezoo.registry import register_model
 
 
@@ -63,7 +61,7 @@ def sample_one_hot(
 
 
 @register_model(aliases=("GumbelVAE",))
-class CategoricalVAE(BaseVAE):
+class CategoricalVAE(ConvAutoencoder):
     """VAE with ``latent_dim`` categorical latents of ``categorical_dim`` classes (Jang et al. 2017).
 
     q(c|x) is a product of N = ``latent_dim`` categoricals; samples are relaxed with the
@@ -99,6 +97,8 @@ class CategoricalVAE(BaseVAE):
     loss_keys = ("loss", "Reconstruction_Loss", "KLD", "Temperature")
     output_cls = CategoricalOutput
     argument_aliases = {"alpha": "recon_weight"}
+    head_name = "categorical"
+    categorical: RelaxedCategorical
 
     def __init__(
         self,
@@ -111,35 +111,27 @@ class CategoricalVAE(BaseVAE):
         anneal_interval: int = 100,
         recon_weight: float = 1.0,
         *,
-        image_size: int = 64,
-        output_activation: Literal["sigmoid", "tanh", "none"] = "sigmoid",
-        recon_reduction: Literal["mean", "sum"] | None = None,
         min_temperature: float | None = None,
-        likelihood: LikelihoodName = "mse",
-        likelihood_scale: Literal["fixed", "learned"] = "learned",
-        likelihood_std: float = 0.1,
         **kwargs: Any,
     ) -> None:
-        super().__init__()
-        activation = self.setup_likelihood(
-            likelihood, output_activation, recon_reduction, likelihood_scale, likelihood_std
-        )
-        hidden_dims = list(hidden_dims) if hidden_dims is not None else list(DEFAULT_HIDDEN_DIMS)
-        self.latent_dim, self.categorical_dim = latent_dim, categorical_dim
-        self.recon_weight = recon_weight
-        self.encoder = ConvEncoder(in_channels, hidden_dims, image_size)
-        counts = [categorical_dim] * latent_dim  # N variables of Q classes
+        # read by build_head and code_features, which ConvAutoencoder's constructor calls
+        self.categorical_dim, self.recon_weight = categorical_dim, recon_weight
         minimum = default_min_temperature(temperature) if min_temperature is None else min_temperature
-        schedule = (temperature, minimum, anneal_rate, anneal_interval)
-        self.categorical = RelaxedCategorical(self.encoder.out_features, counts, *schedule)
-        codes = self.categorical.size  # N * Q
-        self.decoder = ConvDecoder(codes, in_channels, hidden_dims, image_size, activation)
+        self.temperature_schedule = (temperature, minimum, anneal_rate, anneal_interval)
+        super().__init__(in_channels, latent_dim, hidden_dims, **kwargs)
 
-    def encode(self, input: Tensor) -> list[Tensor]:
+    def build_head(self, in_features: int, latent_dim: int) -> nn.Module:
+        """Features -> logits of N = ``latent_dim`` variables of Q classes, sampled relaxed."""
+        return RelaxedCategorical(
+            in_features, [self.categorical_dim] * latent_dim, *self.temperature_schedule
+        )
+
+    def code_features(self) -> int:
+        return self.latent_dim * self.categorical_dim  # N one-hot blocks of Q
+
+    # PyTorch-VAE's [logits]: the relaxed sample needs the training step, so forward is its own
+    def encode(self, input: Tensor) -> list[Tensor]:  # type: ignore[override]
         return [self.categorical(self.encoder(input))]  # (B, N * Q) logits
-
-    def decode_params(self, z: Tensor) -> Tensor:
-        return self.decoder(z)  # (B, N * Q) one-hot-like codes -> (B, C, H, W)
 
     def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:  # CategoricalOutput (+ recon_params)
         logits = self.encode(input)[0]  # (B, N * Q)

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from vaezoo.arguments import Alias, as_int
 from vaezoo.losses import gaussian_kl
 from vaezoo.losses.schedules import linear_capacity
-from vaezoo.models.base import BaseVAE
+from vaezoo.models.autoencoder import ConvAutoencoder
 from vaezoo.models.cat_vae import default_min_temperature, kl_per_variable, one_hot_mode, sample_one_hot
 from vaezoo.models.vanilla_vae import expand_samples, per_dimension
-from vaezoo.nn.blocks import DEFAULT_HIDDEN_DIMS, ConvDecoder, ConvEncoder, GaussianHead
+from vaezoo.nn.blocks import GaussianHead
 from vaezoo.nn.distributions import DiagonalGaussian, log_standard_normal
 from vaezoo.nn.gumbel import RelaxedCategorical
-from vaezoo.nn.likelihoods import LikelihoodName
 from vaezoo.registry import register_model
 
 
@@ -36,7 +35,7 @@ class JointOutput(NamedTuple):
 
 
 @register_model
-class JointVAE(BaseVAE):
+class JointVAE(ConvAutoencoder):
     """A VAE with a continuous and a discrete latent, each with its own capacity (Dupont 2018).
 
     q(z, c|x) = q(z|x) q(c|x): z is Gaussian (``latent_dim`` dimensions, prior N(0, I)); c is one or
@@ -116,43 +115,33 @@ class JointVAE(BaseVAE):
         anneal_interval: int = 100,
         recon_weight: float = 1.0,
         *,
-        image_size: int = 64,
-        output_activation: Literal["sigmoid", "tanh", "none"] = "sigmoid",
-        recon_reduction: Literal["mean", "sum"] | None = None,
         gamma: float = 30.0,
         min_temperature: float | None = None,
-        likelihood: LikelihoodName = "mse",
-        likelihood_scale: Literal["fixed", "learned"] = "learned",
-        likelihood_std: float = 0.1,
         **kwargs: Any,
     ) -> None:
-        super().__init__()
-        activation = self.setup_likelihood(
-            likelihood, output_activation, recon_reduction, likelihood_scale, likelihood_std
-        )
-        hidden_dims = list(hidden_dims) if hidden_dims is not None else list(DEFAULT_HIDDEN_DIMS)
-        self.latent_dim, self.recon_weight = latent_dim, recon_weight
+        self.counts = [categorical_dim] if isinstance(categorical_dim, int) else list(categorical_dim)
+        super().__init__(in_channels, latent_dim, hidden_dims, **kwargs)  # reads counts: code_features
+        self.recon_weight = recon_weight
         self.cont_gamma = gamma if cont_gamma is None else cont_gamma
         self.disc_gamma = gamma if disc_gamma is None else disc_gamma
         # (minimum, maximum, steps) of each capacity's linear rise
         self.cont_capacity = (cont_min_capacity, cont_max_capacity, cont_capacity_steps)
         self.disc_capacity = (disc_min_capacity, disc_max_capacity, disc_capacity_steps)
-        self.encoder = ConvEncoder(in_channels, hidden_dims, image_size)
-        self.head = GaussianHead(self.encoder.out_features, latent_dim)
-        counts = [categorical_dim] if isinstance(categorical_dim, int) else categorical_dim
         minimum = default_min_temperature(temperature) if min_temperature is None else min_temperature
         schedule = (temperature, minimum, anneal_rate, anneal_interval)
-        self.categorical = RelaxedCategorical(self.encoder.out_features, counts, *schedule)
-        codes = latent_dim + self.categorical.size
-        self.decoder = ConvDecoder(codes, in_channels, hidden_dims, image_size, activation)
+        self.categorical = RelaxedCategorical(self.encoder.out_features, self.counts, *schedule)
 
-    def encode(self, input: Tensor) -> list[Tensor]:
+    def build_head(self, in_features: int, latent_dim: int) -> nn.Module:
+        return GaussianHead(in_features, latent_dim)  # the continuous part; the categorical follows
+
+    def code_features(self) -> int:
+        return self.latent_dim + sum(self.counts)  # z and one one-hot block per categorical variable
+
+    # PyTorch-VAE's [mu, log_var, logits]: the relaxed sample needs the training step, so forward is its own
+    def encode(self, input: Tensor) -> list[Tensor]:  # type: ignore[override]
         features = self.encoder(input)  # (B, F)
         mu, log_var = self.head(features)  # (B, D), (B, D)
         return [mu, log_var, self.categorical(features)]  # ..., (B, sum Q) logits
-
-    def decode_params(self, z: Tensor) -> Tensor:
-        return self.decoder(z)  # (B, D + sum Q) -> (B, C, H, W)
 
     def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:  # JointOutput (+ recon_params)
         mu, log_var, logits = self.encode(input)
