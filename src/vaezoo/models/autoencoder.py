@@ -56,7 +56,7 @@ class ConvAutoencoder(BaseVAE):
         self.decoder_activation = self.setup_likelihood(
             likelihood, output_activation, recon_reduction, likelihood_scale, likelihood_std
         )
-        self.encoder = ConvEncoder(in_channels, self.hidden_dims, image_size)
+        self.encoder = ConvEncoder(self.encoder_channels(in_channels), self.hidden_dims, image_size)
         setattr(self, self.head_name, self.build_head(self.encoder.out_features, latent_dim))
         self.decoder = ConvDecoder(
             self.code_features(), in_channels, self.hidden_dims, image_size, self.decoder_activation
@@ -72,9 +72,13 @@ class ConvAutoencoder(BaseVAE):
         """Encoder features (B, F) -> the posterior's parameters."""
         raise NotImplementedError(f"{type(self).__name__} defines no head")
 
+    def encoder_channels(self, in_channels: int) -> int:
+        """The channels the encoder reads: the image's, plus a label channel in a conditional model."""
+        return in_channels
+
     def code_features(self) -> int:
-        """The width of the code z the decoder takes: ``latent_dim`` unless a family's code is wider
-        (one-hot blocks of categorical variables)."""
+        """The width of the code the decoder takes: ``latent_dim`` unless a family's code is wider
+        (one-hot blocks of categorical variables, a conditional model's [z, y])."""
         return self.latent_dim
 
     def encode(self, input: Tensor) -> Posterior:  # type: ignore[override]

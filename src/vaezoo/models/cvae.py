@@ -11,7 +11,6 @@ from torch import Tensor, nn
 
 from vaezoo.models.base import Device, resolve_device
 from vaezoo.models.vanilla_vae import VanillaVAE
-from vaezoo.nn.blocks import DEFAULT_HIDDEN_DIMS, ConvDecoder
 from vaezoo.registry import register_model
 
 
@@ -62,22 +61,22 @@ class ConditionalVAE(VanillaVAE):
     ) -> None:
         if latent_dim is None:
             raise TypeError("ConditionalVAE() missing required argument 'latent_dim'")
-        hidden_dims = list(hidden_dims) if hidden_dims is not None else list(DEFAULT_HIDDEN_DIMS)
-        # The parent's encoder reads the image plus the label channel ...
+        self.num_classes = num_classes  # read by the hooks below, which the base's constructor calls
         super().__init__(
-            in_channels + 1,
+            in_channels,
             latent_dim,
             hidden_dims,
             image_size=image_size,
             output_activation=output_activation,
             **kwargs,
         )
-        self.num_classes = num_classes
         self.embed_class = nn.Linear(num_classes, image_size * image_size)
-        # ... and the decoder reads [z, y] and draws the image's own channels.
-        self.decoder = ConvDecoder(
-            latent_dim + num_classes, in_channels, hidden_dims, image_size, self.decoder_activation
-        )
+
+    def encoder_channels(self, in_channels: int) -> int:
+        return in_channels + 1  # the image and its label channel
+
+    def code_features(self) -> int:
+        return self.latent_dim + self.num_classes  # the decoder reads [z, y]
 
     def label_vectors(self, labels: Tensor | None, num_rows: int) -> Tensor:
         """``labels`` as a float (num_rows, num_classes) tensor; a clear error if they do not fit."""

@@ -228,10 +228,7 @@ class VQVAE(BaseVAE):
     # -- evaluation: the quantised map is the code; no posterior, no prior ------------------------
     def embed(self, x: Tensor, **kwargs: Any) -> Tensor:
         """The quantised map (B, D, h, w) of ``x``, without touching the codebook (no EMA update)."""
-        z_e = self.encode(x)[0]  # (B, D, h, w)
-        batch, dim, height, width = z_e.shape
-        codes = self.quantizer.nearest(z_e.permute(0, 2, 3, 1).reshape(-1, dim))  # (B*h*w,)
-        return self.quantizer.lookup(codes.view(batch, height, width))
+        return self.quantizer.lookup(self.codes(x))
 
     def kl_per_dimension(self, x: Tensor, **kwargs: Any) -> Tensor:
         raise NotImplementedError(
