@@ -295,7 +295,8 @@ def test_twostage_stage1_is_the_learned_variance_gaussian_nll():
 def test_twostage_stage2_sends_no_gradient_into_stage1():
     model, x = small(TwoStageVAE, stage2_width=8), images()
     output = model(x)
-    stage2 = model.stage2.loss(output.z.detach(), output, 1.0)["Stage2_Loss"]
+    u_posterior = DiagonalGaussian(output.u_mu, output.u_log_var)
+    stage2 = model.stage2.loss(output.z.detach(), output.z_recons, u_posterior, 1.0)["Stage2_Loss"]
     stage1_params = [p for name, p in model.named_parameters() if not name.startswith("stage2.")]
     stage2_params = list(model.stage2.parameters())
     to_stage1 = torch.autograd.grad(stage2, stage1_params, allow_unused=True, retain_graph=True)

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from vaezoo.fileio import atomic_path
 from vaezoo.losses import gaussian_kl, squared_error
-from vaezoo.models.twostage_vae import LatentVAE, learned_variance_nll
+from vaezoo.nn.latent_vae import LatentVAE, learned_variance_nll
 
 if TYPE_CHECKING:
     from vaezoo.models.base import BaseVAE
@@ -292,7 +292,7 @@ def mixture_scale(covariances: np.ndarray, covariance_type: str, means_shape: to
 class TwoStageSampler(LatentSampler):
     """A second VAE on the latents (Dai & Wipf 2019, "Diagnosing and Enhancing VAE Models", Sec. 4).
 
-    Stage 2 is vaezoo's :class:`~vaezoo.models.twostage_vae.LatentVAE`: u ~ N(0, I) of the codes'
+    Stage 2 is vaezoo's :class:`~vaezoo.nn.latent_vae.LatentVAE`: u ~ N(0, I) of the codes'
     dimension M (the paper's kappa = d), an MLP q(u|z), and p(z|u) = N(z_hat(u), gamma I) with a
     learned scalar gamma, the paper's key point: gamma shrinks to the reconstruction error, so the KL
     term is weighted enough to push q(u) towards N(0, I). Its negative ELBO per code::

@@ -9,23 +9,13 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from vaezoo.losses import gaussian_kl, squared_error
+from vaezoo.losses import squared_error
 from vaezoo.models.vanilla_vae import VanillaVAE
-from vaezoo.nn.blocks import GaussianHead
 from vaezoo.nn.distributions import DiagonalGaussian
+from vaezoo.nn.latent_vae import LatentVAE, learned_variance_nll
 from vaezoo.registry import register_model
 
 DEFAULT_STAGE2_WIDTH = 256  # hidden units of vaezoo's stage 2 (one layer in q(u|z), two in p(z|u))
-
-
-def learned_variance_nll(error: Tensor, log_gamma: Tensor, num_dims: int) -> Tensor:
-    """-log N(x; x_hat, gamma I) without the constant (D/2) log 2 pi, from ||x - x_hat||^2 (B,)::
-
-    ||x - x_hat||^2 / (2 gamma) + (D/2) log gamma
-
-    Minimised over gamma at gamma = ||x - x_hat||^2 / D, the mean squared error.
-    """
-    return 0.5 * error * torch.exp(-log_gamma) + 0.5 * num_dims * log_gamma
 
 
 class TwoStageOutput(NamedTuple):
@@ -39,60 +29,6 @@ class TwoStageOutput(NamedTuple):
     z_recons: Tensor  # (B, D) stage 2's reconstruction of z (the mean of p(z|u))
     u_mu: Tensor  # (B, D) stage 2's q(u|z)
     u_log_var: Tensor  # (B, D)
-
-
-def mlp(in_features: int, widths: Sequence[int]) -> nn.Sequential:
-    """Linear + LeakyReLU layers of the given widths."""
-    sizes = [in_features, *widths]
-    return nn.Sequential(*(m for a, b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b), nn.LeakyReLU())))
-
-
-class GaussianMLP(nn.Module):
-    """q(u|z) = N(mu(h), diag sigma^2(h)), h an MLP of z (one hidden layer: a ConditionalGaussian)."""
-
-    def __init__(self, in_features: int, latent_dim: int, widths: Sequence[int]) -> None:
-        super().__init__()
-        self.hidden = mlp(in_features, widths)
-        self.head = GaussianHead(widths[-1], latent_dim)
-
-    def forward(self, h: Tensor) -> DiagonalGaussian:
-        mu, log_var = self.head(self.hidden(h))  # (B, D), (B, D)
-        return DiagonalGaussian(mu, log_var)
-
-
-class LatentVAE(nn.Module):
-    """Stage 2: a small MLP VAE over stage-1 latents z, with u ~ N(0, I) and p(z|u) = N(z_hat(u), gamma_z I).
-
-    ``widths`` is one width w -- vaezoo's stage 2, one hidden layer of w in q(u|z) and two in
-    p(z|u) -- or a list, PyTorch-VAE's ``hidden_dims2``: q(u|z)'s hidden layers, and p(z|u)'s in reverse.
-    """
-
-    def __init__(self, latent_dim: int, widths: int | Sequence[int]) -> None:
-        super().__init__()
-        if isinstance(widths, int):
-            encoder_widths, decoder_widths = [widths], [widths, widths]
-        else:
-            encoder_widths = list(widths)
-            decoder_widths = encoder_widths[::-1]
-        if not encoder_widths:
-            raise ValueError("stage 2 needs at least one hidden layer (hidden_dims2 is empty)")
-        self.encoder = GaussianMLP(latent_dim, latent_dim, encoder_widths)  # q(u|z)
-        # u -> z_hat, the mean of p(z|u)
-        self.decoder = nn.Sequential(
-            *mlp(latent_dim, decoder_widths), nn.Linear(decoder_widths[-1], latent_dim)
-        )
-        self.log_gamma = nn.Parameter(torch.zeros(()))  # log gamma_z
-
-    def loss(self, z: Tensor, output: TwoStageOutput, kl_weight: float) -> dict[str, Tensor]:
-        """Stage 2's negative ELBO on the (detached) latents z, per-batch means."""
-        error = squared_error(output.z_recons, z, "sum")  # (B,)
-        recon = learned_variance_nll(error, self.log_gamma, z.shape[1]).mean()
-        kld = gaussian_kl(output.u_mu, output.u_log_var).mean()
-        return {
-            "Stage2_Loss": recon + kl_weight * kld,
-            "Stage2_Reconstruction_Loss": recon,
-            "Stage2_KLD": kld,
-        }
 
 
 @register_model
@@ -195,7 +131,8 @@ class TwoStageVAE(VanillaVAE):
 
     def loss(self, output: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
         stage1 = super().loss(output, M_N=M_N, **kwargs)  # recon (with gamma) + M_N * KL
-        stage2 = self.stage2.loss(output.z.detach(), output, M_N)
+        u_posterior = DiagonalGaussian(output.u_mu, output.u_log_var)
+        stage2 = self.stage2.loss(output.z.detach(), output.z_recons, u_posterior, M_N)
         return {
             **stage1,
             "loss": stage1["loss"] + stage2["Stage2_Loss"],
