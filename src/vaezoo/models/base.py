@@ -103,6 +103,8 @@ class BaseVAE(nn.Module):
     samples_from_prior: bool = True  # False: sample() raises NotImplementedError saying why (e.g. VQ-VAE)
     is_conditional: ClassVar[bool] = False  # True: forward/sample/generate need labels= (e.g. a CVAE)
     codebook_size: int | None = None  # K of a vector-quantised latent (its codes(x) are indices < K)
+    # The loss terms that are KL(q(z|x) || p(z)) in closed form; kl_per_dimension's rows sum to them.
+    kl_terms: ClassVar[tuple[str, ...]] = ()
     output_cls: Any = None  # the NamedTuple forward returns (models that use ``pack``)
     likelihood: Likelihood  # p(x|z), set by ``setup_likelihood``
     recon_reduction: str

@@ -52,6 +52,7 @@ class BetaTCVAE(VanillaVAE):
 
     output_cls = VAEOutputWithZ
     loss_keys: tuple[str, ...] = ("loss", "Reconstruction_Loss", "MI_Loss", "TC_Loss", "KLD")
+    kl_terms = ()  # its KLD is the minibatch estimate of the decomposition, not the closed form
 
     def __init__(
         self,

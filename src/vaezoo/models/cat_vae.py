@@ -95,6 +95,7 @@ class CategoricalVAE(ConvAutoencoder):
     """
 
     loss_keys = ("loss", "Reconstruction_Loss", "KLD", "Temperature")
+    kl_terms = ("KLD",)
     output_cls = CategoricalOutput
     argument_aliases = {"alpha": "recon_weight"}
     head_name = "categorical"

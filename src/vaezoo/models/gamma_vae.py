@@ -153,6 +153,7 @@ class GammaVAE(ConvAutoencoder):
 
     output_cls = GammaOutput
     loss_keys: tuple[str, ...] = ("loss", "Reconstruction_Loss", "KLD")
+    kl_terms = ("KLD",)
     argument_aliases = {"gamma_shape": Alias("shape_boosts", as_int)}
 
     def __init__(

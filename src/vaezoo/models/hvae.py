@@ -66,6 +66,7 @@ class HVAE(VanillaVAE):
 
     output_cls: type[NamedTuple] = HierarchicalOutput
     loss_keys: tuple[str, ...] = ("loss", "Reconstruction_Loss", "KLD", "KLD_z1", "KLD_z2")
+    kl_terms = ()  # KL of a hierarchy, against the learned p(z1|z2): no per-dimension split
     argument_aliases = {"latent1_dim": "latent_dim"}
     ignored_arguments = {
         "pseudo_input_size": "the size of pseudo-inputs for a VampPrior PyTorch-VAE's HVAE never builds",

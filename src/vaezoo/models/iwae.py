@@ -54,6 +54,7 @@ class IWAE(VanillaVAE):
 
     output_cls: type[NamedTuple] = ImportanceOutput
     loss_keys: tuple[str, ...] = ("loss", "Reconstruction_Loss", "KLD", "ELBO")
+    kl_terms = ()  # its KLD is the importance-weighted estimate of log q - log p
     num_estimates: int = 1  # groups the samples are averaged in (MIWAE's M); the IWAE has one
 
     def __init__(

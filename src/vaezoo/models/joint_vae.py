@@ -83,6 +83,7 @@ class JointVAE(ConvAutoencoder):
         "Capacity_Continuous", "Capacity_Discrete", "Temperature",
     )  # fmt: skip
     output_cls = JointOutput
+    kl_terms = ("KLD_Continuous", "KLD_Discrete")
 
     argument_aliases = {
         "latent_min_capacity": "cont_min_capacity",

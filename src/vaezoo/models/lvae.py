@@ -103,6 +103,7 @@ class LVAE(VanillaVAE):
     """
 
     output_cls: type[NamedTuple] = LadderOutput
+    kl_terms = ()  # KLs of the ladder's rungs against their top-down priors
 
     def __init__(
         self,

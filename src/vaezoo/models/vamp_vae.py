@@ -46,6 +46,7 @@ class VampVAE(VanillaVAE):
     """
 
     output_cls: type[NamedTuple] = VAEOutputWithZ
+    kl_terms = ()  # a Monte Carlo KL against the mixture prior
 
     def __init__(
         self,

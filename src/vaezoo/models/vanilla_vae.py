@@ -8,7 +8,7 @@ copying ``forward`` or ``loss_function``.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from torch import Tensor, nn
 
@@ -88,6 +88,7 @@ class VanillaVAE(ConvAutoencoder):
 
     output_cls: type[NamedTuple] = VAEOutput
     loss_keys: tuple[str, ...] = ("loss", "Reconstruction_Loss", "KLD")
+    kl_terms: ClassVar[tuple[str, ...]] = ("KLD",)
 
     def build_head(self, in_features: int, latent_dim: int) -> nn.Module:
         """Encoder features -> (mu, log_var) of the Gaussian posterior."""
