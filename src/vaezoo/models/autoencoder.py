@@ -51,22 +51,40 @@ class ConvAutoencoder(BaseVAE):
     ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
-        self.hidden_dims = list(hidden_dims) if hidden_dims is not None else list(DEFAULT_HIDDEN_DIMS)
+        self.hidden_dims = list(hidden_dims) if hidden_dims is not None else list(self.default_hidden_dims)
         self.output_activation = output_activation
         self.decoder_activation = self.setup_likelihood(
             likelihood, output_activation, recon_reduction, likelihood_scale, likelihood_std
         )
-        self.encoder = ConvEncoder(self.encoder_channels(in_channels), self.hidden_dims, image_size)
-        setattr(self, self.head_name, self.build_head(self.encoder.out_features, latent_dim))
-        self.decoder = ConvDecoder(
-            self.code_features(), in_channels, self.hidden_dims, image_size, self.decoder_activation
-        )
+        self.encoder = self.build_encoder(self.encoder_channels(in_channels), image_size)
+        setattr(self, self.head_name, self.build_head(self.encoder_features(), latent_dim))
+        self.decoder = self.build_decoder(in_channels, image_size)
 
     # -- what a family says ---------------------------------------------------------------------
     # The attribute that holds the head (its state_dict prefix). A family whose hooks need its own
     # arguments sets them on ``self`` before calling this constructor, which calls the hooks.
     head_name: ClassVar[str] = "head"
     head: nn.Module
+    default_hidden_dims: ClassVar[tuple[int, ...]] = tuple(DEFAULT_HIDDEN_DIMS)
+
+    def build_encoder(self, in_channels: int, image_size: int) -> nn.Module:
+        """Images (B, C, H, W) -> features: the stride-2 conv stack over ``hidden_dims``, flattened."""
+        return ConvEncoder(in_channels, self.hidden_dims, image_size)
+
+    def encoder_features(self) -> int:
+        """The width of the encoder's output, which the head reads."""
+        features = self.encoder.out_features  # ConvEncoder's flat feature width
+        if not isinstance(features, int):
+            raise TypeError(
+                f"{type(self).__name__}: its encoder has no out_features; override encoder_features"
+            )
+        return features
+
+    def build_decoder(self, out_channels: int, image_size: int) -> nn.Module:
+        """Codes (B, ``code_features()``) -> the likelihood's parameters (B, C, H, W): the mirrored stack."""
+        return ConvDecoder(
+            self.code_features(), out_channels, self.hidden_dims, image_size, self.decoder_activation
+        )
 
     def build_head(self, in_features: int, latent_dim: int) -> nn.Module:
         """Encoder features (B, F) -> the posterior's parameters."""

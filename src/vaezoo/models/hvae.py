@@ -84,7 +84,7 @@ class HVAE(VanillaVAE):
         **kwargs: Any,
     ) -> None:
         super().__init__(in_channels, latent_dim, hidden_dims, image_size=image_size, **kwargs)
-        features = self.encoder.out_features
+        features = self.encoder_features()
         self.latent2_dim = latent2_dim
         self.top_head = GaussianHead(features, latent2_dim)  # q(z2|x); self.head is q(z1|x, z2)
         self.z2_to_features = nn.Linear(latent2_dim, features)  # A

@@ -130,7 +130,7 @@ class JointVAE(ConvAutoencoder):
         self.disc_capacity = (disc_min_capacity, disc_max_capacity, disc_capacity_steps)
         minimum = default_min_temperature(temperature) if min_temperature is None else min_temperature
         schedule = (temperature, minimum, anneal_rate, anneal_interval)
-        self.categorical = RelaxedCategorical(self.encoder.out_features, self.counts, *schedule)
+        self.categorical = RelaxedCategorical(self.encoder_features(), self.counts, *schedule)
 
     def build_head(self, in_features: int, latent_dim: int) -> nn.Module:
         return GaussianHead(in_features, latent_dim)  # the continuous part; the categorical follows

@@ -127,7 +127,7 @@ class LVAE(VanillaVAE):
             *(f"KLD_z{i}" for i in range(1, len(dims) + 1)),
         )
         # Bottom-up: rung 1 reads the conv features through self.head; rung i+1 an MLP of rung i's.
-        widths = [self.encoder.out_features] + [rung_width] * (len(dims) - 1)
+        widths = [self.encoder_features()] + [rung_width] * (len(dims) - 1)
         self.up = nn.ModuleList(
             nn.Sequential(nn.Linear(a, b), nn.LeakyReLU()) for a, b in zip(widths, widths[1:])
         )

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 from torch import Tensor, nn
 
 from vaezoo.losses import squared_error
-from vaezoo.models.base import BaseVAE, Device
+from vaezoo.models.autoencoder import ConvAutoencoder
+from vaezoo.models.base import Device
 from vaezoo.nn.blocks import check_image_size, output_activation
-from vaezoo.nn.likelihoods import LikelihoodName
 from vaezoo.nn.quantizers import VectorQuantizer, codebook_perplexity, codebook_usage
 from vaezoo.registry import register_model
 
@@ -91,7 +91,7 @@ class VQOutput(NamedTuple):
 
 
 @register_model
-class VQVAE(BaseVAE):
+class VQVAE(ConvAutoencoder):
     """VQ-VAE (van den Oord et al. 2017): a deterministic encoder, a codebook of K vectors, a decoder.
 
     ``latent_dim`` is the size D of a code vector (PyTorch-VAE's ``embedding_dim``, same position);
@@ -134,6 +134,9 @@ class VQVAE(BaseVAE):
     samples_from_prior = False
     output_cls = VQOutput
     argument_aliases = {"embedding_dim": "latent_dim"}
+    head_name = "quantizer"
+    quantizer: VectorQuantizer
+    default_hidden_dims = DEFAULT_VQ_HIDDEN_DIMS
 
     def __init__(
         self,
@@ -149,29 +152,32 @@ class VQVAE(BaseVAE):
         ema_decay: float = 0.99,
         ema_epsilon: float = 1e-5,
         data_init: bool = False,
-        output_activation: Literal["sigmoid", "tanh", "none"] = "sigmoid",
-        recon_reduction: Literal["mean", "sum"] | None = None,
-        likelihood: LikelihoodName = "mse",
-        likelihood_scale: Literal["fixed", "learned"] = "learned",
-        likelihood_std: float = 0.1,
         **kwargs: Any,
     ) -> None:
-        super().__init__()
-        activation = self.setup_likelihood(
-            likelihood, output_activation, recon_reduction, likelihood_scale, likelihood_std
+        # read by the build hooks below, which ConvAutoencoder's constructor calls
+        self.num_embeddings, self.beta, self.num_residual_layers = num_embeddings, beta, num_residual_layers
+        self.quantizer_options = (ema, ema_decay, ema_epsilon, data_init)
+        super().__init__(in_channels, latent_dim, hidden_dims, image_size=image_size, **kwargs)
+
+    def build_encoder(self, in_channels: int, image_size: int) -> nn.Module:
+        check_image_size(image_size, len(self.hidden_dims))
+        return vq_encoder(in_channels, self.hidden_dims, self.latent_dim, self.num_residual_layers)
+
+    def encoder_features(self) -> int:
+        return self.latent_dim  # channels of the (B, D, h, w) map
+
+    def build_head(self, in_features: int, latent_dim: int) -> nn.Module:
+        """The codebook: K vectors of size D, each encoder vector replaced by its nearest one."""
+        return VectorQuantizer(self.num_embeddings, latent_dim, *self.quantizer_options)
+
+    def build_decoder(self, out_channels: int, image_size: int) -> nn.Module:
+        return vq_decoder(
+            out_channels, self.hidden_dims, self.latent_dim, self.num_residual_layers, self.decoder_activation
         )
-        hidden_dims = list(hidden_dims) if hidden_dims is not None else list(DEFAULT_VQ_HIDDEN_DIMS)
-        check_image_size(image_size, len(hidden_dims))
-        self.latent_dim, self.num_embeddings, self.beta = latent_dim, num_embeddings, beta
-        self.encoder = vq_encoder(in_channels, hidden_dims, latent_dim, num_residual_layers)
-        self.quantizer = VectorQuantizer(num_embeddings, latent_dim, ema, ema_decay, ema_epsilon, data_init)
-        self.decoder = vq_decoder(in_channels, hidden_dims, latent_dim, num_residual_layers, activation)
 
-    def encode(self, input: Tensor) -> list[Tensor]:
+    # PyTorch-VAE's [z_e]: the quantised code is deterministic and forward returns more, so it is its own
+    def encode(self, input: Tensor) -> list[Tensor]:  # type: ignore[override]
         return [self.encoder(input)]  # (B, D, h, w)
-
-    def decode_params(self, z: Tensor) -> Tensor:
-        return self.decoder(z)  # quantised (B, D, h, w) -> (B, C, H, W)
 
     def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:  # VQOutput (+ recon_params)
         z_e = self.encode(input)[0]  # (B, D, h, w)
