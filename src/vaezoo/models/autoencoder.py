@@ -99,7 +99,7 @@ class ConvAutoencoder(BaseVAE):
         (one-hot blocks of categorical variables, a conditional model's [z, y])."""
         return self.latent_dim
 
-    def encode(self, input: Tensor) -> Posterior:  # type: ignore[override]
+    def encode(self, input: Tensor) -> Posterior:
         """q(z|x) from the images (B, C, H, W)."""
         raise NotImplementedError(f"{type(self).__name__} defines no posterior")
 
@@ -113,7 +113,7 @@ class ConvAutoencoder(BaseVAE):
 
     def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:
         posterior = self.encode(input)
-        z = posterior.rsample()  # (B, D)
+        z = posterior.rsample(kwargs.get("global_step"))  # (B, D); the step anneals relaxed samplers
         recons, params = self.decode_with_params(z)
         return self.pack(recons=recons, recon_params=params, input=input, z=z, **posterior.fields())
 

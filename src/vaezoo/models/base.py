@@ -31,6 +31,7 @@ from __future__ import annotations
 import collections
 import functools
 import inspect
+from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -120,7 +121,9 @@ class BaseVAE(nn.Module):
             cls.__init__ = _record_config(cls.__init__)  # type: ignore[method-assign]
 
     # -- the PyTorch-VAE API ------------------------------------------------------------------
-    def encode(self, input: Tensor) -> list[Tensor]:
+    def encode(self, input: Tensor) -> Sequence[Tensor]:
+        """The posterior's parameters, e.g. ``[mu, log_var]``, or a distribution object that unpacks
+        like them (:mod:`vaezoo.nn.distributions`)."""
         raise NotImplementedError
 
     def decode(self, z: Tensor) -> Tensor:

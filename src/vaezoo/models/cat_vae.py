@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaezoo.models.autoencoder import ConvAutoencoder
+from vaezoo.nn.distributions import Posterior
 from vaezoo.nn.gumbel import RelaxedCategorical, kl_to_uniform
 from vaezoo.registry import register_model
 
@@ -58,6 +59,26 @@ def sample_one_hot(
         codes.append(F.one_hot(classes, block.shape[-1]).to(logits).flatten(2))  # (B, S, K * Q)
         log_q = log_q + log_p.gather(-1, classes.unsqueeze(-1)).squeeze(-1).sum(-1)
     return torch.cat(codes, dim=-1), log_q
+
+
+class RelaxedCategoricalPosterior(Posterior):
+    """q(c|x) of independent categorical variables from their logits (B, sum Q), drawn as
+    Gumbel-softmax relaxations at the temperature of the training step; unpacks as ``[logits]``."""
+
+    def __init__(self, logits: Tensor, categorical: RelaxedCategorical) -> None:
+        self.logits, self.categorical = logits, categorical
+
+    def rsample(self, global_step: int | None = None) -> Tensor:
+        return self.categorical.rsample(self.logits, global_step)  # (B, sum Q), relaxed one-hot
+
+    def mode(self) -> Tensor:
+        return one_hot_mode(self.categorical, self.logits)  # (B, sum Q), one-hot
+
+    def as_list(self) -> list[Tensor]:
+        return [self.logits]
+
+    def fields(self) -> dict[str, Tensor]:
+        return {"logits": self.logits}
 
 
 @register_model(aliases=("GumbelVAE",))
@@ -130,15 +151,9 @@ class CategoricalVAE(ConvAutoencoder):
     def code_features(self) -> int:
         return self.latent_dim * self.categorical_dim  # N one-hot blocks of Q
 
-    # PyTorch-VAE's [logits]: the relaxed sample needs the training step, so forward is its own
-    def encode(self, input: Tensor) -> list[Tensor]:  # type: ignore[override]
-        return [self.categorical(self.encoder(input))]  # (B, N * Q) logits
-
-    def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:  # CategoricalOutput (+ recon_params)
-        logits = self.encode(input)[0]  # (B, N * Q)
-        z = self.categorical.rsample(logits, kwargs.get("global_step"))  # (B, N * Q)
-        recons, params = self.decode_with_params(z)
-        return self.pack(recons=recons, recon_params=params, input=input, logits=logits, z=z)
+    def encode(self, input: Tensor) -> RelaxedCategoricalPosterior:
+        """q(c|x): logits of the N variables, (B, N * Q); unpacks as PyTorch-VAE's ``[logits]``."""
+        return RelaxedCategoricalPosterior(self.categorical(self.encoder(input)), self.categorical)
 
     def loss(self, output: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
         recon = self.reconstruction_loss(self.recon_params(output), output.input).mean()
@@ -158,7 +173,7 @@ class CategoricalVAE(ConvAutoencoder):
 
     # -- evaluation: the discrete model -----------------------------------------------------------
     def embed(self, x: Tensor, **kwargs: Any) -> Tensor:
-        return one_hot_mode(self.categorical, self.encode(x)[0])  # (B, N * Q)
+        return self.encode(x).mode()  # (B, N * Q), the most probable class of each variable
 
     def kl_per_dimension(self, x: Tensor, **kwargs: Any) -> Tensor:
         return kl_per_variable(self.categorical, self.encode(x)[0])  # (B, N)

@@ -110,7 +110,7 @@ class GammaPosterior(Posterior):
     def __init__(self, concentration: Tensor, rate: Tensor, shape_boosts: int) -> None:
         self.concentration, self.rate, self.shape_boosts = concentration, rate, shape_boosts
 
-    def rsample(self) -> Tensor:
+    def rsample(self, global_step: int | None = None) -> Tensor:
         return gamma_rsample(self.concentration, self.rate, self.shape_boosts)  # (B, D), positive
 
     def mode(self) -> Tensor:
@@ -181,7 +181,7 @@ class GammaVAE(ConvAutoencoder):
     def build_head(self, in_features: int, latent_dim: int) -> nn.Module:
         return GammaHead(in_features, latent_dim)
 
-    def encode(self, input: Tensor) -> GammaPosterior:  # type: ignore[override]
+    def encode(self, input: Tensor) -> GammaPosterior:
         concentration, rate = self.head(self.encoder(input))  # (B, D), (B, D)
         return GammaPosterior(concentration, rate, self.shape_boosts)
 

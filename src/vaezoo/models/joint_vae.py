@@ -11,10 +11,15 @@ from vaezoo.arguments import Alias, as_int
 from vaezoo.losses import gaussian_kl
 from vaezoo.losses.schedules import linear_capacity
 from vaezoo.models.autoencoder import ConvAutoencoder
-from vaezoo.models.cat_vae import default_min_temperature, kl_per_variable, one_hot_mode, sample_one_hot
+from vaezoo.models.cat_vae import (
+    RelaxedCategoricalPosterior,
+    default_min_temperature,
+    kl_per_variable,
+    sample_one_hot,
+)
 from vaezoo.models.vanilla_vae import expand_samples, per_dimension
 from vaezoo.nn.blocks import GaussianHead
-from vaezoo.nn.distributions import DiagonalGaussian, log_standard_normal
+from vaezoo.nn.distributions import DiagonalGaussian, Posterior, log_standard_normal
 from vaezoo.nn.gumbel import RelaxedCategorical
 from vaezoo.registry import register_model
 
@@ -32,6 +37,26 @@ class JointOutput(NamedTuple):
     log_var: Tensor  # (B, D)
     logits: Tensor  # (B, Q_1 + ... + Q_K): the K categorical variables' logits side by side
     z: Tensor  # (B, D + Q_1 + ... + Q_K): Gaussian sample and relaxed one-hots, concatenated
+
+
+class JointPosterior(Posterior):
+    """q(z, c|x) = q(z|x) q(c|x): a Gaussian z beside relaxed categorical codes c; a draw is
+    [z, c], (B, D + sum Q), the code the decoder reads."""
+
+    def __init__(self, gaussian: DiagonalGaussian, categorical: RelaxedCategoricalPosterior) -> None:
+        self.gaussian, self.categorical = gaussian, categorical
+
+    def rsample(self, global_step: int | None = None) -> Tensor:
+        return torch.cat([self.gaussian.rsample(), self.categorical.rsample(global_step)], dim=1)
+
+    def mode(self) -> Tensor:
+        return torch.cat([self.gaussian.mode(), self.categorical.mode()], dim=1)
+
+    def as_list(self) -> list[Tensor]:
+        return [*self.gaussian.as_list(), *self.categorical.as_list()]
+
+    def fields(self) -> dict[str, Tensor]:
+        return {**self.gaussian.fields(), **self.categorical.fields()}
 
 
 @register_model
@@ -138,19 +163,13 @@ class JointVAE(ConvAutoencoder):
     def code_features(self) -> int:
         return self.latent_dim + sum(self.counts)  # z and one one-hot block per categorical variable
 
-    # PyTorch-VAE's [mu, log_var, logits]: the relaxed sample needs the training step, so forward is its own
-    def encode(self, input: Tensor) -> list[Tensor]:  # type: ignore[override]
+    def encode(self, input: Tensor) -> JointPosterior:
+        """q(z|x) q(c|x), the Gaussian and the categorical parts from the same features;
+        unpacks as PyTorch-VAE's ``[mu, log_var, logits]``."""
         features = self.encoder(input)  # (B, F)
-        mu, log_var = self.head(features)  # (B, D), (B, D)
-        return [mu, log_var, self.categorical(features)]  # ..., (B, sum Q) logits
-
-    def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:  # JointOutput (+ recon_params)
-        mu, log_var, logits = self.encode(input)
-        codes = self.categorical.rsample(logits, kwargs.get("global_step"))  # (B, sum Q)
-        z = torch.cat([self.reparameterize(mu, log_var), codes], dim=1)  # (B, D + sum Q)
-        recons, params = self.decode_with_params(z)
-        return self.pack(
-            recons=recons, recon_params=params, input=input, mu=mu, log_var=log_var, logits=logits, z=z
+        gaussian = DiagonalGaussian(*self.head(features))  # (B, D)
+        return JointPosterior(
+            gaussian, RelaxedCategoricalPosterior(self.categorical(features), self.categorical)
         )
 
     def loss(self, output: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
@@ -182,8 +201,7 @@ class JointVAE(ConvAutoencoder):
 
     # -- evaluation: Gaussian z and exact one-hot c -----------------------------------------------
     def embed(self, x: Tensor, **kwargs: Any) -> Tensor:
-        mu, _, logits = self.encode(x)
-        return torch.cat([mu, one_hot_mode(self.categorical, logits)], dim=1)  # (B, D + sum Q)
+        return self.encode(x).mode()  # (B, D + sum Q): the mean and the most probable classes
 
     def kl_per_dimension(self, x: Tensor, **kwargs: Any) -> Tensor:
         mu, log_var, logits = self.encode(x)

@@ -94,7 +94,7 @@ class VanillaVAE(ConvAutoencoder):
         """Encoder features -> (mu, log_var) of the Gaussian posterior."""
         return GaussianHead(in_features, latent_dim)
 
-    def encode(self, input: Tensor) -> DiagonalGaussian:  # type: ignore[override]
+    def encode(self, input: Tensor) -> DiagonalGaussian:
         """q(z|x) = N(mu(x), diag sigma^2(x)), (B, D); unpacks as PyTorch-VAE's ``[mu, log_var]``."""
         mu, log_var = self.head(self.encoder(input))  # (B, D), (B, D)
         return DiagonalGaussian(mu, log_var)

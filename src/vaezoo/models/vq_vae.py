@@ -10,6 +10,7 @@ from vaezoo.losses import squared_error
 from vaezoo.models.autoencoder import ConvAutoencoder
 from vaezoo.models.base import Device
 from vaezoo.nn.blocks import check_image_size, output_activation
+from vaezoo.nn.distributions import PointMass
 from vaezoo.nn.quantizers import VectorQuantizer, codebook_perplexity, codebook_usage
 from vaezoo.registry import register_model
 
@@ -175,9 +176,10 @@ class VQVAE(ConvAutoencoder):
             out_channels, self.hidden_dims, self.latent_dim, self.num_residual_layers, self.decoder_activation
         )
 
-    # PyTorch-VAE's [z_e]: the quantised code is deterministic and forward returns more, so it is its own
-    def encode(self, input: Tensor) -> list[Tensor]:  # type: ignore[override]
-        return [self.encoder(input)]  # (B, D, h, w)
+    # forward is its own: the quantiser sits between the encoder's code and the decoder
+    def encode(self, input: Tensor) -> PointMass:
+        """The encoder's map z_e (B, D, h, w), before quantisation; unpacks as ``[z_e]``."""
+        return PointMass(self.encoder(input))
 
     def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:  # VQOutput (+ recon_params)
         z_e = self.encode(input)[0]  # (B, D, h, w)

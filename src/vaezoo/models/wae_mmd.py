@@ -65,7 +65,7 @@ class LatentMatchingAutoencoder(ConvAutoencoder):
     def build_head(self, in_features: int, latent_dim: int) -> nn.Module:
         return nn.Linear(in_features, latent_dim)  # a code, not a distribution
 
-    def encode(self, input: Tensor) -> PointMass:  # type: ignore[override]
+    def encode(self, input: Tensor) -> PointMass:
         """The code z = f(x), (B, D), as a point mass (no noise; unpacks as ``[z]``)."""
         return PointMass(self.head(self.encoder(input)))
 

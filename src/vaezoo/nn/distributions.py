@@ -1,7 +1,7 @@
 """Distributions as small objects, so priors and posteriors share one interface.
 
-A model's ``encode(x)`` returns its posterior q(z|x) as one of these: ``rsample()`` draws a
-reparameterised z, ``mode()`` is the deterministic code, ``fields()`` names the parameters the
+A model's ``encode(x)`` returns its posterior q(z|x) as one of these: ``rsample(global_step)`` draws
+a reparameterised z, ``mode()`` is the deterministic code, ``fields()`` names the parameters the
 model's forward output carries (``mu`` and ``log_var`` for a Gaussian). For PyTorch-VAE's callers a
 posterior also unpacks like the list its ``encode`` returned: ``mu, log_var = model.encode(x)``.
 """
@@ -9,17 +9,20 @@ posterior also unpacks like the list its ``encode`` returned: ``mu, log_var = mo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import overload
 
 import torch
 from torch import Tensor
 
 
-class Posterior:
-    """The interface of q(z|x); subclasses fill in ``rsample``, ``mode`` and ``as_list``."""
+class Posterior(Sequence[Tensor]):
+    """The interface of q(z|x); subclasses fill in ``rsample``, ``mode`` and ``as_list``. A
+    sequence of its parameters, as PyTorch-VAE's ``encode`` returned them."""
 
-    def rsample(self) -> Tensor:
+    def rsample(self, global_step: int | None = None) -> Tensor:
+        """A reparameterised draw; ``global_step`` is for samplers that anneal (a relaxed
+        categorical's temperature) and is ignored by the others."""
         raise NotImplementedError
 
     def mode(self) -> Tensor:
@@ -66,7 +69,7 @@ class DiagonalGaussian(Posterior):
     def std(self) -> Tensor:
         return torch.exp(0.5 * self.log_var)
 
-    def rsample(self) -> Tensor:
+    def rsample(self, global_step: int | None = None) -> Tensor:
         """A reparameterised sample mu + sigma * eps, differentiable in mu and log_var."""
         return self.mu + self.std * torch.randn_like(self.mu)
 
@@ -99,7 +102,7 @@ class PointMass(Posterior):
     def __init__(self, code: Tensor) -> None:
         self.code = code
 
-    def rsample(self) -> Tensor:
+    def rsample(self, global_step: int | None = None) -> Tensor:
         return self.code
 
     def mode(self) -> Tensor:
