@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from vaezoo.config import ConfigError, TrainConfig, from_dict
+from vaezoo.nn.distributions import DiagonalGaussian
 from vaezoo.registry import create_model
 from vaezoo.training import performance
 from vaezoo.training.module import VAEModule, to_float32
@@ -148,6 +149,11 @@ def test_forward_outputs_reach_the_loss_in_fp32():
     assert cast.recons.dtype == torch.float32 and cast.codes.dtype == torch.int64
     assert cast.mu is output.mu  # fp32 passes through without a copy
     assert to_float32([torch.ones(1, dtype=torch.float16)])[0].dtype == torch.float32
+    rungs = to_float32((DiagonalGaussian(torch.ones(2, dtype=torch.bfloat16), torch.zeros(2)),))  # LVAE's
+    assert (
+        isinstance(rungs[0], DiagonalGaussian)
+        and rungs[0].mu.dtype == rungs[0].log_var.dtype == torch.float32
+    )
 
 
 def test_fused_adam_where_the_parameters_allow_it():

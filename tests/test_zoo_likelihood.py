@@ -247,18 +247,18 @@ def test_lvae_kl_per_rung_is_against_the_top_down_prior():
     assert model.loss_keys == ("loss", "Reconstruction_Loss", "KLD", "KLD_z1", "KLD_z2", "KLD_z3")
     assert [z.shape[1] for z in output.latents] == [4, 3, 2]
     # the top rung: q(z_3|x) is the bottom-up estimate itself, against N(0, I)
-    torch.testing.assert_close(output.posterior_mu[2], estimates[2].mu)
-    top = output.posterior_mu[2], output.posterior_log_var[2]
+    torch.testing.assert_close(output.posteriors[2].mu, estimates[2].mu)
+    top = output.posteriors[2].mu, output.posteriors[2].log_var
     torch.testing.assert_close(losses["KLD_z3"], closed_form_kl(*top, 0 * top[0], 0 * top[0]).mean())
     total = losses["KLD_z3"]
     for i in (1, 0):  # z_2, then z_1
         prior = model.top_down[i](output.latents[i + 1])  # p(z_i | z_{i+1}) at the sampled z_{i+1}
-        torch.testing.assert_close(output.prior_mu[i], prior.mu)
+        torch.testing.assert_close(output.priors[i].mu, prior.mu)
         est_precision, prior_precision = estimates[i].log_var.neg().exp(), prior.log_var.neg().exp()
         variance = 1 / (est_precision + prior_precision)  # Eqs. 18-19, written out
         mu = (estimates[i].mu * est_precision + prior.mu * prior_precision) * variance
-        torch.testing.assert_close(output.posterior_mu[i], mu)
-        torch.testing.assert_close(output.posterior_log_var[i], variance.log())
+        torch.testing.assert_close(output.posteriors[i].mu, mu)
+        torch.testing.assert_close(output.posteriors[i].log_var, variance.log())
         kl = closed_form_kl(mu, variance.log(), prior.mu, prior.log_var).mean()
         torch.testing.assert_close(losses[f"KLD_z{i + 1}"], kl)
         posterior = DiagonalGaussian(mu, variance.log())

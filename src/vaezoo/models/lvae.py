@@ -50,10 +50,8 @@ class LadderOutput(NamedTuple):
     mu: Tensor  # (B, D_1) q(z_1|.)
     log_var: Tensor  # (B, D_1)
     latents: tuple[Tensor, ...]  # z_i, (B, D_i) each
-    posterior_mu: tuple[Tensor, ...]  # q(z_i|.): the precision-weighted merge
-    posterior_log_var: tuple[Tensor, ...]
-    prior_mu: tuple[Tensor, ...]  # p(z_i|z_{i+1}); N(0, I) at the top rung
-    prior_log_var: tuple[Tensor, ...]
+    posteriors: tuple[DiagonalGaussian, ...]  # q(z_i|.): the precision-weighted merge
+    priors: tuple[DiagonalGaussian, ...]  # p(z_i|z_{i+1}); N(0, I) at the top rung
 
 
 @register_model
@@ -174,24 +172,21 @@ class LVAE(VanillaVAE):
     def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:  # LadderOutput (+ recon_params)
         posteriors, priors, latents = self.ladder(input)
         recons, params = self.decode_with_params(latents[0])
-        values: dict[str, Any] = dict(  # tensors, and tuples of them (one per rung)
+        values: dict[str, Any] = dict(  # tensors, and per-rung tuples of latents and distributions
             recons=recons,
             recon_params=params,
             input=input,
             mu=posteriors[0].mu,
             log_var=posteriors[0].log_var,
             latents=tuple(latents),
-            posterior_mu=tuple(q.mu for q in posteriors),
-            posterior_log_var=tuple(q.log_var for q in posteriors),
-            prior_mu=tuple(p.mu for p in priors),
-            prior_log_var=tuple(p.log_var for p in priors),
+            posteriors=tuple(posteriors),
+            priors=tuple(priors),
         )
         return self.pack(**values)
 
     def rung_kls(self, output: LadderOutput) -> list[Tensor]:
         """KL(q(z_i|.) || p(z_i|z_{i+1})) per rung, bottom first, (B,) each; the top against N(0, I)."""
-        rungs = zip(output.posterior_mu, output.posterior_log_var, output.prior_mu, output.prior_log_var)
-        return [DiagonalGaussian(mu, lv).kl(DiagonalGaussian(p_mu, p_lv)) for mu, lv, p_mu, p_lv in rungs]
+        return [q.kl(p) for q, p in zip(output.posteriors, output.priors)]
 
     def regularizer(
         self, output: Any, kl_weight: float, global_step: int | None = None, **kwargs: Any

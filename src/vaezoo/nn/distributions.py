@@ -9,7 +9,7 @@ posterior also unpacks like the list its ``encode`` returned: ``mu, log_var = mo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import overload
 
 import torch
@@ -35,6 +35,10 @@ class Posterior(Sequence[Tensor]):
     def fields(self) -> dict[str, Tensor]:
         """The parameters by the names a model's forward output gives them."""
         return {}
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> Posterior:
+        """The same distribution with ``fn`` applied to each parameter (e.g. a cast to fp32)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no map")
 
     def __iter__(self) -> Iterator[Tensor]:
         return iter(self.as_list())
@@ -64,6 +68,9 @@ class DiagonalGaussian(Posterior):
 
     def fields(self) -> dict[str, Tensor]:
         return {"mu": self.mu, "log_var": self.log_var}
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> DiagonalGaussian:
+        return DiagonalGaussian(fn(self.mu), fn(self.log_var))
 
     @property
     def std(self) -> Tensor:

@@ -14,6 +14,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from vaezoo import __version__
 from vaezoo.config import TrainConfig
+from vaezoo.nn.distributions import Posterior
 from vaezoo.training.performance import fused_optimizer_supported, memory_format
 
 if TYPE_CHECKING:
@@ -23,8 +24,8 @@ LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
 def to_float32(output: Any) -> Any:
-    """A forward output (NamedTuple, tuple, list or tensor) with its bf16 / fp16 tensors cast to
-    fp32; every other value passes through unchanged (no copy)."""
+    """A forward output (NamedTuple, tuple, list, distribution or tensor) with its bf16 / fp16
+    tensors cast to fp32; every other value passes through unchanged (no copy)."""
     if isinstance(output, Tensor):
         return output.float() if output.dtype in LOW_PRECISION else output
     if isinstance(output, tuple):
@@ -32,6 +33,8 @@ def to_float32(output: Any) -> Any:
         return type(output)(*items) if hasattr(output, "_fields") else type(output)(items)  # NamedTuple
     if isinstance(output, list):
         return [to_float32(item) for item in output]
+    if isinstance(output, Posterior):  # a distribution in the output (e.g. LVAE's rungs)
+        return output.map(to_float32)
     return output
 
 
