@@ -31,6 +31,21 @@ class HierarchicalOutput(NamedTuple):
     prior_log_var: Tensor  # (B, D1)
 
 
+class TwoLevelPosterior(DiagonalGaussian):
+    """q(z1|x, z2), the Gaussian over the code ``decode`` takes, with q(z2|x) beside it (``top``);
+    draws and the mode are z1's, and it unpacks as ``[mu1, log_var1, mu2, log_var2]``."""
+
+    def __init__(self, bottom: DiagonalGaussian, top: DiagonalGaussian) -> None:
+        super().__init__(bottom.mu, bottom.log_var)
+        self.top = top
+
+    def as_list(self) -> list[Tensor]:
+        return [self.mu, self.log_var, self.top.mu, self.top.log_var]
+
+    def fields(self) -> dict[str, Tensor]:
+        return {**super().fields(), "mu2": self.top.mu, "log_var2": self.top.log_var}
+
+
 @register_model
 class HVAE(VanillaVAE):
     """Two-level hierarchical VAE: the generative model p(z2) p(z1|z2) p(x|z1) of Sønderby et al.
@@ -103,11 +118,10 @@ class HVAE(VanillaVAE):
         z2 = top.rsample() if stochastic else top.mu
         return top, z2, self.bottom_posterior(h, z2)
 
-    # PyTorch-VAE's list of both levels' parameters, not one distribution (a hierarchical posterior
-    # object is still to come), hence the override of ConvAutoencoder's return type.
-    def encode(self, input: Tensor) -> list[Tensor]:  # type: ignore[override]
+    def encode(self, input: Tensor) -> TwoLevelPosterior:
+        """q(z1|x, z2) q(z2|x) with z2 at its mean; unpacks as ``[mu1, log_var1, mu2, log_var2]``."""
         top, _, bottom = self.infer(input, stochastic=False)
-        return [bottom.mu, bottom.log_var, top.mu, top.log_var]
+        return TwoLevelPosterior(bottom, top)
 
     def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:  # HierarchicalOutput (+ recon_params)
         top, z2, bottom = self.infer(input)

@@ -162,12 +162,11 @@ class LVAE(VanillaVAE):
             latents.insert(0, posterior.rsample() if stochastic else posterior.mu)
         return posteriors, priors, latents
 
-    # Every rung's parameters as a flat list, not one distribution (a hierarchical posterior object
-    # is still to come), hence the override of ConvAutoencoder's return type.
-    def encode(self, input: Tensor) -> list[Tensor]:  # type: ignore[override]
-        """[mu, log_var] of the bottom rung's q(z_1|.), the top-down pass run on posterior means."""
+    def encode(self, input: Tensor) -> DiagonalGaussian:
+        """The bottom rung's q(z_1|.), the top-down pass run on posterior means (the code ``decode``
+        takes); unpacks as ``[mu, log_var]``. Every rung's distributions: :meth:`ladder`."""
         posteriors, _, _ = self.ladder(input, stochastic=False)
-        return [posteriors[0].mu, posteriors[0].log_var]
+        return posteriors[0]
 
     def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:  # LadderOutput (+ recon_params)
         posteriors, priors, latents = self.ladder(input)
