@@ -9,8 +9,11 @@ A family on top of it says only what differs:
   a Gaussian, a point mass, a Gamma ...), which unpacks like PyTorch-VAE's ``encode`` list;
 - ``regularizer(output, kl_weight)``: the term added to the reconstruction loss (KL, MMD, ...).
 
-``forward`` is the same for every family: z ~ q(z|x) by ``rsample``, decoded, returned with the
-posterior's named parameters; ``loss`` is the weighted reconstruction term plus the regulariser.
+``forward`` is the same for every family that draws its code in one step (Gaussian, point mass,
+Gamma, categorical, joint): z ~ q(z|x) by ``rsample``, decoded, returned with the posterior's named
+parameters. Models whose forward computes more keep their own: conditioning on labels (CVAE), a
+hierarchy of latents (HVAE, LVAE), several samples per image (IWAE, MIWAE), a second stage
+(Two-Stage), a quantiser (VQ-VAE). ``loss`` is the weighted reconstruction term plus the regulariser.
 """
 
 from __future__ import annotations
