@@ -74,6 +74,28 @@ class RelaxedCategoricalPosterior(Posterior):
     def mode(self) -> Tensor:
         return one_hot_mode(self.categorical, self.logits)  # (B, sum Q), one-hot
 
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log q(c|x) of one-hot codes c (B, sum Q), summed over the variables."""
+        blocks = zip(variable_blocks(self.categorical, self.logits), variable_blocks(self.categorical, z))
+        return torch.stack([(F.log_softmax(logit, -1) * c).flatten(1).sum(1) for logit, c in blocks]).sum(0)
+
+    def kl(self, other: Posterior) -> Tensor:
+        """KL(q || other) between categoricals of the same layout (:meth:`uniform` is the prior)."""
+        if not isinstance(other, RelaxedCategoricalPosterior):
+            raise TypeError(f"a categorical's closed-form KL needs a categorical, not {type(other).__name__}")
+        pairs = zip(
+            variable_blocks(self.categorical, self.logits), variable_blocks(self.categorical, other.logits)
+        )
+        terms = [
+            (F.softmax(q, -1) * (F.log_softmax(q, -1) - F.log_softmax(p, -1))).flatten(1).sum(1)
+            for q, p in pairs
+        ]
+        return torch.stack(terms).sum(0)  # (B,), summed over the variables
+
+    def uniform(self) -> RelaxedCategoricalPosterior:
+        """The uniform prior over the same variables (zero logits)."""
+        return RelaxedCategoricalPosterior(torch.zeros_like(self.logits), self.categorical)
+
     def as_list(self) -> list[Tensor]:
         return [self.logits]
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -64,15 +63,16 @@ def gamma_rsample(concentration: Tensor, rate: Tensor, boosts: int) -> Tensor:
 
 
 def gamma_kl_per_dimension(
-    concentration: Tensor, rate: Tensor, prior_concentration: float, prior_rate: float
+    concentration: Tensor, rate: Tensor, prior_concentration: float | Tensor, prior_rate: float | Tensor
 ) -> Tensor:
     """KL(Gamma(a, b) || Gamma(a0, b0)) in closed form, elementwise -> (B, D):
 
     (a - a0) psi(a) - lgamma(a) + lgamma(a0) + a0 (log b - log b0) + a (b0 - b) / b.
     """
-    a, b, a0, b0 = concentration, rate, prior_concentration, prior_rate
-    kl = (a - a0) * torch.digamma(a) - torch.lgamma(a) + math.lgamma(a0)
-    return kl + a0 * (torch.log(b) - math.log(b0)) + a * (b0 - b) / b
+    a, b = concentration, rate
+    a0, b0 = (torch.as_tensor(v, dtype=a.dtype, device=a.device) for v in (prior_concentration, prior_rate))
+    kl = (a - a0) * torch.digamma(a) - torch.lgamma(a) + torch.lgamma(a0)
+    return kl + a0 * (torch.log(b) - torch.log(b0)) + a * (b0 - b) / b
 
 
 def gamma_kl(concentration: Tensor, rate: Tensor, prior_concentration: float, prior_rate: float) -> Tensor:
@@ -116,6 +116,14 @@ class GammaPosterior(Posterior):
     def mode(self) -> Tensor:
         """The deterministic code used for evaluation: the posterior mean alpha / beta."""
         return self.concentration / self.rate
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        return torch.distributions.Gamma(self.concentration, self.rate).log_prob(z).sum(-1)
+
+    def kl(self, other: Posterior) -> Tensor:
+        if not isinstance(other, GammaPosterior):
+            raise TypeError(f"a Gamma's closed-form KL needs a Gamma, not {type(other).__name__}")
+        return gamma_kl_per_dimension(self.concentration, self.rate, other.concentration, other.rate).sum(-1)
 
     def as_list(self) -> list[Tensor]:
         return [self.concentration, self.rate]

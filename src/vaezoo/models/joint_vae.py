@@ -52,6 +52,16 @@ class JointPosterior(Posterior):
     def mode(self) -> Tensor:
         return torch.cat([self.gaussian.mode(), self.categorical.mode()], dim=1)
 
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log q(z|x) + log q(c|x) of a code [z, c] with one-hot c."""
+        dim = self.gaussian.mu.shape[-1]
+        return self.gaussian.log_prob(z[..., :dim]) + self.categorical.log_prob(z[..., dim:])
+
+    def kl(self, other: Posterior) -> Tensor:
+        if not isinstance(other, JointPosterior):
+            raise TypeError(f"a joint posterior's closed-form KL needs another, not {type(other).__name__}")
+        return self.gaussian.kl(other.gaussian) + self.categorical.kl(other.categorical)
+
     def as_list(self) -> list[Tensor]:
         return [*self.gaussian.as_list(), *self.categorical.as_list()]
 

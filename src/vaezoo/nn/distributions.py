@@ -28,6 +28,14 @@ class Posterior(Sequence[Tensor]):
     def mode(self) -> Tensor:
         raise NotImplementedError
 
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log q(z|x) summed over the latent's last dimension, (B,)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no log_prob")
+
+    def kl(self, other: Posterior) -> Tensor:
+        """KL(self || other) in closed form against a distribution of the same family, (B,)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no closed-form KL")
+
     def as_list(self) -> list[Tensor]:
         """The parameters in the order of PyTorch-VAE's ``encode`` list, e.g. ``[mu, log_var]``."""
         raise NotImplementedError
@@ -87,8 +95,10 @@ class DiagonalGaussian(Posterior):
         squared = (z - self.mu) ** 2 * torch.exp(-self.log_var)
         return -0.5 * (squared + self.log_var + math.log(2 * math.pi)).sum(-1)
 
-    def kl(self, other: DiagonalGaussian) -> Tensor:
+    def kl(self, other: Posterior) -> Tensor:
         """KL(self || other) between diagonal Gaussians in closed form, summed over the last dim."""
+        if not isinstance(other, DiagonalGaussian):
+            raise TypeError(f"a Gaussian's closed-form KL needs a Gaussian, not {type(other).__name__}")
         var_ratio = torch.exp(self.log_var - other.log_var)
         mean_term = (self.mu - other.mu) ** 2 * torch.exp(-other.log_var)
         return 0.5 * (var_ratio + mean_term - 1.0 - self.log_var + other.log_var).sum(-1)
@@ -114,6 +124,12 @@ class PointMass(Posterior):
 
     def mode(self) -> Tensor:
         return self.code
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        raise NotImplementedError("a deterministic code (point mass) has no density: no log q(z|x)")
+
+    def kl(self, other: Posterior) -> Tensor:
+        raise NotImplementedError("a deterministic code (point mass) has no KL to a continuous prior")
 
     def as_list(self) -> list[Tensor]:
         return [self.code]
