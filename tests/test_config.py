@@ -165,3 +165,40 @@ def test_pytorch_vae_unknown_key_is_named():
         ConfigError, match="exp_params.learning_rate .*did you mean 'LR'|exp_params.learning_rate"
     ):
         translate_pytorch_vae({"exp_params": {"learning_rate": 0.1}})
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            ["--train.max_step", "3"],
+            r"^override --train.max_step: 'train' has no key 'max_step' \(did you mean 'max_steps'\?\)",
+        ),
+        (["--train.batch_size", "0"], r"^override --train.batch_size = 0 must be a positive integer"),
+        (
+            ["--model.latnt_dim", "3"],
+            r"^override --model.latnt_dim: VanillaVAE takes no argument 'latnt_dim' \(did you mean 'latent_dim'\?\)",
+        ),
+        (["--model.latent_dim", "x"], r"^override --model.latent_dim = 'x' has the wrong type: expected int"),
+        (["--model.name", "Foo"], r"^override --model.name: unknown model 'Foo'"),
+    ],
+)
+def test_an_override_error_names_the_override_not_the_file(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(REPO / "configs" / "vae.yaml", override)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"latent_dim": 0}, r"latent_dim = 0 must be a positive integer"),
+        ({"latent_dim": -3}, r"latent_dim = -3 must be a positive integer"),
+        ({"hidden_dims": [0, 8]}, r"hidden_dims = \[0, 8\] must be a non-empty list of positive integers"),
+        ({"in_channels": 0}, r"in_channels = 0 must be a positive integer"),
+    ],
+)
+def test_model_sizes_out_of_range_are_one_line_errors(arguments, message):
+    from vaezoo.registry import create_model
+
+    with pytest.raises(ValueError, match=message):
+        create_model("VanillaVAE", **{"in_channels": 1, "latent_dim": 4, "image_size": 16, **arguments})

@@ -86,3 +86,18 @@ def resolve_arguments(cls: type, kwargs: dict[str, Any], where: str | None = Non
             f"{prefix}{cls.__name__} ignores {', '.join(dropped)}, as PyTorch-VAE does", stacklevel=3
         )
     return out
+
+
+def require_positive(**values: Any) -> None:
+    """A ValueError naming the first of ``values`` that is not a positive integer (or a list of
+    them): ``latent_dim = 0`` would build a model that learns nothing, ``-3`` fail deep in torch."""
+    for name, value in values.items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        good = bool(items) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items)
+        if not good:
+            kind = (
+                "a non-empty list of positive integers"
+                if isinstance(value, (list, tuple))
+                else "a positive integer"
+            )
+            raise ValueError(f"{name} = {value!r} must be {kind}")

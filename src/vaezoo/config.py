@@ -172,7 +172,9 @@ def _read_layout(raw: Any, source: str, text: str | None = None) -> tuple[dict[s
     return translate_layout(raw, source, text)
 
 
-def _build(raw: dict[str, Any], source: str, translation: Translation | None) -> Config:
+def _build(
+    raw: dict[str, Any], source: str, translation: Translation | None, overridden: set[str] | None = None
+) -> Config:
     valid = ["model", *SECTIONS]
     for key in raw:
         if key not in valid:
@@ -192,7 +194,7 @@ def _build(raw: dict[str, Any], source: str, translation: Translation | None) ->
             if not isinstance(values, dict):
                 raise ConfigError(f"{source}: section '{name}' must be a mapping, got {values!r}")
             setattr(config, name, build_section(cls, values, f"{source}: {name}"))
-        check_values(config, source)
+        check_values(config, source, overridden or set())
     except ConfigError as err:
         raise ConfigError(str(err) if translation is None else translation.name_origin(str(err))) from None
     if translation is not None:
@@ -234,8 +236,9 @@ def resolve_model_section(model: dict[str, Any], source: str) -> dict[str, Any]:
     return {"name": name, **kwargs}
 
 
-def check_values(config: Config, source: str) -> None:
-    """Range checks that types alone cannot express."""
+def check_values(config: Config, source: str, overridden: collections.abc.Collection[str] = ()) -> None:
+    """Range checks that types alone cannot express; a value from ``overridden`` keys is blamed on
+    its command-line override, any other on the file."""
     t, d = config.train, config.data
     rules = [
         (t.lr > 0, "train.lr", t.lr, "a positive number"),
@@ -262,7 +265,8 @@ def check_values(config: Config, source: str) -> None:
     ]
     for ok, key, value, expected in rules:
         if not ok:
-            raise ConfigError(f"{source}: {key} = {value!r} must be {expected}")
+            where = f"override --{key}" if key in overridden else f"{source}: {key}"
+            raise ConfigError(f"{where} = {value!r} must be {expected}")
 
 
 def check_type(value: Any, annotation: Any, where: str) -> None:
@@ -339,11 +343,51 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     source = str(path) if path else "defaults"
     text = Path(path).read_text() if path else None
     raw, translation = _read_layout(raw, source, text)
-    for key, value in parse_overrides(overrides or []):
+    pairs = parse_overrides(overrides or [])
+    for key, value in pairs:
         set_dotted(raw, key, value)
         if translation is not None:
             translation.overrides[key] = value
-    return _build(raw, source, translation)
+    check_overrides(raw, pairs)
+    return _build(raw, source, translation, overridden={key for key, _ in pairs})
+
+
+def check_overrides(raw: dict[str, Any], overrides: list[tuple[str, Any]]) -> None:
+    """Each ``--section.key`` override against its section's keys and types, so that an error names
+    the override (``--train.max_step``), not the config file it was applied to."""
+    from vaezoo.arguments import merged_class_table
+    from vaezoo.registry import UnknownModelError, get_model_class, model_parameters
+
+    for key, value in overrides:
+        section, _, name = key.partition(".")
+        where = f"override --{key}"
+        if section != "model":
+            hints = typing.get_type_hints(SECTIONS[section])
+            if name not in hints:
+                raise ConfigError(
+                    f"{where}: '{section}' has no key '{name}'{suggest(name, hints)}; its keys: {sorted(hints)}"
+                )
+            check_type(value, hints[name], where)
+            continue
+        try:
+            cls = get_model_class(str((raw.get("model") or {}).get("name", "VanillaVAE")))
+        except UnknownModelError as err:
+            raise ConfigError(f"{where}: {err}" if name == "name" else str(err)) from None
+        if name == "name":
+            continue
+        params = model_parameters(cls)
+        accepted = {
+            *params,
+            *merged_class_table(cls, "argument_aliases"),
+            *merged_class_table(cls, "ignored_arguments"),
+        }
+        if name not in accepted:
+            raise ConfigError(
+                f"{where}: {cls.__name__} takes no argument '{name}'{suggest(name, params)}; "
+                f"its arguments: {sorted(params)}"
+            )
+        if name in params and params[name] is not Any:
+            check_type(value, params[name], where)
 
 
 def parse_overrides(args: list[str]) -> list[tuple[str, Any]]:

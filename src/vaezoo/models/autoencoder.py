@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal, NamedTuple
 
 from torch import Tensor, nn
 
+from vaezoo.arguments import require_positive
 from vaezoo.models.base import BaseVAE
 from vaezoo.nn.blocks import DEFAULT_HIDDEN_DIMS, ConvDecoder, ConvEncoder
 from vaezoo.nn.distributions import Posterior
@@ -55,6 +56,12 @@ class ConvAutoencoder(BaseVAE):
         super().__init__()
         self.latent_dim = latent_dim
         self.hidden_dims = list(hidden_dims) if hidden_dims is not None else list(self.default_hidden_dims)
+        require_positive(
+            in_channels=in_channels,
+            latent_dim=latent_dim,
+            hidden_dims=self.hidden_dims,
+            image_size=image_size,
+        )
         self.output_activation = output_activation
         self.decoder_activation = self.setup_likelihood(
             likelihood, output_activation, recon_reduction, likelihood_scale, likelihood_std
