@@ -31,23 +31,36 @@ def test_load_checkpoint_errors_name_the_file(tmp_path):
         load_checkpoint(tmp_path / "missing.ckpt")
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="garbage.ckpt is not a readable checkpoint"):
+    with pytest.raises(
+        CheckpointError, match=r"garbage.ckpt is not a checkpoint: .* starts with b'not a checkpoint'"
+    ):
         load_checkpoint(garbage)
+    whole = tmp_path / "whole.ckpt"
+    torch.save({"vaezoo": {}, "state_dict": {"w": torch.ones(1000)}}, whole)
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(whole.read_bytes()[:2000])  # a copy cut short
+    with pytest.raises(
+        CheckpointError, match=r"cut.ckpt is a damaged checkpoint: its zip archive is incomplete"
+    ):
+        load_checkpoint(cut)
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(CheckpointError, match="foreign.ckpt is not a vaezoo checkpoint"):
         load_checkpoint(foreign)
 
 
-def test_pickled_code_is_refused(tmp_path):
+def test_pickled_code_is_refused_and_never_runs(tmp_path, capsys):
     class Evil:
         def __reduce__(self):
             return (print, ("this must never run",))
 
     path = tmp_path / "evil.ckpt"
     torch.save({"vaezoo": {}, "state_dict": {}, "payload": Evil()}, path)
-    with pytest.raises(CheckpointError, match="evil.ckpt is not a readable checkpoint"):
+    with pytest.raises(
+        CheckpointError, match="evil.ckpt holds more than tensors and plain data: it names print"
+    ):
         load_checkpoint(path)
+    assert "this must never run" not in capsys.readouterr().out
 
 
 def test_a_model_loads_for_inference_without_importing_lightning(tmp_path):

@@ -5,6 +5,9 @@ Nothing here imports Lightning: a model loads for inference with torch and vaezo
 
 from __future__ import annotations
 
+import pickle
+import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,10 +31,27 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         path = path / "checkpoints" / "last.ckpt"
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
+        with path.open("rb") as file:
+            start = file.read(16)
+        if start.startswith(b"PK"):
+            raise CheckpointError(
+                f"{path} is a damaged checkpoint: its zip archive is incomplete ({path.stat().st_size} bytes; "
+                "a copy or a save cut short?)"
+            )
+        raise CheckpointError(
+            f"{path} is not a checkpoint: a torch checkpoint is a zip archive, this file starts with {start!r}"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = f": it names {found.group(1)}" if found else ""
+        raise CheckpointError(
+            f"{path} holds more than tensors and plain data{what}; loading it could run code, so it is refused"
+        ) from None
     except Exception as err:
-        raise CheckpointError(f"{path} is not a readable checkpoint: {err}") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint: {type(err).__name__}: {err}") from None
     if not isinstance(checkpoint, dict) or "vaezoo" not in checkpoint or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a vaezoo checkpoint (no 'vaezoo' metadata or 'state_dict')")
     return checkpoint
