@@ -217,3 +217,11 @@ def test_max_steps_inside_an_epoch_still_validates_the_final_weights(tmp_path, m
     assert summary["global_step"] == 2
     assert summary["val_metrics"]["val/loss"] > 0  # validated although the epoch never finished
     assert list((run / "images").glob("reconstructions_epoch*.png"))
+
+
+def test_a_config_with_resume_is_refused_before_anything_is_touched(tmp_path, capsys):
+    run = tmp_path / "runs" / "VanillaVAE" / "version_0"
+    run.mkdir(parents=True)
+    assert main(["train", "-c", "configs/vae.yaml", "--resume", str(run)]) == 2
+    assert "exclude each other: a resumed run keeps the config saved in" in capsys.readouterr().err
+    assert list(run.iterdir()) == []  # nothing written into the run folder

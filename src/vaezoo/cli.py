@@ -180,6 +180,12 @@ def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
     from vaezoo.training.run import load_resume_config, train
 
     if args.resume:
+        if args.config is not None:
+            raise ConfigError(
+                f"-c {args.config} and --resume {args.resume} exclude each other: a resumed run keeps the "
+                f"config saved in {Path(args.resume) / 'config.yaml'}; change it with overrides "
+                "(e.g. --train.max_epochs 20), or start a new run with -c"
+            )
         config = load_resume_config(args.resume, overrides)
     else:
         config = load_config(args.config, overrides)
