@@ -81,3 +81,36 @@ def test_a_model_loads_for_inference_without_importing_lightning(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_a_checkpoint_of_another_model_or_version_says_which(tmp_path):
+    from vaezoo.io import load_run
+    from vaezoo.registry import create_model
+
+    model = create_model("VanillaVAE", in_channels=1, latent_dim=3, hidden_dims=[8, 16], image_size=16)
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+
+    def saved(meta: dict, name: str) -> str:
+        path = tmp_path / name
+        torch.save({"vaezoo": {"config": {}, **meta}, "state_dict": state}, path)
+        return str(path)
+
+    wider = {
+        "model_name": "VanillaVAE",
+        "model_config": {**model.config, "latent_dim": 5},
+        "version": "0.0.1",
+    }
+    with pytest.raises(
+        CheckpointError, match=r"weights do not fit VanillaVAE: .*size mismatch.*saved by vaezoo 0.0.1"
+    ):
+        load_run(saved(wider, "wider.ckpt"))
+    gone = {"model_name": "RetiredVAE", "model_config": {}, "version": "0.0.1"}
+    with pytest.raises(
+        CheckpointError, match=r"cannot rebuild its model: unknown model 'RetiredVAE'.*saved by vaezoo"
+    ):
+        load_run(saved(gone, "gone.ckpt"))
+    renamed = {"model_name": "VanillaVAE", "model_config": {**model.config, "old_argument": 1}}
+    with pytest.raises(
+        CheckpointError, match=r"cannot rebuild its model: .*unexpected keyword argument 'old_argument'"
+    ):
+        load_run(saved(renamed, "renamed.ckpt"))

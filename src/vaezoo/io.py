@@ -57,6 +57,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+def version_note(meta: dict[str, Any]) -> str:
+    """' (saved by vaezoo X; this is vaezoo Y)' when the checkpoint comes from another version."""
+    from vaezoo import __version__
+
+    saved = meta.get("version")
+    return f" (saved by vaezoo {saved}; this is vaezoo {__version__})" if saved != __version__ else ""
+
+
 @dataclass
 class LoadedRun:
     """A model rebuilt from a checkpoint, with what evaluation needs to know about its run."""
@@ -79,13 +87,22 @@ def load_run(path: str | Path) -> LoadedRun:
     file = checkpoint_file(path)
     checkpoint = load_checkpoint(file)
     meta = checkpoint["vaezoo"]
-    model = create_model(meta["model_name"], **meta["model_config"])
+    saved_by = version_note(meta)
+    try:
+        model = create_model(meta["model_name"], **meta["model_config"])
+    except (KeyError, TypeError, ValueError) as err:  # an unknown model, or arguments it no longer takes
+        raise CheckpointError(f"{path}: cannot rebuild its model: {err}{saved_by}") from None
     prefix = "model."
     state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # tensors of other shapes
+        first = str(err).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"{path}: weights do not fit {meta['model_name']}: {first}{saved_by}") from None
     if missing or unexpected:
         raise CheckpointError(
-            f"{path}: weights do not fit {meta['model_name']}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            f"{path}: weights do not fit {meta['model_name']}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}{saved_by}"
         )
     run_dir = file.parent.parent if file.parent.name == "checkpoints" else file.parent
     batches = checkpoint["state_dict"].get("train_batches")  # training batches, even with two optimizers
