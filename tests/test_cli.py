@@ -225,3 +225,22 @@ def test_a_config_with_resume_is_refused_before_anything_is_touched(tmp_path, ca
     assert main(["train", "-c", "configs/vae.yaml", "--resume", str(run)]) == 2
     assert "exclude each other: a resumed run keeps the config saved in" in capsys.readouterr().err
     assert list(run.iterdir()) == []  # nothing written into the run folder
+
+
+@pytest.mark.slow
+def test_a_run_stopped_inside_an_epoch_resumes_in_that_epoch(tmp_path):
+    # 3 training batches per epoch (limit_train_batches); max_steps 2 stops inside epoch 0.
+    assert train(tmp_path, "--train.max_steps", "2", "--train.max_epochs", "3") == 0
+    run = only_run_dir(tmp_path)
+    # the stop is validated in the epoch it happened in, and leaves its best checkpoint
+    assert sorted(p.name for p in (run / "images").glob("reconstructions_*")) == [
+        "reconstructions_epoch000.png"
+    ]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_checkpoint"].endswith("best-epoch000-step2.ckpt")
+    # resumed with no step limit, it finishes epoch 0 and trains epochs 1 and 2: 9 batches in all
+    assert main(["train", "--resume", str(run), "--train.max_steps", "-1"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["global_step"] == 9
+    names = sorted(p.name for p in (run / "images").glob("reconstructions_*"))
+    assert names == [f"reconstructions_epoch00{e}.png" for e in range(3)]

@@ -66,3 +66,17 @@ class ImageGrids(L.Callback):
                 experiment: Any = getattr(logger, "experiment", None)
                 if hasattr(experiment, "add_image"):
                     experiment.add_image(name, grid, global_step=step)
+
+
+class ValidateAtMaxSteps(L.Callback):
+    """Validate the last batch of a run that ``max_steps`` ends inside an epoch, within ``fit``.
+
+    Lightning stops at ``max_steps`` without a validation pass, so such a run had no final losses,
+    grids or best checkpoint. Asking it to stop once the last step is done makes its epoch loop
+    validate that batch as it does for an early stop: in the epoch the batch belongs to, with the
+    checkpoint callbacks watching.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+            trainer.should_stop = True

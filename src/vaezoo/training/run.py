@@ -38,7 +38,7 @@ from vaezoo.data import VAEDataModule
 from vaezoo.fileio import atomic_write_text
 from vaezoo.models.base import BaseVAE
 from vaezoo.registry import create_model, get_model_class, model_parameters
-from vaezoo.training.callbacks import ImageGrids
+from vaezoo.training.callbacks import ImageGrids, ValidateAtMaxSteps
 from vaezoo.training.checkpoint import AtomicCheckpointIO
 from vaezoo.training.module import VAEModule
 from vaezoo.training.performance import (
@@ -163,9 +163,18 @@ def build_trainer(
         # The latest state after every epoch, for --resume. (Lightning's own save_last only
         # writes when a best checkpoint was written in the same step.)
         ModelCheckpoint(
-            dirpath=run_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False
+            dirpath=run_dir / "checkpoints",
+            filename="last",
+            save_top_k=1,
+            enable_version_counter=False,
+            # Saved at validation ends (every epoch's, and the last batch's under ValidateAtMaxSteps):
+            # a save at the end of an epoch that max_steps cut short records that epoch as done, so a
+            # resume skipped the rest of it and counted the epochs wrongly. Without validation each
+            # epoch, epoch ends are the only saves there are.
+            save_on_train_epoch_end=train.limit_val_batches == 0 or train.check_val_every_n_epoch > 1,
         ),
         ImageGrids(run_dir / "images", num_images=log.num_images, value_range=value_range),
+        ValidateAtMaxSteps(),
         LearningRateMonitor(logging_interval="epoch"),
         *(extra_callbacks or []),
     ]
