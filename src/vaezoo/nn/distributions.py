@@ -114,7 +114,7 @@ def log_standard_normal(z: Tensor) -> Tensor:
 
 
 class PointMass(Posterior):
-    """A deterministic code z = f(x) (WAE, SWAE): every draw is the code itself; no density."""
+    """A deterministic code z = f(x) (WAE, SWAE, VQ-VAE's map): every draw is the code itself; no density."""
 
     def __init__(self, code: Tensor) -> None:
         self.code = code
