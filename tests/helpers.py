@@ -10,6 +10,16 @@ from torch.utils.data import DataLoader, TensorDataset
 from vaezoo.config import TrainConfig
 from vaezoo.training import VAEModule
 
+# Overrides of configs/vae.yaml for a small, fast run: 32x32 dSprites, a three-layer model, 3 + 2
+# batches of 16 per epoch, two epochs.
+TINY_RUN = [
+    "--model.hidden_dims", "[8, 16, 32]", "--model.latent_dim", "4",
+    "--data.image_size", "32", "--data.subset", "400",
+    "--train.batch_size", "16", "--train.max_epochs", "2",
+    "--train.limit_train_batches", "3", "--train.limit_val_batches", "2",
+    "--logging.num_images", "16", "--logging.progress_bar", "none",
+]  # fmt: skip
+
 
 def fit_one_epoch(model: nn.Module, images: torch.Tensor, **train: object) -> tuple[L.Trainer, VAEModule]:
     """One quiet Lightning epoch of ``model`` through VAEModule on ``images`` (train = val, batches of 8)."""

@@ -6,35 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_RUN
 from PIL import Image
 
 from vaezoo.cli import main
 
-# A small, fast run: 32x32 dSprites, a three-layer model, a few steps.
-FAST = [
-    "--model.hidden_dims",
-    "[8, 16, 32]",
-    "--model.latent_dim",
-    "4",
-    "--data.image_size",
-    "32",
-    "--data.subset",
-    "400",
-    "--train.batch_size",
-    "16",
-    "--train.max_epochs",
-    "2",
-    "--train.limit_train_batches",
-    "3",
-    "--train.limit_val_batches",
-    "2",
-    "--logging.num_images",
-    "16",
-    "--logging.progress_bar",
-    "none",
-    "--logging.log_every_n_steps",
-    "1",
-]
+# A small, fast run (helpers.TINY_RUN), logging every step.
+FAST = [*TINY_RUN, "--logging.log_every_n_steps", "1"]
 
 
 def train(tmp_path: Path, *extra: str) -> int:

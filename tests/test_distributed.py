@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_RUN
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,32 +20,13 @@ def test_ddp_on_two_cpu_processes_writes_one_run(tmp_path, isolated_cache):
         "train",
         "-c",
         "configs/vae.yaml",
-        "--model.hidden_dims",
-        "[8, 16, 32]",
-        "--model.latent_dim",
-        "4",
-        "--data.image_size",
-        "32",
-        "--data.subset",
-        "400",
-        "--train.batch_size",
-        "16",
-        "--train.max_epochs",
-        "2",
-        "--train.limit_train_batches",
-        "3",
-        "--train.limit_val_batches",
-        "2",
+        *TINY_RUN,
         "--train.accelerator",
         "cpu",
         "--train.devices",
         "2",
         "--train.strategy",
         "ddp",
-        "--logging.num_images",
-        "16",
-        "--logging.progress_bar",
-        "none",
         "--logging.save_dir",
         str(tmp_path / "runs"),
     ]

@@ -375,7 +375,8 @@ def train(
     try:
         trainer.fit(module, datamodule=prepared.datamodule, ckpt_path=checkpoint)
         if module.validated_at != int(module.train_batches) and trainer.limit_val_batches != 0:
-            # max_steps ended training inside an epoch: validate the final weights (losses, grids)
+            # the last epoch was not a validation epoch (check_val_every_n_epoch > 1; a max_steps stop
+            # is validated within fit by ValidateAtMaxSteps): validate the final weights (losses, grids)
             trainer.validate(module, datamodule=prepared.datamodule, verbose=False)
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
