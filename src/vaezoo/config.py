@@ -48,6 +48,9 @@ class DataConfig:
     split_seed: int = 0  # seed of the subset and train/val split (independent of the training seed)
     num_workers: int = 0
     cache_dir: str | None = None  # default: $VAEZOO_CACHE or ~/.cache/vaezoo
+    # An image file that cannot be read (truncated, not an image) met while training: "fail" stops
+    # with an error naming it; "skip" warns once, leaves it out and counts the skips in the logs.
+    bad_files: Literal["fail", "skip"] = "fail"
 
 
 @dataclass
@@ -80,6 +83,10 @@ class TrainConfig:
     deterministic: bool = False
     channels_last: bool | None = None  # NHWC memory layout; None: when the model has 2-D convolutions
     compile: bool = False  # torch.compile the forward pass and loss (falls back to eager with a warning)
+    # A non-finite loss: "stop" ends the run naming the step and the loss term, keeping the last good
+    # checkpoint; "skip" leaves that update out and counts the skips (logged as train/skipped_updates).
+    nonfinite: Literal["stop", "skip"] = "stop"
+    skip_grad_norm: float | None = None  # skip updates whose gradient norm exceeds this (as VDVAE does)
 
 
 @dataclass
@@ -93,6 +100,8 @@ class LoggingConfig:
     progress_bar: Literal["tqdm", "rich", "none"] = "tqdm"
     num_images: int = 64  # images in each reconstruction / sample grid
     save_top_k: int = 1  # best checkpoints kept by validation loss (besides last.ckpt)
+    # Also write last.ckpt every this many training batches, mid-epoch (0: at validation ends only).
+    checkpoint_every_n_steps: int = 0
 
 
 # train.precision: "auto" (see vaezoo.training.performance) or one of Lightning's precision names.
@@ -262,6 +271,18 @@ def check_values(config: Config, source: str, overridden: collections.abc.Collec
         (0 <= d.val_fraction < 1, "data.val_fraction", d.val_fraction, "in [0, 1)"),
         (d.subset is None or d.subset > 1, "data.subset", d.subset, "an integer > 1 or null"),
         (d.num_workers >= 0, "data.num_workers", d.num_workers, "an integer >= 0"),
+        (
+            t.skip_grad_norm is None or t.skip_grad_norm > 0,
+            "train.skip_grad_norm",
+            t.skip_grad_norm,
+            "a positive number or null",
+        ),
+        (
+            config.logging.checkpoint_every_n_steps >= 0,
+            "logging.checkpoint_every_n_steps",
+            config.logging.checkpoint_every_n_steps,
+            "an integer >= 0 (0: no mid-epoch checkpoints)",
+        ),
     ]
     for ok, key, value, expected in rules:
         if not ok:
