@@ -373,7 +373,8 @@ def train(
     if checkpoint:  # the checkpoint folder of a resumed run is not empty, by design
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     try:
-        trainer.fit(module, datamodule=prepared.datamodule, ckpt_path=checkpoint)
+        # weights_only: a resumed checkpoint is read as tensors and plain data, never as code
+        trainer.fit(module, datamodule=prepared.datamodule, ckpt_path=checkpoint, weights_only=True)
         if module.validated_at != int(module.train_batches) and trainer.limit_val_batches != 0:
             # the last epoch was not a validation epoch (check_val_every_n_epoch > 1; a max_steps stop
             # is validated within fit by ValidateAtMaxSteps): validate the final weights (losses, grids)
