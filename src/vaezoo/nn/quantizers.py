@@ -16,6 +16,12 @@ from torch import Tensor, nn
 from vaezoo.nn.precision import full_precision
 
 
+def world_size() -> int:
+    """Processes in torch.distributed's default group; 1 when it is not initialised."""
+    distributed = torch.distributed
+    return distributed.get_world_size() if distributed.is_available() and distributed.is_initialized() else 1
+
+
 class Quantized(NamedTuple):
     straight_through: Tensor  # (B, D, h, w) values of e, gradients passed to z_e unchanged
     vectors: Tensor  # (B, D, h, w) the chosen codebook rows e_k (carry the codebook's gradient)
@@ -36,13 +42,17 @@ class VectorQuantizer(nn.Module):
 
     updated only in training mode; all three are buffers, so they are saved in checkpoints. N starts
     at 1 and m at the initial codebook, i.e. each code starts as one pseudo-observation of itself.
-    Under data parallelism each process updates its own copy from its own batch (no all-reduce).
+    Under data parallelism (torch.distributed initialised, more than one process) the batch counts
+    n_k and sums are summed over the processes before the update, so every process keeps the same
+    codebook, the one a single process would have on the concatenation of all their batches. Every
+    process must then run its training-mode forward passes in step with the others (as DDP does).
 
     The codebook starts as U(-1/K, 1/K) (PyTorch-VAE's choice). Encoder outputs at initialisation
     are all alike, so most codes are never chosen and stay dead; ``data_init`` instead sets the
     codebook to K random encoder outputs of the first training batch (a simple form of the
     data-dependent initialisation of Łańcucki et al. 2020, "Robust Training of Vector Quantized
     Bottleneck Models"), recorded in the ``initialized`` buffer so a resumed run does not repeat it.
+    Under data parallelism the codebook of process 0 (from its own first batch) is sent to all.
     """
 
     # Buffers, registered in __init__ (declared here so their type is Tensor, not Tensor | Module).
@@ -106,7 +116,7 @@ class VectorQuantizer(nn.Module):
         else:
             rows = torch.randint(len(flat), (self.num_embeddings,), device=flat.device)
         self.codebook.copy_(flat[rows])
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if world_size() > 1:
             torch.distributed.broadcast(self.codebook, src=0)  # one codebook for every process
         if self.ema:
             self.ema_embedding_sum.copy_(self.codebook)
@@ -118,6 +128,11 @@ class VectorQuantizer(nn.Module):
     def ema_update(self, flat: Tensor, codes: Tensor) -> None:
         counts = torch.bincount(codes, minlength=self.num_embeddings).to(flat.dtype)  # n_k, (K,)
         sums = torch.zeros_like(self.ema_embedding_sum).index_add_(0, codes, flat)  # (K, D)
+        if world_size() > 1:
+            # the update is linear in n_k and the sums: summed over processes, it is the global batch's
+            statistics = torch.cat([counts.unsqueeze(1), sums], dim=1)  # (K, 1 + D), one message
+            torch.distributed.all_reduce(statistics)
+            counts, sums = statistics[:, 0], statistics[:, 1:]
         self.ema_cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         self.ema_embedding_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         total = self.ema_cluster_size.sum()
