@@ -9,15 +9,15 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from vaezoo.config import DataConfig
 from vaezoo.data.celeba import build_celeba
-from vaezoo.data.common import DataSplits, SplitDataset, collate
+from vaezoo.data.common import BAD_FILES, DataSplits, SplitDataset, collate, count_skipped
 from vaezoo.data.dsprites import build_dsprites
 from vaezoo.data.errors import DataError
 from vaezoo.data.idx import build_idx
 from vaezoo.data.image_folder import build_image_folder
+from vaezoo.data.sampler import EpochSampler, ResumableLoader
 from vaezoo.data.transforms import check_normalize, value_range
 
 Builder = Callable[[DataConfig], DataSplits]
@@ -51,6 +51,7 @@ def check_config(config: DataConfig) -> None:
         (config.channels in (None, 1, 3), "data.channels", config.channels, "1, 3 or null"),
         (config.crop is None or config.crop > 0, "data.crop", config.crop, "a positive integer or null"),
         (config.num_workers >= 0, "data.num_workers", config.num_workers, "an integer >= 0"),
+        (config.bad_files in BAD_FILES, "data.bad_files", config.bad_files, f"one of {list(BAD_FILES)}"),
     ]
     for ok, key, value, expected in rules:
         if not ok:
@@ -64,7 +65,9 @@ class VAEDataModule(L.LightningDataModule):
     ``label_shape``, ``ground_truth`` (the factor interface, or None) and ``fixed_batch()``.
     """
 
-    def __init__(self, config: DataConfig, batch_size: int = 64, val_batch_size: int | None = None) -> None:
+    def __init__(
+        self, config: DataConfig, batch_size: int = 64, val_batch_size: int | None = None, seed: int = 0
+    ) -> None:
         super().__init__()
         check_config(config)
         if batch_size <= 0 or (val_batch_size is not None and val_batch_size <= 0):
@@ -74,6 +77,7 @@ class VAEDataModule(L.LightningDataModule):
         self.config = config
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
+        self.seed = seed  # of the training order: epoch e is a permutation drawn from (seed, e)
         self._splits: DataSplits | None = None
 
     # ----------------------------------------------------------------- Lightning hooks
@@ -89,26 +93,39 @@ class VAEDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Build all splits once (later calls do nothing); bad paths raise a DataError here."""
         if self._splits is None:
-            self._splits = get_builder(self.config.name)(self.config)
+            splits = get_builder(self.config.name)(self.config)
+            if len(splits.train) == 0:
+                raise DataError(
+                    f"data.name = {self.config.name!r}, data.path = {self.config.path!r}: the training "
+                    "split is empty; expected at least one training image"
+                )
+            self._splits = splits
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableLoader:
+        """Shuffled batches, each process its shard; resumable part-way through an epoch."""
         train = self.splits.train
-        return self._loader(train, self.batch_size, shuffle=True, drop_last=len(train) > self.batch_size)
+        sampler = EpochSampler(len(train), seed=self.seed, shuffle=True, even=True)
+        return self._loader(train, self.batch_size, sampler, drop_last=len(train) > self.batch_size)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.val, self.val_batch_size)
+    def val_dataloader(self) -> ResumableLoader:
+        return self._loader(self.splits.val, self.val_batch_size, self._in_order(self.splits.val))
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.splits.test, self.val_batch_size)
+    def test_dataloader(self) -> ResumableLoader:
+        return self._loader(self.splits.test, self.val_batch_size, self._in_order(self.splits.test))
+
+    @staticmethod
+    def _in_order(dataset: SplitDataset) -> EpochSampler:
+        """The dataset in order, each process its shard (every image is evaluated once)."""
+        return EpochSampler(len(dataset), shuffle=False, even=False)
 
     def _loader(
-        self, dataset: SplitDataset, batch_size: int, shuffle: bool = False, drop_last: bool = False
-    ) -> DataLoader:
+        self, dataset: SplitDataset, batch_size: int, sampler: EpochSampler, drop_last: bool = False
+    ) -> ResumableLoader:
         workers = self.config.num_workers
-        return DataLoader(
+        return ResumableLoader(
             dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
+            sampler,
+            batch_size,
             drop_last=drop_last,
             num_workers=workers,
             persistent_workers=workers > 0,
@@ -161,6 +178,32 @@ class VAEDataModule(L.LightningDataModule):
         """dSprites: ``factor_names``, ``factor_sizes``, ``factor_classes``, ``sample_factors``,
         ``images_from_factors`` (indices are flat grid indices); None for other datasets."""
         return self.splits.ground_truth
+
+    @property
+    def skipped_files(self) -> int:
+        """How many distinct image files of the train and val splits were left out as unreadable
+        (``data.bad_files: skip``) so far: found at start-up or met since, by this process or by
+        any of its DataLoader workers (the count lives in shared memory). 0 before ``setup`` and
+        for datasets that are not image files (dSprites, IDX). Per process: under DDP each rank
+        counts the files its own loaders met."""
+        if self._splits is None:
+            return 0
+        return count_skipped([self._splits.train, self._splits.val])
+
+    def check_fit(self, validate: bool = True) -> None:
+        """Refuse splits training cannot use, before anything is written: an empty training split
+        (also refused by ``setup``), and with ``validate`` an empty validation split (validation
+        picks the best checkpoint and writes the summary; with none, a run would train to the end
+        and have nothing to show)."""
+        if self.num_train == 0:
+            raise DataError(f"data.name = {self.config.name!r}: the training split is empty")
+        if validate and self.num_val == 0:
+            raise DataError(
+                f"data.name = {self.config.name!r}: the validation split is empty "
+                f"(data.val_fraction = {self.config.val_fraction!r}, {self.num_train} training images); "
+                "training validates every epoch: set data.val_fraction > 0 (e.g. 0.05), or "
+                "train.limit_val_batches: 0 to train without validation"
+            )
 
     def fixed_batch(self, n: int, split: str = "val") -> list[torch.Tensor]:
         """``[images, labels]``: ``n`` images (fewer if the split is smaller) and their labels, evenly

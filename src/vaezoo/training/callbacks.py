@@ -1,12 +1,14 @@
-"""Callbacks: reconstruction and sample grids at the end of every validation epoch."""
+"""Callbacks: image grids at validation ends, validation at a max_steps stop, random state for resume."""
 
 from __future__ import annotations
 
+import random
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
+import numpy as np
 import torch
 
 from vaezoo.images import interleave_rows, make_grid, save_image
@@ -80,3 +82,72 @@ class ValidateAtMaxSteps(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
             trainer.should_stop = True
+
+
+class RandomState(L.Callback):
+    """Keep the random number generators in the checkpoint, so a resumed run draws what the
+    uninterrupted run would have drawn (reparameterisation noise, random flips).
+
+    The states are saved with every checkpoint (as tensors and plain data) and put back when
+    training starts again, after Lightning's sanity validation and before the first batch is
+    loaded. Validation draws from the generators too (the model's noise, the grids), so each
+    validation pass gets them back as they were: training draws the same numbers however often
+    it is validated, and a checkpoint written at a validation end holds the training stream.
+    Data loader worker processes keep their own generators: with ``data.num_workers > 0`` the
+    augmentation of a resumed run is random but not the uninterrupted run's.
+    """
+
+    def __init__(self) -> None:
+        self.pending: dict[str, Any] | None = None  # loaded from a checkpoint, to set at train start
+        self.before_validation: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "numpy": _numpy_state(),
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.pending = state_dict
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.pending is not None:
+            self.restore(self.pending)
+            self.pending = None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.before_validation = self.state_dict()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # before the checkpoint callbacks' on_validation_end (Lightning runs those last)
+        if self.before_validation is not None:
+            self.restore(self.before_validation)
+            self.before_validation = None
+
+    @staticmethod
+    def restore(state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        numpy_state = state["numpy"]
+        keys = numpy_state["keys"].numpy().astype(np.uint32)
+        np.random.set_state(("MT19937", keys, *numpy_state["rest"]))
+        random.setstate(_as_tuples(state["python"]))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _numpy_state() -> dict[str, Any]:
+    """numpy's global generator state as a tensor and plain numbers (``weights_only`` reads them)."""
+    _, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    return {
+        "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "rest": [int(position), int(has_gauss), float(cached_gaussian)],
+    }
+
+
+def _as_tuples(value: Any) -> Any:
+    """Python's random state with the tuples a checkpoint's round trip may have made lists."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value

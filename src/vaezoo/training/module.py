@@ -78,6 +78,7 @@ class VAEModule(L.LightningModule):
         self.register_buffer("train_batches", torch.zeros((), dtype=torch.long))
         self.batches_seen = 0  # the host's copy of train_batches, read every step without a sync
         self.validated_at: int | None = None  # batches_seen at the last validation pass
+        self.resumed = False  # loaded from a checkpoint, until the first batch after it
         self.compiled: Any = None  # the compiled forward (train.compile), set on first use
         self.compile_seconds: float | None = None  # how long the first compiled step took
 
@@ -223,8 +224,17 @@ class VAEModule(L.LightningModule):
             options["fused"] = True
         return options
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.resumed:
+            # The logging step Lightning restores from a checkpoint written at a validation end is
+            # one batch behind (its restart logic counts that batch as not stepped yet), so a resumed
+            # run's first values landed on the interrupted run's last step: count the batches trained.
+            self.trainer.fit_loop.epoch_loop._batches_that_stepped = self.batches_seen
+            self.resumed = False
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.batches_seen = int(checkpoint["state_dict"].get("train_batches", 0))
+        self.resumed = True
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Plain data only, so `torch.load(weights_only=True)` can read it back without running code.

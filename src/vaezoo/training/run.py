@@ -30,16 +30,17 @@ import torch
 import yaml
 from lightning.fabric.connector import _PRECISION_INPUT
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar, TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from vaezoo.config import Config, ConfigError, TrainConfig, load_config
 from vaezoo.data import VAEDataModule
 from vaezoo.fileio import atomic_write_text
+from vaezoo.io import load_checkpoint
 from vaezoo.models.base import BaseVAE
 from vaezoo.registry import create_model, get_model_class, model_parameters
-from vaezoo.training.callbacks import ImageGrids, ValidateAtMaxSteps
+from vaezoo.training.callbacks import ImageGrids, RandomState, ValidateAtMaxSteps
 from vaezoo.training.checkpoint import AtomicCheckpointIO
+from vaezoo.training.loggers import FlushLogsAtCheckpoints, make_logger
 from vaezoo.training.module import VAEModule
 from vaezoo.training.performance import (
     AUTO,
@@ -94,7 +95,10 @@ def prepare(config: Config) -> PreparedRun:
     """Set up data and model and run one batch through the model: every input error surfaces here."""
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     datamodule = VAEDataModule(
-        config.data, batch_size=config.train.batch_size, val_batch_size=config.train.val_batch_size
+        config.data,
+        batch_size=config.train.batch_size,
+        val_batch_size=config.train.val_batch_size,
+        seed=config.train.seed,
     )
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -133,6 +137,12 @@ def resume_checkpoint(run_dir: Path) -> Path:
     return checkpoint
 
 
+def trained_batches(checkpoint: Path) -> int:
+    """How many training batches the run had trained when ``checkpoint`` was written."""
+    state = load_checkpoint(checkpoint, mmap=True)["state_dict"]
+    return int(state["train_batches"]) if "train_batches" in state else 0
+
+
 def load_resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
     """The saved config of a run folder, with overrides (e.g. a larger ``--train.max_epochs``)."""
     run_dir = Path(run_dir)
@@ -147,10 +157,14 @@ def build_trainer(
     automatic_optimization: bool = True,
     extra_callbacks: list[L.Callback] | None = None,
     profiler: Any = None,
+    resumed_step: int | None = None,
 ) -> L.Trainer:
+    """The Trainer of a run; ``resumed_step``: the batches the checkpoint of a resumed run had
+    trained (what the interrupted run logged from there on is dropped: it is trained again)."""
     log, train = config.logging, config.train
-    logger_cls = TensorBoardLogger if log.logger == "tensorboard" else CSVLogger
-    logger = logger_cls(save_dir=str(run_dir.parent), name="", version=run_dir.name)
+    # Lightning counts optimizer steps: two per batch for a model with an auxiliary optimizer (FactorVAE)
+    steps_per_batch = 1 if automatic_optimization else 2
+    logger = make_logger(log.logger, run_dir, resumed_step)
     callbacks: list[L.Callback] = [
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
@@ -173,8 +187,25 @@ def build_trainer(
             # epoch, epoch ends are the only saves there are.
             save_on_train_epoch_end=train.limit_val_batches == 0 or train.check_val_every_n_epoch > 1,
         ),
+        *(
+            # last.ckpt mid-epoch too; the train loader's position is in it, so a resume neither
+            # repeats nor skips a batch of the interrupted epoch
+            [
+                ModelCheckpoint(
+                    dirpath=run_dir / "checkpoints",
+                    filename="last",
+                    save_top_k=1,
+                    enable_version_counter=False,
+                    every_n_train_steps=log.checkpoint_every_n_steps * steps_per_batch,
+                )
+            ]
+            if log.checkpoint_every_n_steps > 0
+            else []
+        ),
         ImageGrids(run_dir / "images", num_images=log.num_images, value_range=value_range),
         ValidateAtMaxSteps(),
+        RandomState(),
+        FlushLogsAtCheckpoints(),
         LearningRateMonitor(logging_interval="epoch"),
         *(extra_callbacks or []),
     ]
@@ -191,9 +222,9 @@ def build_trainer(
         enable_progress_bar=log.progress_bar != "none",
         log_every_n_steps=log.log_every_n_steps,
         max_epochs=train.max_epochs,
-        # train.max_steps counts batches; Lightning counts optimizer steps, two per batch for a
-        # model with an auxiliary optimizer (FactorVAE)
-        max_steps=train.max_steps * (1 if automatic_optimization else 2) if train.max_steps > 0 else -1,
+        max_steps=train.max_steps * steps_per_batch
+        if train.max_steps > 0
+        else -1,  # train.max_steps: batches
         precision=precision,
         # with manual optimisation VAEModule clips itself (Lightning refuses to)
         gradient_clip_val=train.gradient_clip_val if automatic_optimization else None,
@@ -205,6 +236,8 @@ def build_trainer(
         limit_val_batches=train.limit_val_batches,
         check_val_every_n_epoch=train.check_val_every_n_epoch,
         deterministic=train.deterministic,
+        # the loaders shard by rank themselves (EpochSampler), resumably
+        use_distributed_sampler=False,
         profiler=profiler,
     )
 
@@ -364,6 +397,7 @@ def train(
         module.automatic_optimization,
         extra_callbacks=extra_callbacks,
         profiler=profiler,
+        resumed_step=trained_batches(checkpoint) if checkpoint else None,
     )
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)

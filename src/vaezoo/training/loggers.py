@@ -1,0 +1,78 @@
+"""The run's loggers, made safe to resume: what an interrupted run logged is kept (flushed with
+every checkpoint), and what it logged after its last checkpoint, which the resumed run trains
+again, is dropped."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+from vaezoo.fileio import atomic_path
+
+
+class ResumedExperimentWriter(ExperimentWriter):
+    """Lightning's CSV writer, which deletes an existing ``metrics.csv``, made to keep its rows
+    before ``purge_step`` and append after them."""
+
+    def __init__(self, log_dir: str, purge_step: int | None = None) -> None:
+        self.purge_step = purge_step
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:  # Lightning's deletes the previous metrics here
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        with open(path, newline="") as file:
+            reader = csv.DictReader(file)
+            keys = list(reader.fieldnames or [])
+            rows = [
+                row
+                for row in reader
+                if self.purge_step is None or int(row.get("step") or 0) < self.purge_step
+            ]
+        self.metrics_keys = sorted(keys)
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+class ResumedCSVLogger(CSVLogger):
+    """A CSV logger that continues the ``metrics.csv`` of a resumed run (see ResumedExperimentWriter)."""
+
+    def __init__(self, *args: Any, purge_step: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.purge_step = purge_step
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = ResumedExperimentWriter(self.log_dir, self.purge_step)
+        return self._experiment
+
+
+def make_logger(kind: str, run_dir: Path, resumed_step: int | None = None) -> Logger:
+    """The TensorBoard or CSV logger of ``run_dir``; ``resumed_step`` (the batches a resumed run's
+    checkpoint had trained) hides what the interrupted run logged from that step on."""
+    where = {"save_dir": str(run_dir.parent), "name": "", "version": run_dir.name}
+    if kind == "tensorboard":
+        # SummaryWriter's purge_step: events at or after it from earlier sessions are hidden
+        return TensorBoardLogger(**where, purge_step=resumed_step)
+    return ResumedCSVLogger(**where, purge_step=resumed_step)
+
+
+class FlushLogsAtCheckpoints(L.Callback):
+    """Write the loggers' buffered values to disk whenever a checkpoint is written, so a run
+    killed at any moment has its logs up to its last checkpoint (the resumed run logs the rest)."""
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        for logger in trainer.loggers:
+            logger.save()
