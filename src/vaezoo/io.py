@@ -8,6 +8,8 @@ from __future__ import annotations
 import pickle
 import re
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,11 +26,39 @@ class CheckpointError(ValueError):
     """A file that is not a readable vaezoo checkpoint."""
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``: tensors and plain data, never pickled code."""
+def code_refusal(path: str | Path, err: pickle.UnpicklingError) -> CheckpointError:
+    """The error for a file that ``torch.load(weights_only=True)`` refused, naming the global it met.
+
+    torch refuses at the first global the pickle names that is not on its allow-list, before
+    anything is called, so nothing in the file has run.
+    """
+    # torch words it "Unsupported global: GLOBAL x.y ..." or, for modules it blocks outright (os,
+    # subprocess, ...), "Trying to load unsupported GLOBAL x.y whose module x is blocked"
+    found = re.search(r"unsupported global(?:: GLOBAL)? (\S+)", str(err), re.IGNORECASE)
+    what = f": it names {found.group(1)}" if found else ""
+    return CheckpointError(
+        f"{path} holds more than tensors and plain data{what}; loading it could run code, so it is "
+        "refused (nothing in it was run)"
+    )
+
+
+@contextmanager
+def refusing_code(path: str | Path) -> Iterator[None]:
+    """Within the block, a ``weights_only=True`` refusal of ``path`` is a CheckpointError naming it:
+    for loaders that are not vaezoo's, e.g. Lightning's ``trainer.fit(ckpt_path=..., weights_only=True)``."""
+    try:
+        yield
+    except pickle.UnpicklingError as err:
+        raise code_refusal(path, err) from None
+
+
+def read_torch_file(path: str | Path, mmap: bool = False) -> Any:
+    """What ``torch.save`` wrote to ``path``, read with ``weights_only=True`` (tensors and plain data,
+    never pickled code); every failure is a CheckpointError that names the file and says why.
+
+    ``mmap``: map the tensors from the file instead of reading them (to vet a file cheaply).
+    """
     path = Path(path)
-    if path.is_dir():  # a run folder: take its last checkpoint
-        path = path / "checkpoints" / "last.ckpt"
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
@@ -43,18 +73,39 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path} is not a checkpoint: a torch checkpoint is a zip archive, this file starts with {start!r}"
         )
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        what = f": it names {found.group(1)}" if found else ""
-        raise CheckpointError(
-            f"{path} holds more than tensors and plain data{what}; loading it could run code, so it is refused"
-        ) from None
+        raise code_refusal(path, err) from None
     except Exception as err:
         raise CheckpointError(f"{path} is not a readable checkpoint: {type(err).__name__}: {err}") from None
+
+
+def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """Read a vaezoo checkpoint (a file, or a run folder's last one) with :func:`read_torch_file`."""
+    path = Path(path)
+    if path.is_dir():  # a run folder: take its last checkpoint
+        path = path / "checkpoints" / "last.ckpt"
+    checkpoint = read_torch_file(path, mmap=mmap)
     if not isinstance(checkpoint, dict) or "vaezoo" not in checkpoint or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a vaezoo checkpoint (no 'vaezoo' metadata or 'state_dict')")
+    for key in ("vaezoo", "state_dict"):  # found by tests/test_fuzz.py: other types crashed load_run
+        if not isinstance(checkpoint[key], dict):
+            raise CheckpointError(
+                f"{path} is not a vaezoo checkpoint: its '{key}' is a {type(checkpoint[key]).__name__}, "
+                "not a mapping"
+            )
     return checkpoint
+
+
+def check_checkpoint(path: str | Path) -> Path:
+    """``path`` if it is a vaezoo checkpoint that ``weights_only=True`` reads whole; else a CheckpointError.
+
+    For a reader that is not vaezoo's, such as Lightning's resume: called first, a file that holds
+    code is refused with vaezoo's message before anything is written. Tensors are memory-mapped, not
+    read, so a large checkpoint costs little more than its pickle.
+    """
+    load_checkpoint(path, mmap=True)
+    return Path(path)
 
 
 def version_note(meta: dict[str, Any]) -> str:
@@ -106,7 +157,10 @@ def load_run(path: str | Path) -> LoadedRun:
         )
     run_dir = file.parent.parent if file.parent.name == "checkpoints" else file.parent
     batches = checkpoint["state_dict"].get("train_batches")  # training batches, even with two optimizers
-    step = int(batches) if batches is not None else int(checkpoint.get("global_step", 0))
+    try:
+        step = int(batches) if batches is not None else int(checkpoint.get("global_step", 0))
+    except (TypeError, ValueError, RuntimeError):  # found by tests/test_fuzz.py
+        raise CheckpointError(f"{path}: its step count is not a number{saved_by}") from None
     return LoadedRun(model.eval(), meta.get("config", {}), file, run_dir, step)
 
 
