@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 RUN = [
     "--model.hidden_dims", "[8, 16, 32]", "--model.latent_dim", "4",
     "--data.image_size", "32", "--data.subset", "400",
-    "--train.batch_size", "16", "--train.max_steps", "30", "--train.max_epochs", "null",
+    "--train.batch_size", "16", "--train.max_steps", "60", "--train.max_epochs", "null",
     "--train.limit_val_batches", "2", "--train.deterministic", "true",
     "--logging.num_images", "16", "--logging.progress_bar", "none", "--logging.logger", "csv",
     "--logging.log_every_n_steps", "1", "--logging.checkpoint_every_n_steps", "4",
@@ -68,13 +69,26 @@ def logged_losses(run_dir: Path) -> dict[int, float]:
     return losses
 
 
-@pytest.mark.slow
-def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_curve(tmp_path, isolated_cache):
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, isolated_cache) -> dict[int, float]:
+    """The logged curve of RUN trained without interruption (60 steps: 2.6 epochs)."""
+    save_dir = tmp_path_factory.mktemp("uninterrupted")
     whole = vaezoo(
-        ["train", "-c", "configs/vae.yaml", *RUN, "--logging.save_dir", str(tmp_path / "a")], isolated_cache
+        ["train", "-c", "configs/vae.yaml", *RUN, "--logging.save_dir", str(save_dir)], isolated_cache
     )
     assert whole.returncode == 0, whole.stderr[-3000:]
+    return logged_losses(next(save_dir.glob("*/version_0")))
 
+
+def assert_same_curve(run_dir: Path, expected: dict[int, float]) -> None:
+    got = logged_losses(run_dir)
+    assert sorted(got) == sorted(expected) == list(range(60))  # every step once, none missing
+    gap = max(abs(got[step] - expected[step]) for step in expected)
+    assert gap == 0.0, f"max |loss difference| between the resumed and the uninterrupted curve: {gap}"
+
+
+@pytest.mark.slow
+def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_curve(tmp_path, isolated_cache, uninterrupted):
     script = tmp_path / "killed.py"
     script.write_text(textwrap.dedent(KILLED_RUN.format(kill_at=10)))
     command = [sys.executable, str(script), *RUN, "--logging.save_dir", str(tmp_path / "b")]
@@ -82,21 +96,45 @@ def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_curve(tmp_path, is
         command, cwd=REPO, env=environment(isolated_cache), capture_output=True, text=True
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    run_b = next((tmp_path / "b").glob("*/version_0"))
-    last = torch.load(run_b / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    run = next((tmp_path / "b").glob("*/version_0"))
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == 8  # the mid-epoch checkpoint before the kill, whole
     assert last["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["consumed"] == 8 * 16
 
-    resumed = vaezoo(["train", "--resume", str(run_b)], isolated_cache)
+    resumed = vaezoo(["train", "--resume", str(run)], isolated_cache)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "not resumable" not in resumed.stderr  # Lightning's warning for a loader without state
+    # the killed run's log was flushed with its checkpoint (steps 0-7); the resumed run logged 8-59
+    assert_same_curve(run, uninterrupted)
 
-    run_a = next((tmp_path / "a").glob("*/version_0"))
-    expected, got = logged_losses(run_a), logged_losses(run_b)
-    # the killed run's log was flushed with its checkpoint (steps 0-7); the resumed run logged 8-29
-    assert sorted(got) == sorted(expected) == list(range(30))
-    gap = max(abs(got[step] - expected[step]) for step in expected)
-    assert gap == 0.0, f"max |loss difference| between the resumed and the uninterrupted curve: {gap}"
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_checkpoints_the_step_and_says_how_to_resume(
+    tmp_path, isolated_cache, uninterrupted, stop
+):
+    command = [sys.executable, "-m", "vaezoo.cli", "train", "-c", "configs/vae.yaml", *RUN]
+    command += ["--logging.save_dir", str(tmp_path)]
+    process = subprocess.Popen(
+        command, cwd=REPO, env=environment(isolated_cache), stderr=subprocess.PIPE, text=True
+    )
+    checkpoint = tmp_path / "VanillaVAE" / "version_0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # training has begun once the first mid-epoch checkpoint is there
+    process.send_signal(stop)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + stop, stderr[-3000:]
+    run = checkpoint.parents[1]
+    assert f"stopped by {stop.name} after " in stderr and f"vaezoo train --resume {run}" in stderr
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    assert 4 <= saved["global_step"] < 60  # the step the signal arrived in, not only the last multiple of 4
+    logged = logged_losses(run)
+    assert max(logged) == saved["global_step"] - 1  # the log reaches the step the checkpoint holds
+
+    resumed = vaezoo(["train", "--resume", str(run)], isolated_cache)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_curve(run, uninterrupted)
 
 
 def positions(loader: ResumableLoader) -> list[int]:

@@ -33,9 +33,10 @@ USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, UnknownModelError)
 def _user_errors() -> tuple[type[Exception], ...]:
     from vaezoo.data import DataError
     from vaezoo.evaluation.evaluate import EvaluationError
+    from vaezoo.fileio import DiskFullError
     from vaezoo.io import CheckpointError
 
-    return (*USER_ERRORS, DataError, CheckpointError, EvaluationError)
+    return (*USER_ERRORS, DataError, CheckpointError, EvaluationError, DiskFullError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("-c", "--config", help="YAML config (ours or PyTorch-VAE's layout)")
     train.add_argument(
         "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint"
+    )
+    train.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help="write the new run to DIR (default: logging.save_dir/NAME/version_N, the next free N)",
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --run-dir: replace what DIR holds (a run folder is never mixed into otherwise)",
     )
     train.add_argument(
         "--print-config",
@@ -197,7 +208,29 @@ def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
             print("\n".join(f"# {line}".rstrip() for line in notes))
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
-    run_dir = train(config, resume=args.resume)
+    from vaezoo.training.interrupts import RunInterrupted
+    from vaezoo.training.module import NonFiniteLoss
+    from vaezoo.training.run import RunAlreadyFinished
+
+    if args.resume and (args.run_dir or args.overwrite):
+        raise ConfigError(
+            "--run-dir and --overwrite are for a new run; --resume continues the run in its own folder"
+        )
+    if args.overwrite and not args.run_dir:
+        raise ConfigError(
+            "--overwrite replaces the folder given by --run-dir; without it a new run gets a new folder"
+        )
+    try:
+        run_dir = train(config, resume=args.resume, run_dir=args.run_dir, overwrite=args.overwrite)
+    except RunInterrupted as stop:  # a signal: the run was saved; 128 + the signal, as shells report it
+        print(f"vaezoo train: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except RunAlreadyFinished as done:
+        print(f"vaezoo train: {done}", file=sys.stderr)
+        return 0
+    except NonFiniteLoss as err:
+        print(f"vaezoo train: error: {err}", file=sys.stderr)
+        return 2
     print(f"run folder: {run_dir}")
     return 0
 

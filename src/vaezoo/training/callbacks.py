@@ -102,6 +102,12 @@ class RandomState(L.Callback):
         self.before_validation: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
+        if self.before_validation is not None:  # a checkpoint written during validation
+            return self.before_validation
+        return self.current()
+
+    @staticmethod
+    def current() -> dict[str, Any]:
         state: dict[str, Any] = {
             "torch": torch.get_rng_state(),
             "numpy": _numpy_state(),
@@ -120,7 +126,7 @@ class RandomState(L.Callback):
             self.pending = None
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.before_validation = self.state_dict()
+        self.before_validation = self.current()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # before the checkpoint callbacks' on_validation_end (Lightning runs those last)

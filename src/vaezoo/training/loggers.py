@@ -70,9 +70,24 @@ def make_logger(kind: str, run_dir: Path, resumed_step: int | None = None) -> Lo
 
 
 class FlushLogsAtCheckpoints(L.Callback):
-    """Write the loggers' buffered values to disk whenever a checkpoint is written, so a run
-    killed at any moment has its logs up to its last checkpoint (the resumed run logs the rest)."""
+    """Write the loggers' buffered values to disk after every checkpoint, so a run killed at any
+    moment has its logs up to its last checkpoint (the resumed run logs the rest).
+
+    A checkpoint written at a step's end comes before Lightning hands that step's values to the
+    loggers, so they are written at the next hook: the next step's start, a validation start,
+    the end of an epoch or of training, or an exception.
+    """
+
+    def __init__(self) -> None:
+        self.pending = False
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        for logger in trainer.loggers:
-            logger.save()
+        self.pending = True
+
+    def flush(self, trainer: L.Trainer, *args: Any) -> None:
+        if self.pending:
+            for logger in trainer.loggers:
+                logger.save()
+            self.pending = False
+
+    on_train_batch_start = on_validation_start = on_train_epoch_end = on_train_end = on_exception = flush

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from typing import TYPE_CHECKING, Any, cast
@@ -21,6 +22,11 @@ if TYPE_CHECKING:
     from vaezoo.models.base import BaseVAE
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+class NonFiniteLoss(ArithmeticError):
+    """Training met a NaN or Inf loss or gradient under ``train.nonfinite: stop``; the message names
+    the step and the terms, and the run's last checkpoint (written before) is its last good state."""
 
 
 def to_float32(output: Any) -> Any:
@@ -79,6 +85,9 @@ class VAEModule(L.LightningModule):
         self.batches_seen = 0  # the host's copy of train_batches, read every step without a sync
         self.validated_at: int | None = None  # batches_seen at the last validation pass
         self.resumed = False  # loaded from a checkpoint, until the first batch after it
+        self.skipped_updates = (
+            0  # updates left out: non-finite (train.nonfinite: skip) or train.skip_grad_norm
+        )
         self.compiled: Any = None  # the compiled forward (train.compile), set on first use
         self.compile_seconds: float | None = None  # how long the first compiled step took
 
@@ -137,6 +146,8 @@ class VAEModule(L.LightningModule):
         output, losses, context = self._losses(batch, batch_idx)
         self.batches_seen += 1
         self.train_batches += 1
+        if not self._finite(losses, "loss"):
+            return None  # train.nonfinite: skip -- no backward, no update
         self._log(losses, "train", batch[0].shape[0])
         if self.automatic_optimization:
             return losses["loss"]
@@ -145,19 +156,75 @@ class VAEModule(L.LightningModule):
         main, auxiliary = optimizers
         self._manual_update(main, losses["loss"])
         aux_losses = self.model.auxiliary_loss(output, **context)
-        self._manual_update(auxiliary, aux_losses["loss"])
-        self._log(aux_losses, "train", batch[0].shape[0], prefix="aux_")
+        if self._finite(aux_losses, "auxiliary loss"):
+            self._manual_update(auxiliary, aux_losses["loss"])
+            self._log(aux_losses, "train", batch[0].shape[0], prefix="aux_")
         self._step_schedulers("step")
         return None
 
     def _manual_update(self, optimizer: Any, loss: Tensor) -> None:
         optimizer.zero_grad()
         self.manual_backward(loss)
+        if not self._gradients_usable(optimizer):
+            return
         if self.train_config.gradient_clip_val:
             self.clip_gradients(optimizer, gradient_clip_val=self.train_config.gradient_clip_val)
         optimizer.step()
 
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        # automatic optimisation: after backward, before clipping; no gradients means no update
+        self._gradients_usable(optimizer)
+
+    # -- non-finite values (train.nonfinite, train.skip_grad_norm) -----------------------------------
+    def _finite(self, losses: dict[str, Tensor], what: str) -> bool:
+        """Whether ``losses['loss']`` is finite (one read from the device); if not, stop naming the
+        terms (``nonfinite: stop``) or count a skipped update and return False (``skip``)."""
+        if bool(torch.isfinite(losses["loss"].detach()).all()):
+            return True
+        bad = {
+            key: float(value.detach().float().mean())
+            for key, value in losses.items()
+            if not bool(torch.isfinite(value).all())
+        }
+        terms = ", ".join(f"{key} = {value}" for key, value in bad.items())
+        self._skip_or_stop(f"the {what} went non-finite ({terms})")
+        return False
+
+    def _gradients_usable(self, optimizer: Any) -> bool:
+        """Check the gradients of ``optimizer``'s parameters before its step: a non-finite norm, or
+        one above ``train.skip_grad_norm``, drops them (the step then changes nothing) and counts a skip."""
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads:
+            return True
+        norm = float(torch.nn.utils.get_total_norm(grads))
+        limit = self.train_config.skip_grad_norm
+        if math.isfinite(norm) and (limit is None or norm <= limit):
+            return True
+        if not math.isfinite(norm) and getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            return True  # fp16's gradient scaler skips overflowing steps itself, and lowers its scale
+        if not math.isfinite(norm):
+            self._skip_or_stop(f"the gradient went non-finite (norm = {norm}) although the loss was finite")
+        else:  # above the limit: always skipped, as VDVAE does
+            self._count_skip()
+        optimizer.zero_grad(set_to_none=True)
+        return False
+
+    def _skip_or_stop(self, what: str) -> None:
+        if self.train_config.nonfinite == "skip":
+            self._count_skip()
+            return
+        raise NonFiniteLoss(
+            f"training batch {self.batches_seen} (epoch {self.current_epoch}): {what}. The run stops here "
+            "(train.nonfinite: stop); its last checkpoint holds the state before. Lower train.lr, set "
+            "train.gradient_clip_val, or set train.nonfinite: skip to leave such updates out."
+        )
+
+    def _count_skip(self) -> None:
+        self.skipped_updates += 1
+        self.log("train/skipped_updates", float(self.skipped_updates), on_step=True, on_epoch=False)
+
     def on_train_epoch_end(self) -> None:
+        self.log("train/skipped_updates", float(self.skipped_updates), on_step=False, on_epoch=True)
         if not self.automatic_optimization:
             self._step_schedulers("epoch")
 
@@ -234,6 +301,7 @@ class VAEModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.batches_seen = int(checkpoint["state_dict"].get("train_batches", 0))
+        self.skipped_updates = int(checkpoint.get("vaezoo", {}).get("skipped_updates", 0))
         self.resumed = True
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -243,4 +311,5 @@ class VAEModule(L.LightningModule):
             "config": self.run_config,
             "model_name": type(self.model).__name__,
             "model_config": dict(getattr(self.model, "config", {})),
+            "skipped_updates": self.skipped_updates,
         }

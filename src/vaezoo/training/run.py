@@ -16,9 +16,11 @@ over. A run folder holds::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import typing
 import warnings
 from dataclasses import dataclass
@@ -29,8 +31,10 @@ import lightning as L
 import torch
 import yaml
 from lightning.fabric.connector import _PRECISION_INPUT
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vaezoo.config import Config, ConfigError, TrainConfig, load_config
 from vaezoo.data import VAEDataModule
@@ -40,6 +44,7 @@ from vaezoo.models.base import BaseVAE
 from vaezoo.registry import create_model, get_model_class, model_parameters
 from vaezoo.training.callbacks import ImageGrids, RandomState, ValidateAtMaxSteps
 from vaezoo.training.checkpoint import AtomicCheckpointIO
+from vaezoo.training.interrupts import StopOnSignal
 from vaezoo.training.loggers import FlushLogsAtCheckpoints, make_logger
 from vaezoo.training.module import VAEModule
 from vaezoo.training.performance import (
@@ -51,6 +56,7 @@ from vaezoo.training.performance import (
     resolve_accelerator,
     resolve_precision,
 )
+from vaezoo.training.runlock import RunLock, takes_run_lock
 
 RUN_DIR_ENV = "VAEZOO_RUN_DIR"  # set for the worker processes Lightning launches, so all share one folder
 ACTIVATION_FOR_RANGE = {"unit": "sigmoid", "symmetric": "tanh"}
@@ -214,11 +220,14 @@ def build_trainer(
     elif log.progress_bar == "rich":
         callbacks.append(RichProgressBar(refresh_rate=PROGRESS_REFRESH_STEPS))
     precision = choose_precision(train)
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():  # SLURM's SIGUSR1 stops the run like SIGTERM (StopOnSignal), no requeue
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     return L.Trainer(
         default_root_dir=run_dir,
         logger=logger,
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
+        plugins=plugins,
         enable_progress_bar=log.progress_bar != "none",
         log_every_n_steps=log.log_every_n_steps,
         max_epochs=train.max_epochs,
@@ -371,48 +380,144 @@ def processes_per_node(devices: int | str | list[int], accelerator: str) -> int:
     return 1  # "auto" on a CPU: one process
 
 
+class RunAlreadyFinished(Exception):
+    """``--resume`` of a run that has trained all its config asks for: nothing is done or written."""
+
+
+def finished_note(run_dir: Path, config: Config, checkpoint: Path) -> str | None:
+    """Why resuming ``run_dir`` with ``config`` would train nothing, or None.
+
+    A run is finished when its summary.json was written from this very checkpoint and the resumed
+    config asks for no more epochs or steps than the saved one did."""
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        return None
+    try:
+        summary = json.loads(summary_path.read_text())
+        saved = load_config(run_dir / "config.yaml").train
+    except (ValueError, OSError):  # a damaged summary is not trusted: resume
+        return None
+    step = load_checkpoint(checkpoint, mmap=True).get("global_step")
+    if not isinstance(summary, dict) or summary.get("global_step") != step:
+        return None
+    train = config.train
+    if (train.max_epochs, train.max_steps) != (saved.max_epochs, saved.max_steps):
+        return None
+    return (
+        f"{run_dir} has already finished (step {step}, train.max_epochs = {saved.max_epochs}, "
+        f"train.max_steps = {saved.max_steps}); nothing was trained or written. To train it further, "
+        "raise them, e.g. --train.max_epochs 20"
+    )
+
+
+def claim_run_dir(config: Config, run_dir: str | Path | None, overwrite: bool) -> Path:
+    """The folder a new run writes to, created now: ``run_dir`` if given (it must be empty, or
+    ``overwrite`` replaces it once its lock is taken), else the next free ``version_N``, taken
+    with an exclusive mkdir so that two runs started at once never share one."""
+    if os.environ.get(RUN_DIR_ENV):  # a worker of a distributed run: its launcher chose and holds it
+        return Path(os.environ[RUN_DIR_ENV])
+    if run_dir is not None:
+        target = Path(run_dir)
+        if target.exists() and not target.is_dir():
+            raise ConfigError(f"--run-dir {target} is a file, not a folder")
+        if target.is_dir() and any(target.iterdir()) and not overwrite:
+            raise ConfigError(
+                f"--run-dir {target} already holds files: a new run never writes into an old folder. "
+                f"Continue that run with --resume {target}, choose another folder, or replace it with --overwrite"
+            )
+        target.mkdir(parents=True, exist_ok=True)
+        return target
+    while True:
+        candidate = new_run_dir(config)
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:  # another run took this version number a moment ago
+            continue
+
+
+def empty_folder(folder: Path, keep: str) -> None:
+    """Remove everything in ``folder`` but the file named ``keep`` (its lock)."""
+    for entry in folder.iterdir():
+        if entry.name == keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 def train(
     config: Config,
     resume: str | Path | None = None,
     extra_callbacks: list[L.Callback] | None = None,
     profiler: Any = None,
+    run_dir: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Train ``config`` in a new run folder, or continue the run in ``resume``; returns the folder.
+    """Train ``config`` in a new run folder (``run_dir``, or the next ``version_N``), or continue the
+    run in ``resume``; returns the folder. The folder is locked while the run writes it.
 
     ``extra_callbacks`` and ``profiler`` go to the Lightning Trainer (the throughput benchmark
     times the real path through them)."""
-    run_dir = Path(resume) if resume else None
-    checkpoint = resume_checkpoint(run_dir) if run_dir else None
+    resumed = Path(resume) if resume else None
+    checkpoint = resume_checkpoint(resumed) if resumed else None
+    if (
+        resumed is not None
+        and checkpoint is not None
+        and (note := finished_note(resumed, config, checkpoint))
+    ):
+        raise RunAlreadyFinished(note)
     fallbacks = fit_to_machine(config)
     configure_threads(processes_per_node(config.train.devices, config.train.accelerator))
     configure_cuda(config.train.deterministic)
-    prepared = prepare(config)
-    run_dir = run_dir or new_run_dir(config)
+    prepared = prepare(config)  # every input error surfaces before a folder is made or locked
+    folder = resumed if resumed is not None else claim_run_dir(config, run_dir, overwrite)
+    lock = RunLock(folder) if takes_run_lock() else contextlib.nullcontext()
+    with lock:
+        if resumed is None and overwrite and isinstance(lock, RunLock):
+            empty_folder(folder, keep=lock.path.name)
+        return train_in(config, prepared, folder, checkpoint, fallbacks, extra_callbacks, profiler)
+
+
+def train_in(
+    config: Config,
+    prepared: PreparedRun,
+    run_dir: Path,
+    checkpoint: Path | None,
+    fallbacks: list[str],
+    extra_callbacks: list[L.Callback] | None,
+    profiler: Any,
+) -> Path:
+    """The body of :func:`train`, in a run folder this process holds."""
     os.environ[RUN_DIR_ENV] = str(run_dir)
     module = VAEModule(prepared.model, config.train, run_config=config.to_dict())
+    stop_on_signal = StopOnSignal(run_dir)
     trainer = build_trainer(
         config,
         run_dir,
         prepared.datamodule.value_range,
         module.automatic_optimization,
-        extra_callbacks=extra_callbacks,
+        extra_callbacks=[stop_on_signal, *(extra_callbacks or [])],
         profiler=profiler,
         resumed_step=trained_batches(checkpoint) if checkpoint else None,
     )
     if trainer.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / "config.yaml")
         if not checkpoint:
             write_translation(run_dir, config, fallbacks)
     if checkpoint:  # the checkpoint folder of a resumed run is not empty, by design
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     try:
-        # weights_only: a resumed checkpoint is read as tensors and plain data, never as code
-        trainer.fit(module, datamodule=prepared.datamodule, ckpt_path=checkpoint, weights_only=True)
+        with stop_on_signal.handling_signals():
+            # weights_only: a resumed checkpoint is read as tensors and plain data, never as code
+            trainer.fit(module, datamodule=prepared.datamodule, ckpt_path=checkpoint, weights_only=True)
         if module.validated_at != int(module.train_batches) and trainer.limit_val_batches != 0:
             # the last epoch was not a validation epoch (check_val_every_n_epoch > 1; a max_steps stop
             # is validated within fit by ValidateAtMaxSteps): validate the final weights (losses, grids)
             trainer.validate(module, datamodule=prepared.datamodule, verbose=False)
+    except SIGTERMException:  # Lightning's own stop on SIGTERM (StopOnSignal saved the run)
+        raise stop_on_signal.interrupted(trainer) from None
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
     if trainer.is_global_zero:
