@@ -60,7 +60,7 @@ def takes_run_lock(environ: Mapping[str, str] = os.environ) -> bool:
 def holder_record() -> str:
     """What the lock file says about its holder: pid, host, start time and command, one per line."""
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    command = " ".join(sys.argv)[:500]
+    command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:500]  # e.g. "vaezoo train --resume ..."
     return f"pid: {os.getpid()}\nhost: {socket.gethostname()}\nstarted: {started}\ncommand: {command}\n"
 
 
