@@ -185,3 +185,26 @@ def test_label_dim_for_conditioning(folder: Path, tmp_path: Path):
     dsprites = VAEDataModule(DataConfig(subset=100), batch_size=4)
     dsprites.setup()
     assert dsprites.label_dim == 5
+
+
+def test_a_single_image_trains_and_an_empty_training_split_is_refused(folder: Path, tmp_path: Path):
+    single = tmp_path / "single"
+    single.mkdir()
+    (folder / "00.png").rename(single / "only.png")
+    module = make_module(single, val_fraction=0.5)  # one image: it trains, validation is empty
+    assert (module.num_train, module.num_val) == (1, 0)
+    with pytest.raises(DataError, match=r"the validation split is empty \(data.val_fraction = 0.5, 1 training"):
+        module.check_fit()
+    module.check_fit(validate=False)  # train.limit_val_batches: 0 trains without validation
+
+    from vaezoo.data.idx import IDXDataset
+
+    module.splits.train = IDXDataset(np.zeros((0, 28, 28), np.uint8), np.zeros(0), 28)
+    with pytest.raises(DataError, match="the training split is empty"):
+        module.check_fit(validate=False)
+
+
+def test_bad_files_setting_is_checked():
+    with pytest.raises(DataError, match=r"data.bad_files = 'ignore' must be one of \['fail', 'skip'\]"):
+        VAEDataModule(DataConfig(bad_files="ignore"))  # type: ignore[arg-type]
+    assert VAEDataModule(DataConfig()).skipped_files == 0  # before setup: nothing met yet

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import difflib
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -157,10 +158,21 @@ class Config:
 # --------------------------------------------------------------------------- building and checking
 
 
-def suggest(name: str, valid: typing.Iterable[str]) -> str:
+def suggest(name: object, valid: typing.Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the nearest valid name, or ''."""
-    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
+    close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.5)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+# A user's value in a message: YAML aliases can make a small file a structure of billions of items
+# (and a line can be megabytes long), so messages show a bounded repr of it.
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel, _BRIEF.maxlist, _BRIEF.maxdict, _BRIEF.maxstring, _BRIEF.maxother = 3, 8, 8, 120, 120
+
+
+def brief(value: Any) -> str:
+    """``repr(value)``, shortened with '...' where it is long or deep."""
+    return _BRIEF.repr(value)
 
 
 def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
@@ -173,7 +185,9 @@ def _read_layout(raw: Any, source: str, text: str | None = None) -> tuple[dict[s
     """``raw`` in our sections, and the record of its translation if it is PyTorch-VAE's layout
     (sections named ``*_params``); a config in our layout is returned as it is."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping with sections model/data/train/logging, got {raw!r}")
+        raise ConfigError(
+            f"{source}: expected a mapping with sections model/data/train/logging, got {brief(raw)}"
+        )
     if not any(str(key).endswith("_params") for key in raw):
         return raw, None
     from vaezoo.pytorch_vae import translate_layout  # imported here: it builds on this module
@@ -191,7 +205,7 @@ def _build(
     config = Config()
     model = raw.get("model") or {}
     if not isinstance(model, dict):
-        raise ConfigError(f"{source}: section 'model' must be a mapping, got {model!r}")
+        raise ConfigError(f"{source}: section 'model' must be a mapping, got {brief(model)}")
     model = {"name": "VanillaVAE", **model}
     try:
         if translation is None:
@@ -201,7 +215,7 @@ def _build(
         for name, cls in SECTIONS.items():
             values = raw.get(name) or {}
             if not isinstance(values, dict):
-                raise ConfigError(f"{source}: section '{name}' must be a mapping, got {values!r}")
+                raise ConfigError(f"{source}: section '{name}' must be a mapping, got {brief(values)}")
             setattr(config, name, build_section(cls, values, f"{source}: {name}"))
         check_values(config, source, overridden or set())
     except ConfigError as err:
@@ -232,7 +246,9 @@ def resolve_model_section(model: dict[str, Any], source: str) -> dict[str, Any]:
     """
     from vaezoo.registry import get_model_class, model_parameters
 
-    name = str(model["name"])
+    if not isinstance(model["name"], str):
+        raise ConfigError(f"{source}: model.name = {brief(model['name'])} must be a model name (a string)")
+    name = model["name"]
     cls = get_model_class(name)
     try:
         kwargs = resolve_arguments(cls, {k: v for k, v in model.items() if k != "name"}, f"{source}: model")
@@ -292,7 +308,9 @@ def check_values(config: Config, source: str, overridden: collections.abc.Collec
 
 def check_type(value: Any, annotation: Any, where: str) -> None:
     if not matches_type(value, annotation):
-        raise ConfigError(f"{where} = {value!r} has the wrong type: expected {describe_type(annotation)}")
+        raise ConfigError(
+            f"{where} = {brief(value)} has the wrong type: expected {describe_type(annotation)}"
+        )
 
 
 def matches_type(value: Any, annotation: Any) -> bool:
@@ -346,6 +364,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text())
+    except RecursionError:  # PyYAML's parser recurses once per level of nesting
+        raise ConfigError(f"{path}: YAML nested too deeply to read") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
@@ -390,8 +410,11 @@ def check_overrides(raw: dict[str, Any], overrides: list[tuple[str, Any]]) -> No
                 )
             check_type(value, hints[name], where)
             continue
+        model_name = raw["model"].get("name", "VanillaVAE")  # a mapping: set_dotted made sure
+        if not isinstance(model_name, str):
+            continue  # _build names the bad model.name
         try:
-            cls = get_model_class(str((raw.get("model") or {}).get("name", "VanillaVAE")))
+            cls = get_model_class(model_name)
         except UnknownModelError as err:
             raise ConfigError(f"{where}: {err}" if name == "name" else str(err)) from None
         if name == "name":
@@ -437,7 +460,7 @@ def parse_value(text: str) -> Any:
     """Read one override value as YAML; ``1e-3`` (a string to YAML 1.1) becomes a float."""
     try:
         value = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return text
     if isinstance(value, str):
         try:
@@ -457,4 +480,8 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     raw.setdefault(section, {})
     if raw[section] is None:
         raw[section] = {}
+    if not isinstance(raw[section], dict):
+        raise ConfigError(
+            f"override --{key}: section '{section}' must be a mapping, got {brief(raw[section])}"
+        )
     raw[section][name] = value

@@ -3,6 +3,11 @@
 ``VAEDataModule(config.data, batch_size)`` picks the dataset named by ``data.name`` (one of
 ``DATASETS``). Labels: dSprites -> float32 (5,) factor values; CelebA -> float32 (40,) attributes
 in {0, 1}; image_folder / mnist / fashion_mnist -> int64 class index.
+
+Every bad file, path or setting raises a ``DataError`` naming it (also from inside a DataLoader
+worker: the worker's traceback is dropped, its message kept). An unreadable image file (CelebA,
+image folders) is a ``BadImageFile``; with ``data.bad_files: skip`` it is left out instead, warned
+about once, and counted in ``VAEDataModule.skipped_files``. docs/errors.md lists every case.
 """
 
 from vaezoo.data.datamodule import DATASETS, VAEDataModule
@@ -18,7 +23,7 @@ from vaezoo.data.dsprites import (
     index_to_classes,
     render_dsprites,
 )
-from vaezoo.data.errors import DataError
+from vaezoo.data.errors import BadImageFile, DataError, SkippedFileWarning
 
 __all__ = [
     "DATASETS",
@@ -26,9 +31,11 @@ __all__ = [
     "FACTOR_SIZES",
     "FACTOR_VALUES",
     "NUM_IMAGES",
+    "BadImageFile",
     "DSpritesDataset",
     "DSpritesGroundTruth",
     "DataError",
+    "SkippedFileWarning",
     "VAEDataModule",
     "classes_to_index",
     "factor_values",

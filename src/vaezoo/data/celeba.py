@@ -159,6 +159,7 @@ def build_celeba(config: DataConfig) -> DataSplits:
             attr_names,
             source,
             rows,
+            config.bad_files,
         )
 
     return DataSplits(dataset(0, True), dataset(1, False), dataset(2, False), channels, (NUM_ATTRIBUTES,))

@@ -21,6 +21,7 @@ same format instead, and its latents are used as labels.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import warnings
@@ -233,14 +234,26 @@ def _expected_npz() -> str:
     )
 
 
+@contextlib.contextmanager
+def reading_npz(npz: Path) -> Iterator[None]:
+    """Any failure to read the archive within the block is a DataError naming it. A damaged zip
+    fails in many ways (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError for another
+    compression, ValueError or SyntaxError from an .npy header, ...): all of them are the file's."""
+    try:
+        yield
+    except DataError:
+        raise
+    except Exception as err:  # see above: any exception while reading is the file's fault
+        raise DataError(
+            f"{npz}: not a readable .npz file ({type(err).__name__}: {err}); expected {_expected_npz()}"
+        ) from None
+
+
 def _npz_members(npz: Path) -> set[str]:
     if not npz.is_file():
         raise DataError(f"data.path = '{npz}' is not a file; expected {_expected_npz()}")
-    try:
-        with zipfile.ZipFile(npz) as archive:
-            members = set(archive.namelist())
-    except (zipfile.BadZipFile, OSError) as err:
-        raise DataError(f"{npz}: not a readable .npz file ({err}); expected {_expected_npz()}") from None
+    with reading_npz(npz), zipfile.ZipFile(npz) as archive:
+        members = set(archive.namelist())
     missing = [name for name in OFFICIAL_ARRAYS if f"{name}.npy" not in members]
     if missing:
         raise DataError(
@@ -251,8 +264,10 @@ def _npz_members(npz: Path) -> set[str]:
 
 def iter_npz_rows(npz: Path, key: str, chunk: int) -> Iterator[np.ndarray]:
     """Stream an array of an npz in chunks of rows, without loading it whole."""
-    with zipfile.ZipFile(npz) as archive, archive.open(f"{key}.npy") as stream:
+    with reading_npz(npz), zipfile.ZipFile(npz) as archive, archive.open(f"{key}.npy") as stream:
         shape, dtype = parse_npy_header(stream, f"{npz}: array '{key}'")
+        if not shape:
+            raise DataError(f"{npz}: array '{key}' is a scalar; expected rows")
         row_shape = shape[1:]
         row_bytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
         for start in range(0, shape[0], chunk):
@@ -263,17 +278,31 @@ def iter_npz_rows(npz: Path, key: str, chunk: int) -> Iterator[np.ndarray]:
             yield np.frombuffer(data, dtype=dtype).reshape(n, *row_shape)
 
 
+def npz_header(npz: Path, key: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of an array in an npz, from its header alone."""
+    with reading_npz(npz), zipfile.ZipFile(npz) as archive, archive.open(f"{key}.npy") as stream:
+        return parse_npy_header(stream, f"{npz}: array '{key}'")
+
+
 def npz_shape(npz: Path, key: str) -> tuple[int, ...]:
-    with zipfile.ZipFile(npz) as archive, archive.open(f"{key}.npy") as stream:
-        return parse_npy_header(stream, f"{npz}: array '{key}'")[0]
+    return npz_header(npz, key)[0]
+
+
+def is_numeric(dtype: np.dtype) -> bool:
+    return np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)
 
 
 def read_official_latents(npz: Path) -> tuple[np.ndarray, np.ndarray]:
     """Validate an official npz and return its (classes, values), each (N, 5) without ``color``."""
     _npz_members(npz)
-    if npz_shape(npz, "imgs") != (NUM_IMAGES, IMAGE_SIZE, IMAGE_SIZE):
-        raise DataError(f"{npz}: imgs has shape {npz_shape(npz, 'imgs')}; expected {_expected_npz()}")
-    with np.load(npz, allow_pickle=False) as arrays:
+    shape, dtype = npz_header(npz, "imgs")
+    if shape != (NUM_IMAGES, IMAGE_SIZE, IMAGE_SIZE) or not is_numeric(dtype):
+        raise DataError(f"{npz}: imgs has shape {shape} and dtype {dtype}; expected {_expected_npz()}")
+    for key in ("latents_classes", "latents_values"):
+        shape, dtype = npz_header(npz, key)
+        if shape != (NUM_IMAGES, 6) or not is_numeric(dtype):
+            raise DataError(f"{npz}: {key} has shape {shape} and dtype {dtype}; expected {_expected_npz()}")
+    with reading_npz(npz), np.load(npz, allow_pickle=False) as arrays:
         classes, values = arrays["latents_classes"], arrays["latents_values"]
     for key, array in (("latents_classes", classes), ("latents_values", values)):
         if array.shape != (NUM_IMAGES, 6):

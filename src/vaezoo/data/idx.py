@@ -10,6 +10,7 @@ the label is the class index (int64).
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,7 +58,7 @@ def parse_idx(data: bytes, path: Path, expected_magic: int) -> np.ndarray:
         raise DataError(f"{path}: truncated IDX header; expected {ndim} dimension sizes")
     shape = tuple(int(n) for n in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = np.dtype(IDX_TYPES[data[2]])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: four 32-bit sizes overflow an int64
     if len(data) - header != expected:
         raise DataError(
             f"{path}: holds {len(data) - header} bytes of values; its header {shape} needs {expected}"
@@ -80,6 +81,11 @@ def load_split(folder: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
     label_file = find_file(folder, f"{prefix}-labels-idx1-ubyte")
     images = parse_idx(read_bytes(image_file), image_file, IMAGES_MAGIC)
     labels = parse_idx(read_bytes(label_file), label_file, LABELS_MAGIC)
+    if images.shape[1] != images.shape[2] or images.shape[1] == 0:
+        raise DataError(
+            f"{image_file}: holds images of {images.shape[1]}x{images.shape[2]} pixels; expected square "
+            "images (MNIST's are 28x28)"
+        )
     if len(images) != len(labels):
         raise DataError(
             f"{image_file} holds {len(images)} images but {label_file} holds {len(labels)} labels"

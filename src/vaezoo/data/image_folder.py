@@ -3,7 +3,9 @@
 The label is the index of the image's top-level subfolder among the sorted subfolder names (its
 class); images directly in the root form a class of their own ("", sorted first), so a flat folder
 labels everything 0. The images are decoded once into the uint8 cache (under ``data.cache_dir``);
-decoding errors name the file.
+decoding errors name the file (``data.bad_files: skip`` leaves unreadable files out instead). Any
+mix of sizes and modes loads: greyscale, RGBA, palette and 16-bit images are converted to
+``data.channels`` (16-bit scaled to 8), and every image is centre-cropped and resized.
 The train/val split is drawn from ``data.split_seed`` and ``data.val_fraction``.
 """
 
@@ -66,7 +68,7 @@ def build_image_folder(config: DataConfig) -> DataSplits:
         chosen = [files[i] for i in indices]
         rows = np.searchsorted(used, indices)
         return FileImageDataset(
-            chosen, labels[torch.from_numpy(indices)], pipeline, class_names, source, rows
+            chosen, labels[torch.from_numpy(indices)], pipeline, class_names, source, rows, config.bad_files
         )
 
     val_set = dataset(val, False)

@@ -77,10 +77,19 @@ def uint8_to_float(images: torch.Tensor, normalize: str = "unit") -> torch.Tenso
 
 
 def convert_channels(image: Image.Image, channels: int) -> Image.Image:
-    """Convert to 1 (greyscale, PIL mode L) or 3 (RGB) channels."""
+    """Convert to 1 (greyscale, PIL mode L) or 3 (RGB) channels.
+
+    Any mode PIL reads from an image file converts: palette ("P", with or without transparency),
+    greyscale with alpha, RGBA (alpha dropped, as torchvision's ``convert("RGB")`` does), CMYK, and
+    16-bit greyscale ("I;16*", "I"), which is scaled to 8 bits (PIL's own conversion clips
+    it, turning all but the darkest pixels white).
+    """
     if channels not in PIL_MODES:
         raise DataError(f"data.channels = {channels!r} must be 1 or 3")
     mode = PIL_MODES[channels]
+    if image.mode.startswith("I;16") or image.mode == "I":
+        wide = np.asarray(image).astype(np.float64)  # 0..65535
+        image = Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8))
     return image if image.mode == mode else image.convert(mode)
 
 

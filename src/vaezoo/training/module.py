@@ -225,6 +225,12 @@ class VAEModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.log("train/skipped_updates", float(self.skipped_updates), on_step=False, on_epoch=True)
+        # unreadable image files left out under data.bad_files: skip (each process counts its own)
+        skipped_files = getattr(getattr(self.trainer, "datamodule", None), "skipped_files", None)
+        if skipped_files is not None:
+            self.log(
+                "data/skipped_files", float(skipped_files), on_epoch=True, reduce_fx="max", sync_dist=True
+            )
         if not self.automatic_optimization:
             self._step_schedulers("epoch")
 

@@ -108,6 +108,7 @@ def prepare(config: Config) -> PreparedRun:
     )
     datamodule.prepare_data()
     datamodule.setup("fit")
+    datamodule.check_fit(validate=config.train.limit_val_batches != 0)
     config.model = data_model_arguments(config, datamodule)
     try:
         model = create_model(config.model_name, **config.model_kwargs)

@@ -1,0 +1,586 @@
+"""The catalogue of docs/errors.md, case by case: each case builds its fault in a temporary folder
+and runs the real entry point (the ``vaezoo`` CLI, in process), and the doc lists exactly these cases.
+
+A case is a row of ``CASES``: an id, the section of docs/errors.md it belongs to, a function that
+builds the fault under ``tmp_path`` and returns the command line, verbatim fragments of the message
+vaezoo gives (one, or several in the order they appear), and what is left behind (``leaves``).
+``test_case`` runs each one and checks:
+
+- the exit code (2 for errors, 0 for a warning) and, for errors, that the last line of stderr is
+  ``vaezoo <command>: error: ...`` holding the fragments -- never a traceback;
+- that the command writes nothing it should not: with ``NOTHING`` no new file at all outside the
+  cache folder (a complete image cache may stay there for the next run; nothing partial), with
+  ``RUN_FOLDER`` new files only in the run folder under ``runs/``.
+
+``test_the_doc_lists_exactly_these_cases`` parses the tables of docs/errors.md: every case id is a
+row in its section, with its fragments in the message column (each in backticks, joined by " ... ")
+and the phrase of its ``leaves`` at the start of the "kept" column, and no row names an id that is
+not here.
+
+Adding a case: write its fault function (return the argv), add a ``Case`` to ``CASES`` and a row to
+docs/errors.md. A fault that needs a process of its own (a kill, a signal) passes ``run=`` a runner
+with the signature of ``run_cli`` returning an ``Outcome`` (``run_subprocess`` starts ``vaezoo`` in
+a child process).
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import struct
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from vaezoo.cli import main
+from vaezoo.config import DataConfig
+from vaezoo.data.common import split_indices
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "errors.md"
+VAE_YAML = str(REPO / "configs" / "vae.yaml")
+
+BAD_INPUT = "Bad input"
+RUN_FAULTS = "Faults during a run"  # the lead's section: kills, preemption, NaN, locks, full disks
+SECTIONS = (BAD_INPUT, RUN_FAULTS)
+
+# What a case leaves behind, and the phrase the doc's "kept" column starts with for it.
+NOTHING = "nothing"
+RUN_FOLDER = "run folder"
+KEPT = {NOTHING: "Nothing written", RUN_FOLDER: "The run folder"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: int
+    stderr: str
+    warnings: str = ""  # the warnings raised in process (a child's are in its stderr), one a line
+
+
+def run_cli(argv: list[str], tmp: Path) -> Outcome:
+    """``vaezoo ARGV`` in this process, its stderr and warnings captured."""
+    capture = tmp / ".stderr"
+    with warnings.catch_warnings(record=True) as caught, open(capture, "w+") as err:
+        warnings.simplefilter("always")
+        previous, sys.stderr = sys.stderr, err
+        try:
+            code = main(argv)
+        finally:
+            sys.stderr = previous
+        err.seek(0)
+        text = err.read()
+    capture.unlink()
+    return Outcome(code, text, "".join(f"{w.category.__name__}: {w.message}\n" for w in caught))
+
+
+def run_subprocess(argv: list[str], tmp: Path) -> Outcome:
+    """``vaezoo ARGV`` as a child process (for faults that kill or signal it)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "vaezoo.cli", *argv], capture_output=True, text=True, cwd=tmp, timeout=600
+    )
+    return Outcome(done.returncode, done.stderr)
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    section: str
+    fault: Callable[[Path], list[str]]  # builds the fault under tmp, returns the vaezoo argv
+    message: str | tuple[str, ...]  # verbatim fragments of what vaezoo says, in order
+
+    @property
+    def fragments(self) -> tuple[str, ...]:
+        return (self.message,) if isinstance(self.message, str) else self.message
+
+    leaves: str = NOTHING
+    code: int = 2  # 2: an error; 0: a warning, and the command goes on
+    run: Callable[[list[str], Path], Outcome] = run_cli
+    marks: tuple = field(default=())
+
+
+# --------------------------------------------------------------------------- building faults
+
+TINY = [
+    "--model.hidden_dims", "[8, 16]", "--model.latent_dim", "2",
+    "--data.image_size", "16", "--train.batch_size", "4", "--train.max_epochs", "1",
+    "--logging.progress_bar", "none", "--logging.num_images", "4",
+]  # fmt: skip
+
+
+def train(tmp: Path, *extra: str) -> list[str]:
+    """``vaezoo train`` of a tiny model, writing into tmp/runs and tmp/cache."""
+    return [
+        "train", "-c", VAE_YAML, *TINY,
+        "--logging.save_dir", str(tmp / "runs"), "--data.cache_dir", str(tmp / "cache"), *extra,
+    ]  # fmt: skip
+
+
+def noise_png(path: Path, seed: int, size: int = 24) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def image_folder(tmp: Path, n: int = 10) -> Path:
+    for i in range(n):
+        noise_png(tmp / "images" / f"{i:02d}.png", seed=i)
+    return tmp / "images"
+
+
+def on_folder(folder: Path, *extra: str) -> list[str]:
+    return ["--data.name", "image_folder", "--data.path", str(folder), "--data.subset", "null", *extra]
+
+
+def cut(path: Path, keep: int) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def not_an_image(tmp: Path) -> list[str]:
+    folder = image_folder(tmp)
+    (folder / "broken.png").write_bytes(b"definitely not a png")
+    return train(tmp, *on_folder(folder))
+
+
+def truncated_image(tmp: Path) -> list[str]:
+    folder = image_folder(tmp)
+    cut(noise_png(folder / "cut.png", seed=99, size=200), keep=2000)  # the header survives
+    return train(tmp, *on_folder(folder))
+
+
+def image_bad_mid_epoch(tmp: Path) -> list[str]:
+    """A file that passes the start-up header check but cannot be decoded, met by a DataLoader
+    worker mid-epoch: the cache folder cannot be written, so images are decoded as they are read."""
+    folder = image_folder(tmp, n=11)
+    (tmp / "a_file").write_text("")
+    names = sorted(p.name for p in folder.iterdir())
+    config = DataConfig(val_fraction=0.2)
+    for seed in range(100):  # a split with 05.png in training but not first or last (read at start-up)
+        config.split_seed = seed
+        train_rows, _ = split_indices(config, len(names), "")
+        if names.index("05.png") in train_rows[1:-1]:
+            break
+    cut(noise_png(folder / "05.png", seed=5, size=200), keep=2000)
+    return train(
+        tmp,
+        *on_folder(folder, "--data.val_fraction", "0.2", "--data.split_seed", str(config.split_seed)),
+        "--data.num_workers", "2", "--data.cache_dir", str(tmp / "a_file" / "cache"),
+    )  # fmt: skip
+
+
+def image_skipped(tmp: Path) -> list[str]:
+    folder = image_folder(tmp)
+    (folder / "broken.png").write_bytes(b"definitely not a png")
+    return train(tmp, *on_folder(folder), "--data.bad_files", "skip")
+
+
+def folder_missing(tmp: Path) -> list[str]:
+    return train(tmp, *on_folder(tmp / "nowhere"))
+
+
+def folder_empty(tmp: Path) -> list[str]:
+    (tmp / "empty").mkdir()
+    (tmp / "empty" / "notes.txt").write_text("no images here")
+    return train(tmp, *on_folder(tmp / "empty"))
+
+
+def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
+    return (
+        bytes([0, 0, type_code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    )
+
+
+def idx_folder(tmp: Path, n_train: int = 12, n_test: int = 5) -> Path:
+    folder = tmp / "mnist"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
+    }
+    for name, array in arrays.items():
+        (folder / name).write_bytes(idx_bytes(array))
+    return folder
+
+
+def on_idx(folder: Path) -> list[str]:
+    return ["--data.name", "mnist", "--data.path", str(folder), "--data.subset", "null"]
+
+
+def empty_training_split(tmp: Path) -> list[str]:
+    return train(tmp, *on_idx(idx_folder(tmp, n_train=0)))
+
+
+def empty_validation_split(tmp: Path) -> list[str]:
+    return train(tmp, *on_folder(image_folder(tmp)), "--data.val_fraction", "0")
+
+
+def idx_bad_magic(tmp: Path) -> list[str]:
+    folder = idx_folder(tmp)
+    labels = folder / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(idx_bytes(np.zeros((5, 2), np.uint8)))  # 2 dimensions: magic 0x00000802
+    return train(tmp, *on_idx(folder))
+
+
+def idx_truncated(tmp: Path) -> list[str]:
+    folder = idx_folder(tmp)
+    cut(folder / "train-images-idx3-ubyte", keep=-10)
+    return train(tmp, *on_idx(folder))
+
+
+def idx_bad_gzip(tmp: Path) -> list[str]:
+    folder = idx_folder(tmp)
+    images = folder / "t10k-images-idx3-ubyte"
+    images.with_name(images.name + ".gz").write_bytes(gzip.compress(images.read_bytes())[:50])
+    images.unlink()
+    return train(tmp, *on_idx(folder))
+
+
+def npz_without(tmp: Path) -> list[str]:
+    npz = tmp / "dsprites.npz"
+    np.savez(npz, latents_values=np.zeros((4, 6)), latents_classes=np.zeros((4, 6), np.int64))
+    return train(tmp, "--data.path", str(npz))
+
+
+def npz_garbage(tmp: Path) -> list[str]:
+    npz = tmp / "dsprites.npz"
+    npz.write_bytes(b"PK\x03\x04 not really a zip archive")
+    return train(tmp, "--data.path", str(npz))
+
+
+def yaml_file(tmp: Path, text: str) -> list[str]:
+    (tmp / "config.yaml").write_text(text)
+    return ["train", "-c", str(tmp / "config.yaml"), "--logging.save_dir", str(tmp / "runs")]
+
+
+def alias_bomb(tmp: Path) -> list[str]:
+    """Nine levels of nine aliases: 387 million strings when expanded, a few hundred bytes on disk."""
+    lines = ["train:", "  devices:", "  - &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"  - &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    return yaml_file(tmp, "\n".join(lines) + "\n")
+
+
+def run_folder_of_pytorch_vae(tmp: Path) -> Path:
+    """What PyTorch-VAE's run.py leaves: version_0/hparams.yaml and a Lightning checkpoint."""
+    run = tmp / "logs" / "VanillaVAE" / "version_0"
+    (run / "checkpoints").mkdir(parents=True)
+    hparams = {"model_params": {"name": "VanillaVAE", "in_channels": 3, "latent_dim": 128}}
+    (run / "hparams.yaml").write_text(yaml.safe_dump(hparams))
+    lightning = {
+        "epoch": 3,
+        "global_step": 100,
+        "pytorch-lightning_version": "1.5.6",
+        "state_dict": {"model.fc_mu.weight": torch.zeros(2, 2)},
+        "hyper_parameters": {"params": {"LR": 0.005}},
+    }
+    torch.save(lightning, run / "checkpoints" / "last.ckpt")
+    return run
+
+
+def random_folder(tmp: Path) -> Path:
+    folder = tmp / "downloads"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("hello")
+    (folder / "weights.bin").write_bytes(bytes(range(256)))
+    return folder
+
+
+def vaezoo_checkpoint(tmp: Path, name: str, **meta: object) -> Path:
+    """A checkpoint vaezoo could have written, with ``meta`` over its metadata."""
+    from vaezoo.registry import create_model
+
+    model = create_model("VanillaVAE", in_channels=1, latent_dim=3, hidden_dims=[8, 16], image_size=16)
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    saved = {"model_name": "VanillaVAE", "model_config": model.config, "config": {}, **meta}
+    torch.save({"vaezoo": saved, "state_dict": state}, tmp / name)
+    return tmp / name
+
+
+def sample(path: Path, tmp: Path) -> list[str]:
+    return ["sample", str(path), "-n", "4", "-o", str(tmp / "samples.png")]
+
+
+def evaluate(path: Path, tmp: Path) -> list[str]:
+    return ["evaluate", str(path), "-o", str(tmp / "report"), "--no-progress"]
+
+
+def truncated_checkpoint(tmp: Path) -> list[str]:
+    path = vaezoo_checkpoint(tmp, "whole.ckpt")
+    cut(path, keep=2000)
+    return sample(path, tmp)
+
+
+# --------------------------------------------------------------------------- the cases
+
+CASES: list[Case] = [
+    Case(
+        "image-not-an-image",
+        BAD_INPUT,
+        not_an_image,
+        (
+            "broken.png: not a readable image (UnidentifiedImageError",
+            "; set data.bad_files: skip to leave unreadable files out, or replace the file",
+        ),
+    ),
+    Case(
+        "image-truncated",
+        BAD_INPUT,
+        truncated_image,
+        "cut.png: cannot decode the image (OSError: image file is truncated",
+    ),
+    Case(
+        "image-bad-mid-epoch",
+        BAD_INPUT,
+        image_bad_mid_epoch,
+        "05.png: cannot decode the image (OSError: image file is truncated",
+        leaves=RUN_FOLDER,
+    ),
+    Case(
+        "image-skipped",
+        BAD_INPUT,
+        image_skipped,
+        ("broken.png: not a readable image", "left out (data.bad_files: skip)"),
+        leaves=RUN_FOLDER,
+        code=0,
+    ),
+    Case(
+        "data-path-missing", BAD_INPUT, folder_missing, "nowhere' does not exist; expected a folder of images"
+    ),
+    Case("data-folder-empty", BAD_INPUT, folder_empty, "no image files found (looked recursively for .png"),
+    Case("split-empty-train", BAD_INPUT, empty_training_split, "the training split is empty"),
+    Case(
+        "split-empty-val",
+        BAD_INPUT,
+        empty_validation_split,
+        "the validation split is empty",
+    ),
+    Case("npz-missing-array", BAD_INPUT, npz_without, "dsprites.npz: has no array 'imgs'"),
+    Case("npz-not-a-zip", BAD_INPUT, npz_garbage, "dsprites.npz: not a readable .npz file (BadZipFile"),
+    Case("idx-bad-magic", BAD_INPUT, idx_bad_magic, "bad IDX magic number 0x00000802; expected 0x00000801"),
+    Case(
+        "idx-truncated",
+        BAD_INPUT,
+        idx_truncated,
+        "holds 9398 bytes of values; its header (12, 28, 28) needs 9408",
+    ),
+    Case(
+        "idx-bad-gzip", BAD_INPUT, idx_bad_gzip, "t10k-images-idx3-ubyte.gz: cannot read the file (EOFError"
+    ),
+    Case(
+        "yaml-syntax",
+        BAD_INPUT,
+        lambda tmp: yaml_file(tmp, "model:\n  name: VAE: x\n"),
+        "YAML syntax error at line 2, column 12: mapping values are not allowed here",
+    ),
+    Case(
+        "yaml-wrong-type",
+        BAD_INPUT,
+        lambda tmp: yaml_file(tmp, "train: {batch_size: eight}\n"),
+        "train.batch_size = 'eight' has the wrong type: expected int",
+    ),
+    Case(
+        "yaml-negative-size",
+        BAD_INPUT,
+        lambda tmp: yaml_file(tmp, "data: {image_size: -8}\n"),
+        "data.image_size = -8 must be a positive integer",
+    ),
+    Case(
+        "yaml-unknown-key",
+        BAD_INPUT,
+        lambda tmp: yaml_file(tmp, "train: {lerning_rate: 0.1}\n"),
+        "train: unknown key 'lerning_rate'",
+    ),
+    Case(
+        "yaml-unknown-section",
+        BAD_INPUT,
+        lambda tmp: yaml_file(tmp, "trian: {lr: 0.1}\n"),
+        "unknown section 'trian' (did you mean 'train'?)",
+    ),
+    Case(
+        "yaml-alias-bomb",
+        BAD_INPUT,
+        alias_bomb,
+        "train.devices = [['x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', ...]",
+    ),
+    Case(
+        "yaml-too-deep",
+        BAD_INPUT,
+        lambda tmp: yaml_file(tmp, "[" * 5000 + "]" * 5000),
+        "YAML nested too deeply to read",
+    ),
+    Case(
+        "override-unknown-key",
+        BAD_INPUT,
+        lambda tmp: train(tmp, "--train.max_step", "3"),
+        "override --train.max_step: 'train' has no key 'max_step' (did you mean 'max_steps'?)",
+    ),
+    Case(
+        "override-wrong-type",
+        BAD_INPUT,
+        lambda tmp: train(tmp, "--train.lr", "fast"),
+        "override --train.lr = 'fast' has the wrong type: expected float",
+    ),
+    Case(
+        "dataset-unknown",
+        BAD_INPUT,
+        lambda tmp: train(tmp, "--data.name", "cleba"),
+        "data.name = 'cleba' is not a dataset (did you mean 'celeba'?)",
+    ),
+    Case(
+        "model-size-zero",
+        BAD_INPUT,
+        lambda tmp: train(tmp, *on_folder(image_folder(tmp)), "--model.latent_dim", "0"),
+        "latent_dim = 0 must be a positive integer",
+    ),
+    Case(
+        "model-size-negative",
+        BAD_INPUT,
+        lambda tmp: train(tmp, *on_folder(image_folder(tmp)), "--model.hidden_dims", "[8, -3]"),
+        "hidden_dims = [8, -3] must be a non-empty list of positive integers",
+    ),
+    Case(
+        "model-data-mismatch",
+        BAD_INPUT,
+        lambda tmp: train(tmp, *on_folder(image_folder(tmp)), "--model.in_channels", "1"),
+        "model.in_channels = 1 but the data (image_folder) gives 3",
+    ),
+    Case(
+        "resume-foreign-run",
+        BAD_INPUT,
+        lambda tmp: ["train", "--resume", str(run_folder_of_pytorch_vae(tmp))],
+        "no config.yaml there (is it a vaezoo run folder?)",
+    ),
+    Case(
+        "resume-random-folder",
+        BAD_INPUT,
+        lambda tmp: ["train", "--resume", str(random_folder(tmp))],
+        "no config.yaml there (is it a vaezoo run folder?)",
+    ),
+    Case(
+        "sample-foreign-run",
+        BAD_INPUT,
+        lambda tmp: sample(run_folder_of_pytorch_vae(tmp), tmp),
+        "is not a vaezoo checkpoint (no 'vaezoo' metadata or 'state_dict')",
+    ),
+    Case(
+        "evaluate-foreign-run",
+        BAD_INPUT,
+        lambda tmp: evaluate(run_folder_of_pytorch_vae(tmp), tmp),
+        "is not a vaezoo checkpoint (no 'vaezoo' metadata or 'state_dict')",
+    ),
+    Case(
+        "sample-random-folder",
+        BAD_INPUT,
+        lambda tmp: sample(random_folder(tmp), tmp),
+        ("checkpoint not found: ", "/checkpoints/last.ckpt"),
+    ),
+    Case(
+        "evaluate-not-a-checkpoint",
+        BAD_INPUT,
+        lambda tmp: evaluate(random_folder(tmp) / "notes.txt", tmp),
+        "is not a checkpoint: a torch checkpoint is a zip archive, this file starts with b'hello'",
+    ),
+    Case(
+        "checkpoint-truncated",
+        BAD_INPUT,
+        truncated_checkpoint,
+        "is a damaged checkpoint: its zip archive is incomplete",
+    ),
+    Case(
+        "checkpoint-other-model",
+        BAD_INPUT,
+        lambda tmp: sample(
+            vaezoo_checkpoint(
+                tmp,
+                "wider.ckpt",
+                model_config={"in_channels": 1, "latent_dim": 5, "hidden_dims": [8, 16], "image_size": 16},
+                version="0.0.1",
+            ),
+            tmp,
+        ),  # fmt: skip
+        ("weights do not fit VanillaVAE", "(saved by vaezoo 0.0.1; this is vaezoo 0.1.0)"),
+    ),
+    Case(
+        "checkpoint-unknown-model",
+        BAD_INPUT,
+        lambda tmp: sample(
+            vaezoo_checkpoint(tmp, "gone.ckpt", model_name="RetiredVAE", version="0.0.1"), tmp
+        ),
+        "cannot rebuild its model: unknown model 'RetiredVAE'",
+    ),
+]
+
+
+def files_under(folder: Path) -> set[Path]:
+    return {p.relative_to(folder) for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.id, marks=case.marks) for case in CASES])
+def test_case(case: Case, tmp_path: Path):
+    argv = case.fault(tmp_path)
+    before = files_under(tmp_path)
+    outcome = case.run(argv, tmp_path)
+    assert "Traceback" not in outcome.stderr, outcome.stderr
+    assert outcome.code == case.code, outcome.stderr
+    if case.code == 2:  # the last line: the error, as one line
+        last = outcome.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"vaezoo {argv[0]}: error: "), outcome.stderr
+        said = last
+    else:  # a warning, and the command went on
+        said = next(
+            (line for line in (outcome.stderr + outcome.warnings).splitlines() if case.fragments[0] in line),
+            "",
+        )
+    assert re.search(".*".join(map(re.escape, case.fragments)), said), (case.fragments, said or outcome)
+    new = files_under(tmp_path) - before
+    in_cache = {p for p in new if p.parts[0] == "cache"}
+    assert not [p for p in in_cache if p.name.endswith(".tmp")], in_cache  # nothing partial
+    if case.leaves == NOTHING:
+        assert new - in_cache == set(), sorted(map(str, new))
+    else:  # the run folder, and only it
+        assert {p.parts[:3] for p in new - in_cache} <= {("runs", "VanillaVAE", "version_0")}, new
+        assert (tmp_path / "runs" / "VanillaVAE" / "version_0" / "config.yaml").is_file()
+
+
+# --------------------------------------------------------------------------- doc and cases agree
+
+ROW = re.compile(r"^\|\s*`(?P<id>[a-z0-9-]+)`\s*\|(?P<cells>.*)\|\s*$")
+
+
+def doc_rows() -> dict[str, tuple[str, list[str]]]:
+    """{case id: (section, [cells after the id])} of every table row of docs/errors.md."""
+    rows: dict[str, tuple[str, list[str]]] = {}
+    section = None
+    for line in DOC.read_text().splitlines():
+        if line.startswith("## "):
+            section = line[3:].strip()
+        found = ROW.match(line)
+        if found:
+            assert found["id"] not in rows, f"{found['id']} is listed twice"
+            rows[found["id"]] = (section, [cell.strip() for cell in found["cells"].split(" | ")])
+    return rows
+
+
+def test_the_doc_lists_exactly_these_cases():
+    text = DOC.read_text()
+    headings = [line[3:].strip() for line in text.splitlines() if line.startswith("## ")]
+    assert all(section in headings for section in SECTIONS), headings
+    rows = doc_rows()
+    assert sorted(rows) == sorted(case.id for case in CASES)  # every case, and nothing else
+    for case in CASES:
+        section, cells = rows[case.id]
+        assert section == case.section, case.id
+        _, message, kept = cells  # input | message | kept
+        assert " ... ".join(f"`{fragment}`" for fragment in case.fragments) in message, (case.id, message)
+        assert kept.startswith(KEPT[case.leaves]), (case.id, kept)
