@@ -318,6 +318,8 @@ def sample_quality_group(ctx: EvaluationContext, report: EvaluationReport) -> di
         extractor = load_inception(ctx.settings.inception, value_range=ctx.value_range)
     except InceptionWeightsMissing as err:
         raise NotApplicable(str(err)) from None
+    except ValueError as err:  # a file that is not the network (or holds code): say so, no traceback
+        raise EvaluationError(str(err)) from None
     ctx.generate(1)  # fails early (NotApplicable) for a model that cannot generate
     real = ctx.datamodule.fixed_batch(n, split="val")[0]
     torch.manual_seed(ctx.settings.seed)

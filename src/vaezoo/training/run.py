@@ -39,7 +39,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from vaezoo.config import Config, ConfigError, TrainConfig, load_config
 from vaezoo.data import VAEDataModule
 from vaezoo.fileio import atomic_write_text
-from vaezoo.io import load_checkpoint
+from vaezoo.io import check_checkpoint, load_checkpoint
 from vaezoo.models.base import BaseVAE
 from vaezoo.registry import create_model, get_model_class, model_parameters
 from vaezoo.training.callbacks import ImageGrids, RandomState, ValidateAtMaxSteps
@@ -56,9 +56,8 @@ from vaezoo.training.performance import (
     resolve_accelerator,
     resolve_precision,
 )
-from vaezoo.training.runlock import RunLock, takes_run_lock
+from vaezoo.training.runlock import RUN_DIR_ENV, RunLock, takes_run_lock
 
-RUN_DIR_ENV = "VAEZOO_RUN_DIR"  # set for the worker processes Lightning launches, so all share one folder
 ACTIVATION_FOR_RANGE = {"unit": "sigmoid", "symmetric": "tanh"}
 PROGRESS_REFRESH_STEPS = 10  # the bar reads the loss from the device (a sync) once per this many steps
 
@@ -124,9 +123,7 @@ def prepare(config: Config) -> PreparedRun:
 
 
 def new_run_dir(config: Config) -> Path:
-    """``save_dir/name/version_N`` with the next free N (or the folder the launcher process chose)."""
-    if os.environ.get(RUN_DIR_ENV):
-        return Path(os.environ[RUN_DIR_ENV])
+    """``save_dir/name/version_N`` with the next free N."""
     root = Path(config.logging.save_dir) / (config.logging.name or config.model_name)
     taken = [int(m.group(1)) for p in root.glob("version_*") if (m := re.fullmatch(r"version_(\d+)", p.name))]
     return root / f"version_{max(taken, default=-1) + 1}"
@@ -141,7 +138,8 @@ def resume_checkpoint(run_dir: Path) -> Path:
             f"cannot resume {run_dir}: {checkpoint} does not exist (the run stopped before its first "
             "checkpoint); start a new run instead"
         )
-    return checkpoint
+    # weights_only=True: a file holding code is refused here, with vaezoo's message, before anything is written
+    return check_checkpoint(checkpoint)
 
 
 def trained_batches(checkpoint: Path) -> int:
