@@ -210,6 +210,57 @@ def test_a_sidecar_with_another_key_is_not_trusted(folder: Path, tmp_path: Path,
     assert len(decodes) == 10
 
 
+def cut_short(npy: Path) -> None:
+    """A copy or a write torn 100 bytes before the end (the header is intact)."""
+    npy.write_bytes(npy.read_bytes()[:-100])
+
+
+def flip_a_pixel_bit(npy: Path) -> None:
+    """One bit of the pixels flipped in place, the file's time kept (as bit rot would)."""
+    stat = npy.stat()
+    _, _, offset = cache.read_npy_header(npy)
+    with open(npy, "r+b") as file:
+        file.seek(offset + (stat.st_size - offset) // 2)
+        byte = file.read(1)[0]
+        file.seek(-1, os.SEEK_CUR)
+        file.write(bytes([byte ^ 0x10]))
+    os.utime(npy, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def tear_the_sidecar(npy: Path) -> None:
+    sidecar = npy.with_suffix(".json")
+    sidecar.write_bytes(sidecar.read_bytes()[: len(sidecar.read_bytes()) // 2])
+
+
+def flip_the_recorded_checksum(npy: Path) -> None:
+    sidecar = npy.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**meta, "crc32": meta["crc32"] ^ 1}))
+
+
+DAMAGE: dict[str, Callable[[Path], None]] = {
+    "pixels cut short": cut_short,
+    "a flipped pixel bit": flip_a_pixel_bit,
+    "a torn sidecar": tear_the_sidecar,
+    "a flipped bit in the recorded checksum": flip_the_recorded_checksum,
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_cache_is_rebuilt_not_trusted(
+    folder: Path, tmp_path: Path, decodes: list[Path], damage: str
+):
+    make_module(folder, tmp_path / "cache")
+    (npy,) = (tmp_path / "cache").glob("*.npy")
+    whole = npy.read_bytes()
+    DAMAGE[damage](npy)
+    decodes.clear()
+    module = make_module(folder, tmp_path / "cache")
+    assert len(decodes) == 10  # every file decoded again
+    assert npy.read_bytes() == whole
+    assert_matches_pil(module)
+
+
 # --------------------------------------------------------------------------- without a writable cache
 
 

@@ -1,16 +1,20 @@
 """Decode once: the uint8 image cache of file datasets (CelebA, image folders), read by position.
 
 A cache is a ``.npy`` of (N, C, H, W) uint8 pixels after channel conversion, centre crop and resize
-(``ImagePipeline.decode``), beside a small JSON sidecar that holds its key. The key is a sha256 over
-the ordered file paths, each file's size and ``mtime_ns``, the transform and ``FORMAT_VERSION``;
-the file name carries a digest of the paths and the transform, so a change of any file's size or
-time rebuilds the cache in place, while another transform or file list gets a cache of its own.
+(``ImagePipeline.decode``), beside a small JSON sidecar that holds its key and the files found
+unreadable while it was built (``data.bad_files: skip``: their rows are zeros and are left out).
+The key is a sha256 over the ordered file paths, each file's size and ``mtime_ns``, the transform
+and ``FORMAT_VERSION``; the file name carries a digest of the paths and the transform, so a change
+of any file's size or time rebuilds the cache in place, while another transform or file list gets a
+cache of its own.
 
-Writing is atomic: the sidecar is removed before a build, the pixels go to a temporary file that is
-renamed into place once complete, and the sidecar is written (atomically) last. A cache is trusted
-only if its sidecar's key matches and its header has the expected shape, so a crash mid-build
-leaves nothing that is trusted later; builds hold a lock file, under which any leftover temporary
-file is a dead build's and is removed.
+Writing is atomic: the sidecar and the old pixels are removed before a build, the pixels go to a
+temporary file that is renamed into place once complete, and the sidecar is written (atomically)
+last, holding the pixels' byte count and CRC-32. A cache is trusted only if its sidecar's key
+matches, its header has the expected shape and its pixels have the recorded size and checksum, so a
+crash mid-build, a torn copy or a flipped bit leaves nothing that is trusted later: it is rebuilt.
+Builds hold a lock file, under which any leftover temporary file is a dead build's and is removed.
+A disk that fills mid-build raises :class:`vaezoo.fileio.DiskFullError` (nothing partial is left).
 
 Rows are read with positional reads (``os.preadv``), never through a memory map: the page cache
 serves them, and a process's RSS does not grow with the share of the file it has touched.
@@ -23,6 +27,7 @@ import hashlib
 import json
 import os
 import warnings
+import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -33,14 +38,29 @@ import numpy as np
 from tqdm import tqdm
 
 from vaezoo.config import DataConfig
-from vaezoo.data.common import DecodedImages, ImageSource, cache_dir, check_image_header, decode_file
-from vaezoo.data.errors import DataError
+from vaezoo.data.common import (
+    SKIP_HINT,
+    DecodedImages,
+    ImageSource,
+    SkipRecord,
+    cache_dir,
+    check_image_header,
+    decode_file,
+)
+from vaezoo.data.errors import BadImageFile, DataError
 from vaezoo.data.transforms import ImagePipeline
-from vaezoo.fileio import atomic_path
+from vaezoo.fileio import DiskFullError, atomic_path, crc32_of_file
 
-FORMAT_VERSION = 1  # bump on any change of the layout or of ImagePipeline.decode: invalidates caches
+# Bump on any change of the layout or of ImagePipeline.decode: invalidates caches (2: the sidecar
+# holds the pixels' CRC-32 and the files found unreadable; 16-bit images are scaled to 8 bits, where
+# they were clipped to white).
+FORMAT_VERSION = 2
 CHUNK = 256  # images decoded (in threads) per write
 SHARED = 0o644  # caches may serve other users (temporary files start private)
+NOTHING_KEPT = (
+    "no partial cache is left (a later run builds it again); free some space, or point data.cache_dir "
+    "or $VAEZOO_CACHE at a disk with room"
+)
 
 
 # --------------------------------------------------------------------------- reading rows
@@ -81,18 +101,59 @@ class RowReader:
         fd, size = self.fd(), self.row_bytes
         for i in np.argsort(rows, kind="stable"):  # ascending offsets: kinder to a disk
             if os.preadv(fd, [out[i]], self.offset + int(rows[i]) * size) != size:
-                raise DataError(f"{self.path}: truncated at row {rows[i]}; expected {len(self)} rows")
+                raise DataError(
+                    f"{self.path}: truncated at row {rows[i]}; expected {len(self)} rows (the file was "
+                    "cut short after it was opened; an image cache is rebuilt at the next start)"
+                )
         return out
+
+
+def unreadable_error(path: Path, reason: str) -> BadImageFile:
+    """The BadImageFile of a file the cache's build found unreadable."""
+    return BadImageFile(f"{path}: {reason}; {SKIP_HINT}", path=path, reason=reason)
+
+
+class CachedImages(RowReader):
+    """The image cache as an ImageSource: rows of decoded pixels, and which files were unreadable
+    when it was built (their rows are zeros; ``data.bad_files: skip`` left them out)."""
+
+    def __init__(self, path: Path, files: Sequence[Path], bad: dict[int, str] | None = None) -> None:
+        super().__init__(path)
+        self.files = list(files)
+        self.skips = SkipRecord(len(self.files))
+        self.unreadable = dict(bad or {})  # row -> why, from the sidecar
+        for row in sorted(self.unreadable):
+            self.skips.mark(row, self.error(row))
+
+    def error(self, row: int) -> BadImageFile:
+        return unreadable_error(self.files[row], self.unreadable[row])
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        for row in rows.tolist():
+            if row in self.unreadable:
+                raise self.error(row)
+        return super().read(rows)
+
+    def read_skipping(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.asarray(rows, dtype=np.int64)
+        ok = np.array([not self.skips.is_bad(int(r)) for r in rows], dtype=bool)
+        return super().read(rows), ok
 
 
 def parse_npy_header(stream: IO[bytes], where: str) -> tuple[tuple[int, ...], np.dtype]:
     """(shape, dtype) of the ``.npy`` header at the stream's position; a format other than 1.0 / 2.0,
     a Fortran-ordered or an object array raises a DataError naming ``where``."""
     readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-    version = np.lib.format.read_magic(stream)
-    if version not in readers:
-        raise DataError(f"{where} uses .npy format {version}; expected 1.0 or 2.0")
-    shape, fortran, dtype = readers[version](stream)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version not in readers:
+            raise DataError(f"{where} uses .npy format {version}; expected 1.0 or 2.0")
+        shape, fortran, dtype = readers[version](stream)
+    except DataError:
+        raise
+    except Exception as err:  # a damaged header: numpy's parser raises ValueError, SyntaxError, ...
+        raise DataError(f"{where}: not a readable .npy file ({type(err).__name__}: {err})") from None
     if fortran or dtype.hasobject:
         raise DataError(f"{where} must be a C-ordered numeric array, got {dtype} {shape} fortran={fortran}")
     return shape, dtype
@@ -150,14 +211,43 @@ def expected_shape(count: int, pipeline: ImagePipeline) -> tuple[int, int, int, 
     return (count, pipeline.channels, pipeline.image_size, pipeline.image_size)
 
 
-def is_valid(npy: Path, sidecar: Path, key: str, shape: tuple[int, ...]) -> bool:
-    """Whether the sidecar holds ``key`` and the pixels file has ``shape`` uint8."""
+def damage(npy: Path, meta: dict, shape: tuple[int, ...]) -> str | None:
+    """Why the pixels file does not match its sidecar ``meta`` (header, size, CRC-32), or None."""
+    try:
+        header_shape, dtype, offset = read_npy_header(npy)
+        size = npy.stat().st_size
+        if header_shape != shape or dtype != np.uint8:
+            return f"its header says {dtype} {header_shape}, expected uint8 {shape}"
+        if size - offset != meta.get("bytes") or meta.get("bytes") != int(np.prod(shape)):
+            return f"it holds {size - offset} bytes of pixels, its sidecar says {meta.get('bytes')}"
+        if crc32_of_file(npy, offset) != meta.get("crc32"):
+            return "its pixels fail their CRC-32 checksum"
+    except (OSError, ValueError) as err:  # missing or unreadable (DataError is a ValueError)
+        return str(err)
+    return None
+
+
+def read_sidecar(npy: Path, sidecar: Path, key: str, shape: tuple[int, ...]) -> dict | None:
+    """The sidecar's contents if it holds ``key`` and the pixels file matches it (``damage``);
+    None otherwise (missing, stale, torn or damaged: the cache is rebuilt)."""
     try:
         meta = json.loads(sidecar.read_text())
-        header_shape, dtype, _ = read_npy_header(npy)
-    except (OSError, ValueError):  # missing or unreadable (DataError is a ValueError)
-        return False
-    return meta.get("key") == key and header_shape == shape and dtype == np.uint8
+    except (OSError, ValueError):  # missing or unreadable
+        return None
+    if not isinstance(meta, dict) or meta.get("key") != key or damage(npy, meta, shape) is not None:
+        return None
+    return meta
+
+
+def is_valid(npy: Path, sidecar: Path, key: str, shape: tuple[int, ...]) -> bool:
+    """Whether the sidecar holds ``key`` and the pixels file has ``shape`` uint8, its recorded size
+    and checksum."""
+    return read_sidecar(npy, sidecar, key, shape) is not None
+
+
+def unreadable_rows(meta: dict) -> dict[int, str]:
+    """{row: why} of the files a cache's build found unreadable."""
+    return {int(row): str(reason) for row, reason in meta.get("unreadable", [])}
 
 
 # --------------------------------------------------------------------------- building
@@ -181,17 +271,41 @@ def remove_leftovers(npy: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def decode_chunks(files: Sequence[Path], pipeline: ImagePipeline) -> Iterator[np.ndarray]:
-    """(<= CHUNK, C, H, W) uint8 blocks of the files in order, decoded in threads (PIL frees the GIL)."""
+def decode_chunks(
+    files: Sequence[Path], pipeline: ImagePipeline, unreadable: dict[int, str] | None = None
+) -> Iterator[np.ndarray]:
+    """(<= CHUNK, C, H, W) uint8 blocks of the files in order, decoded in threads (PIL frees the GIL).
+
+    An unreadable file raises its BadImageFile, unless ``unreadable`` is given (``data.bad_files:
+    skip``): then its row is zeros and ``unreadable[row]`` says why.
+    """
+    shape = (pipeline.channels, pipeline.image_size, pipeline.image_size)
+
+    def decode(row: int) -> np.ndarray:
+        try:
+            return decode_file(files[row], pipeline)
+        except BadImageFile as err:
+            if unreadable is None:
+                raise
+            unreadable[row] = err.reason or str(err)
+            return np.zeros(shape, dtype=np.uint8)
+
     threads = max(1, min(8, len(os.sched_getaffinity(0))))
     with ThreadPoolExecutor(threads) as pool:
         for start in range(0, len(files), CHUNK):
-            chunk = files[start : start + CHUNK]
-            yield np.stack(list(pool.map(lambda p: decode_file(p, pipeline), chunk)))
+            rows = range(start, min(start + CHUNK, len(files)))
+            yield np.stack(list(pool.map(decode, rows)))
 
 
-def write_pixels(npy: Path, files: Sequence[Path], pipeline: ImagePipeline, label: str) -> None:
-    """Decode every file into ``npy`` (atomically: a temporary file renamed when complete)."""
+def write_pixels(
+    npy: Path,
+    files: Sequence[Path],
+    pipeline: ImagePipeline,
+    label: str,
+    unreadable: dict[int, str] | None = None,
+) -> int:
+    """Decode every file into ``npy`` (atomically: a temporary file renamed when complete); returns
+    the CRC-32 of the pixel bytes. ``unreadable`` as in ``decode_chunks``."""
     shape = expected_shape(len(files), pipeline)
     header = {
         "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
@@ -199,46 +313,80 @@ def write_pixels(npy: Path, files: Sequence[Path], pipeline: ImagePipeline, labe
         "shape": shape,
     }
     progress = tqdm(total=len(files), desc=f"caching {label}", unit="img", disable=None, leave=False)
-    with atomic_path(npy) as tmp, open(tmp, "wb") as out, progress:
+    crc = 0
+    with atomic_path(npy, kept=NOTHING_KEPT) as tmp, open(tmp, "wb") as out, progress:
         os.chmod(tmp, SHARED)
         np.lib.format.write_array_header_2_0(out, header)
-        for block in decode_chunks(files, pipeline):  # written sequentially, never memory-mapped
-            out.write(np.ascontiguousarray(block).tobytes())
+        for block in decode_chunks(files, pipeline, unreadable):  # written sequentially, never memory-mapped
+            data = np.ascontiguousarray(block).tobytes()
+            out.write(data)
+            crc = zlib.crc32(data, crc)
             progress.update(len(block))
+    return crc
 
 
-def build_cache(npy: Path, sidecar: Path, files: Sequence[Path], pipeline: ImagePipeline, label: str) -> None:
-    """(Re)build the cache unless another process did so while we waited for the lock."""
+def build_cache(
+    npy: Path, sidecar: Path, files: Sequence[Path], pipeline: ImagePipeline, label: str, skip: bool = False
+) -> dict[int, str]:
+    """(Re)build the cache unless another process did so while we waited for the lock; returns
+    the unreadable rows (only ever non-empty with ``skip``: without, the first one raises)."""
     with build_lock(npy):
         key = full_key(files, pipeline)
-        if is_valid(npy, sidecar, key, expected_shape(len(files), pipeline)):
-            return
+        meta = read_sidecar(npy, sidecar, key, expected_shape(len(files), pipeline))
+        if meta is not None:
+            return unreadable_rows(meta)
         remove_leftovers(npy)
         sidecar.unlink(missing_ok=True)  # the old key must not vouch for a half-written file
-        write_pixels(npy, files, pipeline, label)
-        write_sidecar(sidecar, key, len(files), pipeline)
+        npy.unlink(missing_ok=True)  # nor are stale pixels left to take space
+        unreadable: dict[int, str] = {}
+        crc = write_pixels(npy, files, pipeline, label, unreadable if skip else None)
+        write_sidecar(sidecar, key, len(files), pipeline, crc, unreadable)
+        return unreadable
 
 
-def write_sidecar(sidecar: Path, key: str, count: int, pipeline: ImagePipeline) -> None:
+def write_sidecar(
+    sidecar: Path,
+    key: str,
+    count: int,
+    pipeline: ImagePipeline,
+    crc: int,
+    unreadable: dict[int, str] | None = None,
+) -> None:
     """The validity marker, written (atomically) once the pixels are complete and in place."""
-    meta = {"key": key, "format_version": FORMAT_VERSION, "count": count, "transform": pipeline.key()}
-    with atomic_path(sidecar) as tmp:
+    meta = {
+        "key": key,
+        "format_version": FORMAT_VERSION,
+        "count": count,
+        "transform": pipeline.key(),
+        "bytes": int(np.prod(expected_shape(count, pipeline))),
+        "crc32": crc,
+        "unreadable": sorted((unreadable or {}).items()),  # [row, why] of files left out
+    }
+    with atomic_path(sidecar, kept=NOTHING_KEPT) as tmp:
         tmp.write_text(json.dumps(meta))
         os.chmod(tmp, SHARED)
 
 
 def open_image_cache(
-    directory: Path, name: str, files: Sequence[Path], pipeline: ImagePipeline
-) -> RowReader | None:
+    directory: Path, name: str, files: Sequence[Path], pipeline: ImagePipeline, bad_files: str = "fail"
+) -> CachedImages | None:
     """The cache of ``files`` under ``pipeline``, built (or rebuilt if stale) first if needed.
 
     None if ``directory`` cannot be written (the caller then decodes on the fly); a warning names it.
+    With ``bad_files`` "fail" an unreadable file raises its BadImageFile (also one a build under
+    "skip" recorded); with "skip" unreadable files are left out, the first warned about.
     """
     npy, sidecar = cache_paths(directory, name, files, pipeline)
-    if not is_valid(npy, sidecar, full_key(files, pipeline), expected_shape(len(files), pipeline)):
+    meta = read_sidecar(npy, sidecar, full_key(files, pipeline), expected_shape(len(files), pipeline))
+    if meta is not None:
+        unreadable = unreadable_rows(meta)
+    else:
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            build_cache(npy, sidecar, files, pipeline, f"{name} ({len(files)} images) into {npy}")
+            label = f"{name} ({len(files)} images) into {npy}"
+            unreadable = build_cache(npy, sidecar, files, pipeline, label, skip=bad_files == "skip")
+        except DiskFullError:
+            raise  # says so, and that nothing partial is left: decoding on the fly would hide it
         except OSError as err:
             warnings.warn(
                 f"{directory}: cannot write the image cache there ({type(err).__name__}: {err}); "
@@ -247,15 +395,28 @@ def open_image_cache(
                 stacklevel=2,
             )
             return None
-    return RowReader(npy)
+    if unreadable and bad_files != "skip":
+        first = min(unreadable)
+        raise unreadable_error(files[first], unreadable[first])
+    return CachedImages(npy, files, unreadable)
 
 
 def image_source(config: DataConfig, files: Sequence[Path], pipeline: ImagePipeline) -> ImageSource:
     """The cached pixels of ``files`` (built first if missing or stale) in ``cache_dir(config)``;
-    if that folder cannot be written, the files decoded on the fly, every header checked now."""
-    cached = open_image_cache(cache_dir(config), config.name, files, pipeline)
+    if that folder cannot be written, the files decoded on the fly, every header checked now.
+
+    ``data.bad_files`` "fail": the first unreadable file raises here (or when it is read, if it
+    turns bad later); "skip": unreadable files are marked in the source's ``skips`` and left out.
+    """
+    cached = open_image_cache(cache_dir(config), config.name, files, pipeline, config.bad_files)
     if cached is not None:
         return cached
-    for path in files:
-        check_image_header(path)
-    return DecodedImages(files, pipeline)
+    decoded = DecodedImages(files, pipeline)
+    for row, path in enumerate(files):
+        try:
+            check_image_header(path)
+        except BadImageFile as err:
+            if config.bad_files != "skip":
+                raise
+            decoded.skips.mark(row, err)
+    return decoded

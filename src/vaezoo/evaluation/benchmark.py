@@ -32,7 +32,7 @@ import torch
 
 from vaezoo.config import ConfigError, from_dict, load_yaml, set_dotted
 from vaezoo.evaluation.evaluate import EvaluationSettings, evaluate, format_value
-from vaezoo.fileio import atomic_write_text
+from vaezoo.fileio import atomic_path, atomic_write_text
 
 SUITE_KEYS = {"name", "description", "output", "seed", "data", "train", "logging", "evaluate", "models"}
 
@@ -169,10 +169,26 @@ def evaluate_entry(suite: Suite, entry: SuiteEntry, output: Path, run_dir: Path)
     }
 
 
+def read_results(results_file: Path) -> dict[str, Any]:
+    """results.json ({} if absent); a damaged one is an error naming it, never silently overwritten
+    (it holds every finished entry)."""
+    if not results_file.is_file():
+        return {}
+    try:
+        results = json.loads(results_file.read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"{results_file} is damaged ({err}); repair or remove it (its entries are trained again)"
+        ) from None
+    if not isinstance(results, dict) or not isinstance(results.get("rows", {}), dict):
+        raise ConfigError(f"{results_file} is not a benchmark results file (no 'rows' table)")
+    return results
+
+
 def save_row(results_file: Path, suite: Suite, slug: str, row: dict[str, Any]) -> dict[str, Any]:
     """Store one row in results.json, re-read first so that suites run in parallel with
     different ``--only`` entries do not drop each other's rows; returns the whole file."""
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    results = read_results(results_file)
     results.setdefault("suite", suite.name)
     results.setdefault("rows", {})[slug] = row
     atomic_write_text(results_file, json.dumps(results, indent=2) + "\n")
@@ -191,7 +207,7 @@ def run_suite(
     output = Path(output) if output else suite.output
     output.mkdir(parents=True, exist_ok=True)
     results_file = output / "results.json"
-    done = json.loads(results_file.read_text())["rows"] if results_file.is_file() else {}
+    done = read_results(results_file).get("rows", {})
     wanted = suite.models
     if only:
         missing = set(only) - {e.label for e in suite.models}
@@ -278,4 +294,5 @@ def plot_results(rows: list[dict[str, Any]], path: Path) -> None:
         axis.bar(range(len(rows)), values, color="tab:blue")
         axis.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
         axis.set_title(header, fontsize=9)
-    figure.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=110, format="png")

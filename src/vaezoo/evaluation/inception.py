@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import json
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -45,7 +46,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor, nn
 
-from vaezoo.fileio import atomic_path, cache_root
+from vaezoo.fileio import DiskFullError, atomic_path, atomic_write_text, cache_root
 
 # images (N, C, H, W) in [0, 1] -> features (N, F); any such callable can replace the Inception net.
 FeatureExtractor = Callable[[Tensor], Tensor]
@@ -229,26 +230,51 @@ def cached_features(
 
     The file is ``<cache_dir>/<key>.npy`` (:func:`feature_cache_key`; ``cache_dir`` defaults to
     :func:`feature_cache_dir`); any change of the weights, the preprocessing or a single pixel is a
-    new key. Without a key (a custom extractor) it just extracts. A file that cannot be read is
-    extracted again; one that cannot be written is skipped.
+    new key. Without a key (a custom extractor) it just extracts. A file that cannot be read, or
+    whose features fail the SHA-256 in its ``<key>.json`` sidecar, is extracted again; one that
+    cannot be written is skipped (with a warning if the disk is full).
     """
     key = feature_cache_key(images, extractor)
     path = None if key is None else Path(cache_dir or feature_cache_dir()) / f"{key}.npy"
-    if path is not None and path.is_file():
-        try:
-            features = np.load(path, allow_pickle=False)
-            if features.ndim == 2 and len(features) == len(images):
-                return features
-        except (OSError, ValueError):
-            pass
+    if path is not None:
+        features = read_cached_features(path, len(images))
+        if features is not None:
+            return features
     features = extract_features(images, extractor, None, batch_size, progress, description)
     if path is not None:
-        try:
-            with atomic_path(path) as tmp, open(tmp, "wb") as file:  # readers never see half a file
-                np.save(file, features, allow_pickle=False)
-        except OSError:
-            pass
+        write_cached_features(path, features)
     return features
+
+
+def features_digest(features: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(features).tobytes()).hexdigest()
+
+
+def read_cached_features(path: Path, count: int) -> np.ndarray | None:
+    """The (count, F) features in ``path`` if whole (their SHA-256 matches the sidecar's), else None."""
+    try:
+        expected = json.loads(path.with_suffix(".json").read_text())["sha256"]
+        features = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, KeyError, TypeError):  # missing, torn or not ours
+        return None
+    if features.ndim != 2 or len(features) != count or features_digest(features) != expected:
+        return None
+    return features
+
+
+def write_cached_features(path: Path, features: np.ndarray) -> None:
+    """``path`` (atomically), then its sidecar with the features' SHA-256: a file without a matching
+    sidecar is never trusted. A write that fails is skipped: the cache only saves time."""
+    sidecar = path.with_suffix(".json")
+    try:
+        sidecar.unlink(missing_ok=True)  # the old digest must not vouch for the new file
+        with atomic_path(path) as tmp, open(tmp, "wb") as file:  # readers never see half a file
+            np.save(file, features, allow_pickle=False)
+        atomic_write_text(sidecar, json.dumps({"sha256": features_digest(features)}))
+    except DiskFullError as err:
+        warnings.warn(f"the Inception feature cache is not kept: {err}", stacklevel=3)
+    except OSError:
+        pass
 
 
 def _batches(source: ImageSource, num_samples: int | None, batch_size: int) -> Iterator[Tensor]:
