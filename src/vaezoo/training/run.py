@@ -151,8 +151,11 @@ def trained_batches(checkpoint: Path) -> int:
 def load_resume_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
     """The saved config of a run folder, with overrides (e.g. a larger ``--train.max_epochs``)."""
     run_dir = Path(run_dir)
-    resume_checkpoint(run_dir)
-    return load_config(run_dir / "config.yaml", overrides)
+    if not (run_dir / "config.yaml").is_file():
+        resume_checkpoint(run_dir)  # says what the folder lacks
+    config = load_config(run_dir / "config.yaml", overrides)
+    resume_checkpoint(run_dir)  # then its checkpoint, vetted
+    return config
 
 
 def build_trainer(
