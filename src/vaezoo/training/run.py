@@ -43,7 +43,7 @@ from vaezoo.io import check_checkpoint, load_checkpoint
 from vaezoo.models.base import BaseVAE
 from vaezoo.registry import create_model, get_model_class, model_parameters
 from vaezoo.training.callbacks import ImageGrids, RandomState, ValidateAtMaxSteps
-from vaezoo.training.checkpoint import AtomicCheckpointIO
+from vaezoo.training.checkpoint import AtomicCheckpointIO, check_resume_checkpoint
 from vaezoo.training.interrupts import StopOnSignal
 from vaezoo.training.loggers import FlushLogsAtCheckpoints, make_logger
 from vaezoo.training.module import VAEModule
@@ -138,8 +138,11 @@ def resume_checkpoint(run_dir: Path) -> Path:
             f"cannot resume {run_dir}: {checkpoint} does not exist (the run stopped before its first "
             "checkpoint); start a new run instead"
         )
-    # weights_only=True: a file holding code is refused here, with vaezoo's message, before anything is written
-    return check_checkpoint(checkpoint)
+    # Before anything is written: read with weights_only=True (a file holding code is refused), then
+    # its zip checksums verified (a torn or damaged file is named, with the intact best-*.ckpt to use).
+    check_checkpoint(checkpoint)
+    check_resume_checkpoint(checkpoint)
+    return checkpoint
 
 
 def trained_batches(checkpoint: Path) -> int:
@@ -396,19 +399,21 @@ def finished_note(run_dir: Path, config: Config, checkpoint: Path) -> str | None
         return None
     try:
         summary = json.loads(summary_path.read_text())
-        saved = load_config(run_dir / "config.yaml").train
     except (ValueError, OSError):  # a damaged summary is not trusted: resume
         return None
-    step = load_checkpoint(checkpoint, mmap=True).get("global_step")
+    data = load_checkpoint(checkpoint, mmap=True)
+    step = data.get("global_step")
     if not isinstance(summary, dict) or summary.get("global_step") != step:
         return None
+    # the limits the checkpoint's run trained to (config.yaml may be a failed resume's, with new ones)
+    saved = (data["vaezoo"].get("config") or {}).get("train") or {}
     train = config.train
-    if (train.max_epochs, train.max_steps) != (saved.max_epochs, saved.max_steps):
+    if (train.max_epochs, train.max_steps) != (saved.get("max_epochs"), saved.get("max_steps")):
         return None
     return (
-        f"{run_dir} has already finished (step {step}, train.max_epochs = {saved.max_epochs}, "
-        f"train.max_steps = {saved.max_steps}); nothing was trained or written. To train it further, "
-        "raise them, e.g. --train.max_epochs 20"
+        f"{run_dir} has already finished (step {step}, train.max_epochs = {saved.get('max_epochs')}, "
+        f"train.max_steps = {saved.get('max_steps')}); nothing was trained or written. To train it "
+        "further, raise them, e.g. --train.max_epochs 20"
     )
 
 
