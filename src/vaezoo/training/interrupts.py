@@ -84,12 +84,24 @@ class StopOnSignal(L.Callback):
         ):
             self._save(trainer)  # here, where Lightning's own step-end checkpoints are written
 
-    def stop_if_saved(self, trainer: L.Trainer, *args: Any) -> None:
+    def stop_if_saved(self, trainer: L.Trainer) -> None:
         """At the next hook after the save (the step's values have reached the loggers by then)."""
         if self.saved_at is not None:
             raise self.interrupted(trainer)
 
-    on_train_batch_start = on_validation_start = on_train_epoch_end = on_train_end = stop_if_saved
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self.stop_if_saved(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stop_if_saved(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stop_if_saved(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stop_if_saved(trainer)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException

@@ -53,7 +53,7 @@ class ResumedCSVLogger(CSVLogger):
     @property
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
+        if not isinstance(self._experiment, ResumedExperimentWriter):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = ResumedExperimentWriter(self.log_dir, self.purge_step)
         return self._experiment
@@ -62,11 +62,11 @@ class ResumedCSVLogger(CSVLogger):
 def make_logger(kind: str, run_dir: Path, resumed_step: int | None = None) -> Logger:
     """The TensorBoard or CSV logger of ``run_dir``; ``resumed_step`` (the batches a resumed run's
     checkpoint had trained) hides what the interrupted run logged from that step on."""
-    where = {"save_dir": str(run_dir.parent), "name": "", "version": run_dir.name}
+    save_dir, version = str(run_dir.parent), run_dir.name
     if kind == "tensorboard":
         # SummaryWriter's purge_step: events at or after it from earlier sessions are hidden
-        return TensorBoardLogger(**where, purge_step=resumed_step)
-    return ResumedCSVLogger(**where, purge_step=resumed_step)
+        return TensorBoardLogger(save_dir, name="", version=version, purge_step=resumed_step)
+    return ResumedCSVLogger(save_dir, name="", version=version, purge_step=resumed_step)
 
 
 class FlushLogsAtCheckpoints(L.Callback):
@@ -84,10 +84,27 @@ class FlushLogsAtCheckpoints(L.Callback):
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         self.pending = True
 
-    def flush(self, trainer: L.Trainer, *args: Any) -> None:
+    def flush(self, trainer: L.Trainer) -> None:
         if self.pending:
             for logger in trainer.loggers:
                 logger.save()
             self.pending = False
 
-    on_train_batch_start = on_validation_start = on_train_epoch_end = on_train_end = on_exception = flush
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self.flush(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.flush(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.flush(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.flush(trainer)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self.flush(trainer)
