@@ -222,3 +222,20 @@ def test_a_run_stopped_inside_an_epoch_resumes_in_that_epoch(tmp_path):
     assert summary["global_step"] == 9
     names = sorted(p.name for p in (run / "images").glob("reconstructions_*"))
     assert names == [f"reconstructions_epoch00{e}.png" for e in range(3)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "no_validation_each_epoch",
+    [["--train.limit_val_batches", "0"], ["--train.check_val_every_n_epoch", "2"]],
+    ids=["without-validation", "validating-every-second-epoch"],
+)
+def test_a_run_saved_at_epoch_ends_also_resumes_inside_a_cut_epoch(tmp_path, no_validation_each_epoch):
+    # last.ckpt is written at epoch ends here; the epoch max_steps cuts short is saved at its last batch
+    assert (
+        train(tmp_path, *no_validation_each_epoch, "--train.max_steps", "2", "--train.max_epochs", "3") == 0
+    )
+    run = only_run_dir(tmp_path)
+    assert checkpoint_step(run / "checkpoints" / "last.ckpt") == 2
+    assert main(["train", "--resume", str(run), "--train.max_steps", "-1"]) == 0
+    assert checkpoint_step(run / "checkpoints" / "last.ckpt") == 9  # 3 whole epochs of 3 batches

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from vaezoo.images import interleave_rows, make_grid, save_image
 
@@ -157,3 +158,34 @@ def _numpy_state() -> dict[str, Any]:
 def _as_tuples(value: Any) -> Any:
     """Python's random state with the tuples a checkpoint's round trip may have made lists."""
     return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt``, for ``--resume``. Where it is written at epoch ends (runs that do not validate
+    every epoch), an epoch that ``max_steps`` cuts short is saved at its last batch instead: saved at
+    the epoch's end it would be recorded as a whole epoch, and a resume would skip the rest of it."""
+
+    def __init__(
+        self, dirpath: Path, save_on_train_epoch_end: bool, every_n_train_steps: int | None = None
+    ) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename="last",
+            save_top_k=1,
+            enable_version_counter=False,
+            save_on_train_epoch_end=save_on_train_epoch_end,
+            every_n_train_steps=every_n_train_steps,
+        )
+        self.cut_short = False
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args)
+        batch_idx = args[-1]
+        stops_here = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+        if self._save_on_train_epoch_end and stops_here and batch_idx + 1 < trainer.num_training_batches:
+            self.cut_short = True
+            trainer.save_checkpoint(Path(self.dirpath or ".") / "last.ckpt")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.cut_short:
+            super().on_train_epoch_end(trainer, pl_module)

@@ -42,7 +42,7 @@ from vaezoo.fileio import atomic_write_text
 from vaezoo.io import check_checkpoint, load_checkpoint
 from vaezoo.models.base import BaseVAE
 from vaezoo.registry import create_model, get_model_class, model_parameters
-from vaezoo.training.callbacks import ImageGrids, RandomState, ValidateAtMaxSteps
+from vaezoo.training.callbacks import ImageGrids, LastCheckpoint, RandomState, ValidateAtMaxSteps
 from vaezoo.training.checkpoint import AtomicCheckpointIO, check_resume_checkpoint
 from vaezoo.training.interrupts import StopOnSignal
 from vaezoo.training.loggers import FlushLogsAtCheckpoints, make_logger
@@ -185,28 +185,21 @@ def build_trainer(
             save_top_k=log.save_top_k,
             auto_insert_metric_name=False,
         ),
-        # The latest state after every epoch, for --resume. (Lightning's own save_last only
-        # writes when a best checkpoint was written in the same step.)
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="last",
-            save_top_k=1,
-            enable_version_counter=False,
-            # Saved at validation ends (every epoch's, and the last batch's under ValidateAtMaxSteps):
-            # a save at the end of an epoch that max_steps cut short records that epoch as done, so a
-            # resume skipped the rest of it and counted the epochs wrongly. Without validation each
-            # epoch, epoch ends are the only saves there are.
+        # The latest state, for --resume (Lightning's own save_last only writes when a best
+        # checkpoint was written in the same step), saved at validation ends: every epoch's, and the
+        # last batch's under ValidateAtMaxSteps. Without validation every epoch, at epoch ends (and
+        # at the last batch of an epoch max_steps cuts short, see LastCheckpoint).
+        LastCheckpoint(
+            run_dir / "checkpoints",
             save_on_train_epoch_end=train.limit_val_batches == 0 or train.check_val_every_n_epoch > 1,
         ),
         *(
             # last.ckpt mid-epoch too; the train loader's position is in it, so a resume neither
             # repeats nor skips a batch of the interrupted epoch
             [
-                ModelCheckpoint(
-                    dirpath=run_dir / "checkpoints",
-                    filename="last",
-                    save_top_k=1,
-                    enable_version_counter=False,
+                LastCheckpoint(
+                    run_dir / "checkpoints",
+                    save_on_train_epoch_end=False,
                     every_n_train_steps=log.checkpoint_every_n_steps * steps_per_batch,
                 )
             ]
