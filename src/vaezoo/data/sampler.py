@@ -93,8 +93,9 @@ class ResumableLoader(DataLoader):
     sampler: EpochSampler
 
     def __init__(self, dataset: Any, sampler: EpochSampler, batch_size: int, **kwargs: Any) -> None:
-        # Its own generator: starting an epoch draws the workers' base seed from it, not from the
-        # global generator the model's noise comes from (a resumed run starts one epoch more).
+        # Its own generator: each pass draws the workers' base seed from it, not from the global
+        # generator the model's noise comes from (a resumed run starts one pass more than an
+        # uninterrupted one, which would shift every later draw).
         generator = torch.Generator().manual_seed(sampler.seed)
         super().__init__(dataset, batch_size=batch_size, sampler=sampler, generator=generator, **kwargs)
         self._batches_out = 0  # batches handed out in the current epoch, counting skipped ones
