@@ -8,6 +8,9 @@ IMQ discrepancy of the same samples are of the same order and one ``reg_weight``
 - IMQ: k(x, y) = C / (C + ||x - y||^2)
 
 Both equal 1 at distance 0 and decay on the same length scale.
+
+Under data parallelism (DDP) the models call :func:`mmd` per process, on that process's own batch
+of codes and prior draws: nothing is gathered, so P processes of batch B compare sets of B, not P * B.
 """
 
 from __future__ import annotations

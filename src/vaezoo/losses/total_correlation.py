@@ -22,6 +22,10 @@ as a weighted mixture of the batch's posteriors, log q(z_i) ~ logsumexp_k(log w_
 
 ``permute_dims`` (Kim & Mnih 2018, "Disentangling by Factorising", Alg. 1) draws from the product of
 the marginals instead, for FactorVAE's discriminator.
+
+Under data parallelism (DDP) every estimate here is computed per process, from that process's own
+minibatch: nothing is gathered across processes, so P processes of batch B estimate with
+minibatches of B, not P * B (``dataset_size`` stays the size of the whole training set).
 """
 
 from __future__ import annotations

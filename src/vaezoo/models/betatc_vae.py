@@ -48,6 +48,11 @@ class BetaTCVAE(VanillaVAE):
     wrong for any kl_weight but B/N); here the warm-up is a function of the trainer's
     ``global_step`` (no ``global_step``: w = 1). Logged: ``MI_Loss``, ``TC_Loss``, ``KLD`` (the
     dimension-wise KL) and a per-image-mean or per-image-sum ``Reconstruction_Loss`` as configured.
+
+    Under DDP the estimates of log q(z) are per process: each mixes the posteriors of its own batch
+    only (not gathered), so P processes of batch B estimate with minibatches of B (the bias for small
+    batches is that of B, not P * B); ``"mss"``'s weights use the local batch size and the whole
+    ``dataset_size``.
     """
 
     output_cls = VAEOutputWithZ

@@ -36,6 +36,12 @@ class FactorVAE(VanillaVAE):
     the same batch. Logged: ``KLD`` and ``VAE_TC_Loss`` (the TC estimate); in the auxiliary dict,
     ``D_TC_Loss`` (the discriminator's cross-entropy) and ``D_Accuracy``.
 
+    Under DDP the permutation shuffles each process's own batch (samples of prod_j q(z_j) from the
+    local batch only; not gathered), while the discriminator's gradients are averaged over the
+    processes like every other parameter's, so its copies stay identical. DDP must run it with
+    ``find_unused_parameters`` (the second backward pass reaches the discriminator alone;
+    :func:`vaezoo.training.distributed.strategy_for` asks for it).
+
     Fixed from PyTorch-VAE: its permutation shuffled the dimensions *within* each code instead of
     each dimension *across* the batch; its discriminator step reused the graph of the previous VAE
     step (a "backward through the graph a second time" error); the discriminator's parameters were

@@ -36,6 +36,10 @@ class InfoVAE(VanillaVAE):
 
     Fixed against PyTorch-VAE: IMQ and RBF on one scale with their diagonals removed; no extra
     1/(B(B-1)) factor. Loss keys: ``loss``, ``Reconstruction_Loss``, ``KLD``, ``MMD``.
+
+    Under DDP the MMD is computed per process, on its own batch of codes and prior draws (not
+    gathered): a run on P processes of batch B estimates it from batches of B, like one process
+    with batch B, not P * B; the gradients of those per-process estimates are then averaged.
     """
 
     output_cls = VAEOutputWithZ

@@ -108,7 +108,9 @@ class VQVAE(ConvAutoencoder):
     A.1) and the codebook term is left out of the loss (it is still logged). The KL of Eq. 3's
     derivation is the constant log K, so ``M_N`` has nothing to weigh and is ignored.
     ``data_init=True`` starts the codebook from encoder outputs of the first training batch instead
-    of U(-1/K, 1/K), against dead codes (not in the paper; see the quantiser).
+    of U(-1/K, 1/K), against dead codes (not in the paper; see the quantiser). Under DDP the EMA
+    statistics are summed over the processes (one codebook, as from the global batch) and
+    ``data_init`` takes process 0's first batch.
 
     Loss keys: ``loss``, ``Reconstruction_Loss``, ``VQ_Loss`` (the two codebook terms as added to
     the loss), ``Codebook_Loss``, ``Commitment_Loss``, ``Perplexity`` (exp entropy of the batch's

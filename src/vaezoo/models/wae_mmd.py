@@ -115,6 +115,9 @@ class WAE_MMD(LatentMatchingAutoencoder):
     Signature: PyTorch-VAE's order, ``(in_channels, latent_dim, hidden_dims, reg_weight,
     kernel_type, latent_var)`` (PyTorch-VAE's default latent_var is 2, vaezoo's 1), then
     ConvAutoencoder's keyword-only arguments. As there, ``M_N`` plays no part in the loss.
+
+    Under DDP the MMD is computed per process, on its own batch of codes and prior draws (not
+    gathered): P processes of batch B estimate it from batches of B, not from one of P * B.
     """
 
     divergence_key = "MMD"
