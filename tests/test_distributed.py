@@ -70,7 +70,6 @@ import lightning as L
 import torch
 
 from vaezoo.config import load_config
-from vaezoo.training.distributed import DeadProcessReport, strategy_for
 from vaezoo.training import run
 
 
@@ -91,21 +90,9 @@ class SaveEachProcess(L.Callback):
         torch.save(saved, self.out / f"rank{trainer.global_rank}.pt")
 
 
-def build_trainer(config, run_dir, value_range, automatic_optimization=True, **kwargs):
-    """run.build_trainer with the strategy of vaezoo.training.distributed.strategy_for."""
-    chosen, devices = config.train.strategy, str(config.train.devices)
-    processes = int(devices) if devices.isdigit() else 1
-    config.train.strategy = strategy_for(chosen, processes, automatic_optimization)
-    try:
-        return plain_build_trainer(config, run_dir, value_range, automatic_optimization, **kwargs)
-    finally:
-        config.train.strategy = chosen  # the saved config keeps the user's string
-
-
-plain_build_trainer, run.build_trainer = run.build_trainer, build_trainer
 out = Path(sys.argv[1])
 config = load_config(sys.argv[2], sys.argv[3:])
-run.train(config, extra_callbacks=[SaveEachProcess(out), DeadProcessReport()])
+run.train(config, extra_callbacks=[SaveEachProcess(out)])
 '''
 
 CPU_ENV = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}

@@ -176,3 +176,23 @@ def test_the_order_depends_on_seed_and_epoch_only():
     first.set_epoch(2)
     assert list(first) != list(second)
     assert list(EpochSampler(20, seed=2)) != list(EpochSampler(20, seed=1))
+
+
+@pytest.mark.parametrize("size", [16, 17, 3])
+def test_every_process_gets_as_many_positions_and_together_they_cover_the_split(size, monkeypatch):
+    import vaezoo.data.sampler as sampler
+
+    def shards(**kwargs: object) -> list[list[int]]:
+        taken = []
+        for rank in range(2):
+            monkeypatch.setattr(sampler, "process_rank", lambda rank=rank: (rank, 2))
+            epoch = EpochSampler(size, seed=5, **kwargs)
+            taken.append(list(epoch))
+            assert len(epoch) == len(taken[-1])
+        return taken
+
+    train = shards(shuffle=True, even=True)  # disjoint; the odd one out is dropped
+    assert len(train[0]) == len(train[1]) == size // 2 and not set(train[0]) & set(train[1])
+    evaluation = shards(shuffle=False, even=False)  # equal lengths (a rank left short would hang), all images
+    assert len(evaluation[0]) == len(evaluation[1]) == -(-size // 2)
+    assert set(evaluation[0]) | set(evaluation[1]) == set(range(size))

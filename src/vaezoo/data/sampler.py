@@ -33,9 +33,10 @@ class EpochSampler(Sampler[int]):
     The order is a permutation drawn from ``(seed, epoch)`` alone (``shuffle``) or the dataset's
     own order; process ``r`` of ``w`` takes positions ``r, r + w, r + 2w, ...`` of it, so the batches
     of all processes at one step are together the batch one process would take with ``w`` times the
-    batch size. Training (``even=True``) drops the last ``len % w`` positions so every process has
-    the same number of batches (a process left short would wait for the others forever); evaluation
-    keeps them all, the shards differing by at most one image.
+    batch size. Every process must take the same number of batches (one left short would wait in a
+    collective for the others forever): training (``even=True``) drops the last ``len % w``
+    positions; evaluation pads the order with its first positions instead, as torch's
+    DistributedSampler does, so every image is evaluated and at most ``w - 1`` twice.
 
     Lightning calls ``set_epoch`` at every epoch start; ``start_at`` makes the next pass over
     ``epoch`` begin after the first ``consumed`` positions of the whole order (all processes together).
@@ -66,16 +67,16 @@ class EpochSampler(Sampler[int]):
         return torch.randperm(self.size, generator=generator)
 
     def __len__(self) -> int:
-        rank, world = process_rank()
-        if self.even:
-            return self.size // world
-        return len(range(rank, self.size, world))
+        world = process_rank()[1]
+        return self.size // world if self.even else -(-self.size // world)
 
     def __iter__(self) -> Iterator[int]:
         rank, world = process_rank()
         order = self.order()
         if self.even:
             order = order[: self.size - self.size % world]
+        elif self.size % world:
+            order = torch.cat([order, order[: world - self.size % world]])
         shard = order[rank::world]
         skip = self.consumed_on_entry() // world
         self.resume_point = None

@@ -44,6 +44,7 @@ from vaezoo.models.base import BaseVAE
 from vaezoo.registry import create_model, get_model_class, model_parameters
 from vaezoo.training.callbacks import ImageGrids, LastCheckpoint, RandomState, ValidateAtMaxSteps
 from vaezoo.training.checkpoint import AtomicCheckpointIO, check_resume_checkpoint
+from vaezoo.training.distributed import DeadProcessReport, strategy_for
 from vaezoo.training.interrupts import StopOnSignal
 from vaezoo.training.loggers import FlushLogsAtCheckpoints, make_logger
 from vaezoo.training.module import VAEModule
@@ -211,6 +212,7 @@ def build_trainer(
         RandomState(),
         FlushLogsAtCheckpoints(),
         LearningRateMonitor(logging_interval="epoch"),
+        DeadProcessReport(),  # a rank that dies ends the run naming it
         *(extra_callbacks or []),
     ]
     if log.progress_bar == "tqdm":
@@ -237,7 +239,11 @@ def build_trainer(
         gradient_clip_val=train.gradient_clip_val if automatic_optimization else None,
         accelerator=train.accelerator,
         devices=train.devices,
-        strategy=train.strategy,
+        strategy=strategy_for(
+            train.strategy,
+            processes_per_node(train.devices, train.accelerator) * train.num_nodes,
+            automatic_optimization,
+        ),
         num_nodes=train.num_nodes,
         limit_train_batches=train.limit_train_batches,
         limit_val_batches=train.limit_val_batches,
