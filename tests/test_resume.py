@@ -108,16 +108,27 @@ def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_curve(tmp_path, is
     assert_same_curve(run, uninterrupted)
 
 
+# What Lightning's SLURMEnvironment reads in a one-task SLURM job (srun): it is detected, and SLURM's
+# warning signal before the time limit is SIGUSR1.
+SLURM_JOB = {
+    "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "vaezoo", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0",
+    "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost",
+}  # fmt: skip
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    ("stop", "cluster"),
+    [(signal.SIGTERM, {}), (signal.SIGINT, {}), (signal.SIGUSR1, SLURM_JOB)],
+    ids=["SIGTERM", "ctrl-c", "SLURM-SIGUSR1"],
+)
 def test_a_stop_signal_checkpoints_the_step_and_says_how_to_resume(
-    tmp_path, isolated_cache, uninterrupted, stop
+    tmp_path, isolated_cache, uninterrupted, stop, cluster
 ):
     command = [sys.executable, "-m", "vaezoo.cli", "train", "-c", "configs/vae.yaml", *RUN]
     command += ["--logging.save_dir", str(tmp_path)]
-    process = subprocess.Popen(
-        command, cwd=REPO, env=environment(isolated_cache), stderr=subprocess.PIPE, text=True
-    )
+    env = {**environment(isolated_cache), **cluster}
+    process = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     checkpoint = tmp_path / "VanillaVAE" / "version_0" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
     while not checkpoint.is_file() and process.poll() is None and time.monotonic() < deadline:
