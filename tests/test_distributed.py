@@ -126,10 +126,12 @@ CLUSTER_SIZE_TOLERANCE = 1.0  # max |N_k ddp - N_k single| (N_k up to 30)
 VAL_TOLERANCE = 1e-5  # relative: the logged val/loss against the mean over all validation images
 
 
-def run_script(folder: Path, config: str, *overrides: str, timeout: float = 600) -> None:
+def run_script(
+    folder: Path, config: str, *overrides: str, timeout: float = 600, text: str = RUN_SCRIPT
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     script = folder.parent / "ddp_run.py"
-    script.write_text(RUN_SCRIPT)
+    script.write_text(text)
     command = [sys.executable, str(script), str(folder), config, *overrides]
     command += ["--logging.save_dir", str(folder / "runs")]
     env = {**CPU_ENV, "VAEZOO_CACHE": os.environ["VAEZOO_CACHE"]}
@@ -294,3 +296,36 @@ def test_a_killed_process_ends_the_run_naming_it_and_the_run_resumes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     after = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert after["global_step"] == 3 * epochs > before["global_step"]  # 3 steps an epoch, both processes
+
+
+# RUN_SCRIPT with the images of rank 1's second batch replaced by NaN (a corrupt batch on one process)
+NAN_ON_RANK_ONE = RUN_SCRIPT.replace(
+    "run.train(config, extra_callbacks=[SaveEachProcess(out)])",
+    """
+class NanOnRankOne(L.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_rank == 1 and batch_idx == 1:
+            batch[0].fill_(float("nan"))
+
+
+run.train(config, extra_callbacks=[SaveEachProcess(out), NanOnRankOne()])
+""",
+)
+
+
+@pytest.mark.slow
+def test_a_nan_on_one_process_skips_the_step_on_all(tmp_path):
+    # Skipping alone, rank 1 would leave rank 0 waiting in the gradient all-reduce (a hang)
+    overrides = [*VQ_RUN, "--train.batch_size", str(PER_PROCESS_BATCH), *TWO_PROCESSES]
+    run_script(
+        tmp_path / "nan",
+        VQ_CONFIG,
+        *overrides,
+        "--train.nonfinite",
+        "skip",
+        timeout=300,
+        text=NAN_ON_RANK_ONE,
+    )
+    states = [trained_state(saved(tmp_path / "nan", rank)["state"]) for rank in (0, 1)]
+    assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])  # still in lockstep
+    assert all(bool(torch.isfinite(value).all()) for value in states[0].values())

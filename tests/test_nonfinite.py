@@ -45,6 +45,7 @@ def test_skip_leaves_the_update_out_and_counts_it():
     trainer, module = fit_one_epoch(tiny_model(), images_with_a_nan_batch(2), nonfinite="skip")
     assert module.skipped_updates == 1
     assert all(bool(torch.isfinite(p).all()) for p in module.model.parameters())
+    assert all(bool(torch.isfinite(b).all()) for b in module.model.buffers())  # BatchNorm's statistics too
     assert trainer.callback_metrics["train/skipped_updates"] == 1
     assert math.isfinite(float(trainer.callback_metrics["train/loss_epoch"]))  # the NaN is not averaged in
 

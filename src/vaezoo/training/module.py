@@ -85,9 +85,10 @@ class VAEModule(L.LightningModule):
         self.batches_seen = 0  # the host's copy of train_batches, read every step without a sync
         self.validated_at: int | None = None  # batches_seen at the last validation pass
         self.resumed = False  # loaded from a checkpoint, until the first batch after it
-        self.skipped_updates = (
-            0  # updates left out: non-finite (train.nonfinite: skip) or train.skip_grad_norm
-        )
+        # updates left out: non-finite (train.nonfinite: skip) or above train.skip_grad_norm
+        self.skipped_updates = 0
+        self.dropping_update = False  # the current step's loss was not finite: drop its gradients
+        self.buffers_before: list[Tensor] = []  # train.nonfinite: skip -- the buffers before this step
         self.compiled: Any = None  # the compiled forward (train.compile), set on first use
         self.compile_seconds: float | None = None  # how long the first compiled step took
 
@@ -143,12 +144,15 @@ class VAEModule(L.LightningModule):
             )
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
+        if (
+            self.train_config.nonfinite == "skip"
+        ):  # the forward pass updates buffers (BatchNorm, EMA codebooks)
+            self.buffers_before = [b.detach().clone() for b in self.model.buffers() if b.is_floating_point()]
         output, losses, context = self._losses(batch, batch_idx)
         self.batches_seen += 1
         self.train_batches += 1
-        if not self._finite(losses, "loss"):
-            return None  # train.nonfinite: skip -- no backward, no update
-        self._log(losses, "train", batch[0].shape[0])
+        if self._finite(losses, "loss"):  # else (train.nonfinite: skip) its update is dropped
+            self._log(losses, "train", batch[0].shape[0])
         if self.automatic_optimization:
             return losses["loss"]
         optimizers = self.optimizers()
@@ -157,8 +161,8 @@ class VAEModule(L.LightningModule):
         self._manual_update(main, losses["loss"])
         aux_losses = self.model.auxiliary_loss(output, **context)
         if self._finite(aux_losses, "auxiliary loss"):
-            self._manual_update(auxiliary, aux_losses["loss"])
             self._log(aux_losses, "train", batch[0].shape[0], prefix="aux_")
+        self._manual_update(auxiliary, aux_losses["loss"])
         self._step_schedulers("step")
         return None
 
@@ -177,8 +181,13 @@ class VAEModule(L.LightningModule):
 
     # -- non-finite values (train.nonfinite, train.skip_grad_norm) -----------------------------------
     def _finite(self, losses: dict[str, Tensor], what: str) -> bool:
-        """Whether ``losses['loss']`` is finite (one read from the device); if not, stop naming the
-        terms (``nonfinite: stop``) or count a skipped update and return False (``skip``)."""
+        """Whether ``losses['loss']`` is finite (one read from the device). If not, stop naming the
+        terms (``nonfinite: stop``), or count a skip and mark the update to be dropped (``skip``).
+
+        A skipped update still runs its backward pass, and its gradients are dropped before the
+        optimizer step: under DDP a process that left its backward out would keep the others
+        waiting in the gradient all-reduce (the non-finite gradients it sends make every process
+        drop the same step)."""
         if bool(torch.isfinite(losses["loss"].detach()).all()):
             return True
         bad = {
@@ -188,12 +197,17 @@ class VAEModule(L.LightningModule):
         }
         terms = ", ".join(f"{key} = {value}" for key, value in bad.items())
         self._skip_or_stop(f"the {what} went non-finite ({terms})")
+        self.dropping_update = True
         return False
 
     def _gradients_usable(self, optimizer: Any) -> bool:
         """Check the gradients of ``optimizer``'s parameters before its step: a non-finite norm, or
         one above ``train.skip_grad_norm``, drops them (the step then changes nothing) and counts a skip."""
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if self.dropping_update:  # its loss was not finite, and the skip is counted
+            self.dropping_update = False
+            self._drop_update(optimizer)
+            return False
         if not grads:
             return True
         norm = float(torch.nn.utils.get_total_norm(grads))
@@ -206,8 +220,19 @@ class VAEModule(L.LightningModule):
             self._skip_or_stop(f"the gradient went non-finite (norm = {norm}) although the loss was finite")
         else:  # above the limit: always skipped, as VDVAE does
             self._count_skip()
-        optimizer.zero_grad(set_to_none=True)
+        self._drop_update(optimizer)
         return False
+
+    def _drop_update(self, optimizer: Any) -> None:
+        """Leave this step's update out: no gradients (the step changes no parameter), and the
+        buffers its forward pass changed as they were before it (BatchNorm statistics and EMA
+        codebooks would otherwise keep the NaN of a bad batch)."""
+        optimizer.zero_grad(set_to_none=True)
+        if self.buffers_before:
+            floating = [b for b in self.model.buffers() if b.is_floating_point()]
+            with torch.no_grad():
+                for buffer, before in zip(floating, self.buffers_before, strict=True):
+                    buffer.copy_(before)
 
     def _skip_or_stop(self, what: str) -> None:
         if self.train_config.nonfinite == "skip":

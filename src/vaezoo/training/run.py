@@ -231,9 +231,8 @@ def build_trainer(
         enable_progress_bar=log.progress_bar != "none",
         log_every_n_steps=log.log_every_n_steps,
         max_epochs=train.max_epochs,
-        max_steps=train.max_steps * steps_per_batch
-        if train.max_steps > 0
-        else -1,  # train.max_steps: batches
+        # train.max_steps counts batches, Lightning's optimizer steps
+        max_steps=train.max_steps * steps_per_batch if train.max_steps > 0 else -1,
         precision=precision,
         # with manual optimisation VAEModule clips itself (Lightning refuses to)
         gradient_clip_val=train.gradient_clip_val if automatic_optimization else None,
@@ -468,12 +467,10 @@ def train(
     times the real path through them)."""
     resumed = Path(resume) if resume else None
     checkpoint = resume_checkpoint(resumed) if resumed else None
-    if (
-        resumed is not None
-        and checkpoint is not None
-        and (note := finished_note(resumed, config, checkpoint))
-    ):
-        raise RunAlreadyFinished(note)
+    if resumed is not None and checkpoint is not None:
+        note = finished_note(resumed, config, checkpoint)
+        if note is not None:
+            raise RunAlreadyFinished(note)
     fallbacks = fit_to_machine(config)
     configure_threads(processes_per_node(config.train.devices, config.train.accelerator))
     configure_cuda(config.train.deterministic)
