@@ -193,7 +193,9 @@ def test_a_single_image_trains_and_an_empty_training_split_is_refused(folder: Pa
     (folder / "00.png").rename(single / "only.png")
     module = make_module(single, val_fraction=0.5)  # one image: it trains, validation is empty
     assert (module.num_train, module.num_val) == (1, 0)
-    with pytest.raises(DataError, match=r"the validation split is empty \(data.val_fraction = 0.5, 1 training"):
+    with pytest.raises(
+        DataError, match=r"the validation split is empty \(data.val_fraction = 0.5, 1 training"
+    ):
         module.check_fit()
     module.check_fit(validate=False)  # train.limit_val_batches: 0 trains without validation
 
