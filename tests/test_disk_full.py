@@ -280,3 +280,14 @@ def test_a_damaged_feature_file_is_extracted_again(tmp_path: Path, damage: str):
     CountingConv.seen = 0
     again = cached_features(images, extractor, progress=False, cache_dir=tmp_path)
     assert CountingConv.seen == 8 and np.array_equal(again, first)  # extracted again, not read back
+
+
+def test_the_dsprites_cache_on_a_full_disk_is_an_error_not_a_crash(small_disk: Path):
+    # 737,280 packed images need ~360 MiB: the memory map's blocks are reserved first, so the full
+    # disk is an ENOSPC (a DiskFullError) rather than a SIGBUS when the map reaches the first page
+    # the disk cannot hold
+    from vaezoo.data.dsprites import build_procedural_cache
+
+    with pytest.raises(DiskFullError, match="the disk is full: cannot write"):
+        build_procedural_cache(small_disk)
+    assert leftovers(small_disk) == [] and not list(small_disk.glob("*.npy"))

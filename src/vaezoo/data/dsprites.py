@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import re
 import warnings
 import zipfile
@@ -202,6 +203,10 @@ def write_packed(path: Path, rows: int, fill: Callable[[np.ndarray], None]) -> N
     """Create ``path`` as a packed-bit ``.npy`` that ``fill`` writes; atomic via a temp file."""
     with atomic_path(path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(rows, *PACKED_SHAPE))
+        # Reserve the file's blocks now: a memory map of a sparse file on a full disk would die
+        # with SIGBUS at the first page it cannot place; this fails with ENOSPC instead.
+        with open(tmp, "r+b") as file:
+            os.posix_fallocate(file.fileno(), 0, tmp.stat().st_size)
         fill(out)
         out.flush()
         del out
