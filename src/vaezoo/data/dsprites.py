@@ -22,6 +22,7 @@ same format instead, and its latents are used as labels.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import re
@@ -206,7 +207,11 @@ def write_packed(path: Path, rows: int, fill: Callable[[np.ndarray], None]) -> N
         # Reserve the file's blocks now: a memory map of a sparse file on a full disk would die
         # with SIGBUS at the first page it cannot place; this fails with ENOSPC instead.
         with open(tmp, "r+b") as file:
-            os.posix_fallocate(file.fileno(), 0, tmp.stat().st_size)
+            try:
+                os.posix_fallocate(file.fileno(), 0, tmp.stat().st_size)
+            except OSError as err:
+                if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a file system without it: go on
+                    raise
         fill(out)
         out.flush()
         del out
