@@ -8,6 +8,7 @@ partial file is left that a later run would trust.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -22,10 +24,12 @@ from helpers import TINY_RUN
 from PIL import Image
 
 from vaezoo.cli import main
-from vaezoo.config import DataConfig
+from vaezoo.config import DataConfig, load_config
 from vaezoo.data import VAEDataModule
 from vaezoo.fileio import DiskFullError, atomic_write_text
 from vaezoo.images import save_image
+
+REPO = Path(__file__).resolve().parents[1]
 
 HOW_TO_ENABLE = (
     "a small tmpfs cannot be mounted here: run the tests as root (mount -t tmpfs), or allow "
@@ -291,3 +295,30 @@ def test_the_dsprites_cache_on_a_full_disk_is_an_error_not_a_crash(small_disk: P
     with pytest.raises(DiskFullError, match="the disk is full: cannot write"):
         build_procedural_cache(small_disk)
     assert leftovers(small_disk) == [] and not list(small_disk.glob("*.npy"))
+
+
+class LoggerWriteFails(L.Callback):
+    """What TensorBoard's event writer raises when its file system is full: a plain ENOSPC."""
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        if trainer.global_step == 3:
+            events = Path(trainer.log_dir or ".") / "events.out.tfevents.x"
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(events))
+
+
+@pytest.mark.slow
+def test_a_full_disk_met_by_a_writer_that_is_not_vaezoos_is_named_too(tmp_path: Path, monkeypatch):
+    # Lightning's and TensorBoard's own files are not written through vaezoo's atomic writes: their
+    # ENOSPC becomes the same DiskFullError, naming the file and the checkpoint that is kept
+    from vaezoo.training.run import train
+
+    monkeypatch.chdir(REPO)
+    config = load_config(
+        "configs/vae.yaml",
+        [*TINY_RUN, "--logging.checkpoint_every_n_steps", "2", "--logging.save_dir", str(tmp_path)],
+    )
+    with pytest.raises(DiskFullError) as caught:
+        train(config, extra_callbacks=[LoggerWriteFails()])
+    message = str(caught.value)
+    assert "the disk is full: cannot write" in message and "events.out.tfevents.x" in message
+    assert "last.ckpt is intact" in message and "vaezoo train --resume" in message

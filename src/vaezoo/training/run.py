@@ -38,7 +38,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vaezoo.config import Config, ConfigError, TrainConfig, load_config
 from vaezoo.data import VAEDataModule
-from vaezoo.fileio import atomic_write_text
+from vaezoo.fileio import DiskFullError, atomic_write_text, free_bytes, no_room_errno
 from vaezoo.io import check_checkpoint, load_checkpoint
 from vaezoo.models.base import BaseVAE
 from vaezoo.registry import create_model, get_model_class, model_parameters
@@ -521,6 +521,18 @@ def train_in(
             trainer.validate(module, datamodule=prepared.datamodule, verbose=False)
     except SIGTERMException:  # Lightning's own stop on SIGTERM (StopOnSignal saved the run)
         raise stop_on_signal.interrupted(trainer) from None
+    except OSError as err:  # a write of Lightning's or a logger's own (events, hparams) that found no room
+        code = None if isinstance(err, DiskFullError) else no_room_errno(err, run_dir)
+        if code is None:
+            raise
+        last = run_dir / "checkpoints" / "last.ckpt"
+        kept = (
+            f"the run's last checkpoint {last} is intact; `vaezoo train --resume {run_dir}` continues "
+            "from it once there is space"
+            if last.is_file()
+            else "the run stopped before its first checkpoint"
+        )
+        raise DiskFullError(code, err.filename or run_dir, free_bytes(run_dir), kept) from None
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
     if trainer.is_global_zero:
