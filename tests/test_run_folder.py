@@ -96,3 +96,16 @@ def test_a_folder_another_process_writes_is_refused_until_it_dies(finished_run, 
         holder.wait()
     time.sleep(0.1)
     assert main(["train", "--resume", str(finished_run), "--train.max_epochs", "3"]) == 0  # no stale lock
+
+
+@pytest.mark.slow
+def test_a_torn_last_checkpoint_is_named_with_the_intact_one_to_use(finished_run, capsys):
+    last = finished_run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # a copy or a save cut short
+    before = snapshot(finished_run)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(finished_run), "--train.max_epochs", "3"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot resume from {last}" in err and "damaged checkpoint" in err
+    assert "best-epoch001-step6.ckpt is intact" in err and "Traceback" not in err
+    assert snapshot(finished_run) == before  # nothing written, not even config.yaml

@@ -26,7 +26,11 @@ class CheckpointError(ValueError):
     """A file that is not a readable vaezoo checkpoint."""
 
 
-def code_refusal(path: str | Path, err: pickle.UnpicklingError) -> CheckpointError:
+class CodeRefused(CheckpointError):
+    """A file whose pickle names code (a function or class beyond tensors and plain data): refused."""
+
+
+def code_refusal(path: str | Path, err: pickle.UnpicklingError) -> CodeRefused:
     """The error for a file that ``torch.load(weights_only=True)`` refused, naming the global it met.
 
     torch refuses at the first global the pickle names that is not on its allow-list, before
@@ -36,7 +40,7 @@ def code_refusal(path: str | Path, err: pickle.UnpicklingError) -> CheckpointErr
     # subprocess, ...), "Trying to load unsupported GLOBAL x.y whose module x is blocked"
     found = re.search(r"unsupported global(?:: GLOBAL)? (\S+)", str(err), re.IGNORECASE)
     what = f": it names {found.group(1)}" if found else ""
-    return CheckpointError(
+    return CodeRefused(
         f"{path} holds more than tensors and plain data{what}; loading it could run code, so it is "
         "refused (nothing in it was run)"
     )
