@@ -207,3 +207,16 @@ def test_every_process_gets_as_many_positions_and_together_they_cover_the_split(
     evaluation = shards(shuffle=False, even=False)  # equal lengths (a rank left short would hang), all images
     assert len(evaluation[0]) == len(evaluation[1]) == -(-size // 2)
     assert set(evaluation[0]) | set(evaluation[1]) == set(range(size))
+
+
+def test_a_resumed_csv_log_keeps_the_rows_before_the_checkpoint_and_appends(tmp_path):
+    from vaezoo.training.loggers import ResumedExperimentWriter
+
+    lines = ["step,train/loss", *(f"{step},{10 - step}" for step in range(6)), "6,"[:1]]  # torn last line
+    (tmp_path / "metrics.csv").write_text("\n".join(lines) + "\n")
+    writer = ResumedExperimentWriter(str(tmp_path), purge_step=3)  # Lightning's own deleted the file
+    writer.log_metrics({"train/loss": 7.5}, step=3)
+    writer.save()
+    with open(tmp_path / "metrics.csv") as file:
+        logged = [(int(row["step"]), float(row["train/loss"])) for row in csv.DictReader(file)]
+    assert logged == [(0, 10.0), (1, 9.0), (2, 8.0), (3, 7.5)]

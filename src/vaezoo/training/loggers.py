@@ -31,16 +31,20 @@ class ResumedExperimentWriter(ExperimentWriter):
         with open(path, newline="") as file:
             reader = csv.DictReader(file)
             keys = list(reader.fieldnames or [])
-            rows = [
-                row
-                for row in reader
-                if self.purge_step is None or int(row.get("step") or 0) < self.purge_step
-            ]
+            rows = [row for row in reader if self._keeps(row)]
         self.metrics_keys = sorted(keys)
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
             writer.writeheader()
             writer.writerows(rows)
+
+    def _keeps(self, row: dict[str, str]) -> bool:
+        """A row from before ``purge_step``; one whose step is unreadable (a torn last line) is dropped."""
+        try:
+            step = int(row.get("step") or "")
+        except ValueError:
+            return False
+        return self.purge_step is None or step < self.purge_step
 
 
 class ResumedCSVLogger(CSVLogger):
