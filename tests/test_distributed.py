@@ -329,3 +329,29 @@ def test_a_nan_on_one_process_skips_the_step_on_all(tmp_path):
     states = [trained_state(saved(tmp_path / "nan", rank)["state"]) for rank in (0, 1)]
     assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])  # still in lockstep
     assert all(bool(torch.isfinite(value).all()) for value in states[0].values())
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_two_process_run_stops_both_at_one_step_with_a_checkpoint(tmp_path):
+    # Lightning forwards the launcher's SIGTERM to rank 1; the stop flag is reduced across ranks, so
+    # both save and stop after the same step (a rank stopping alone would hang the other)
+    long_run = [*TINY_RUN, *TWO_PROCESSES, "--logging.save_dir", str(tmp_path / "runs")]
+    long_run[long_run.index("--train.max_epochs") + 1] = "40"
+    env = {**CPU_ENV, "VAEZOO_CACHE": os.environ["VAEZOO_CACHE"]}
+    command = [sys.executable, "-m", "vaezoo.cli", "train", "-c", "configs/vae.yaml", *long_run]
+    launcher = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((tmp_path / "runs").glob("*/version_*/checkpoints/last.ckpt")):
+            assert launcher.poll() is None and time.monotonic() < deadline, "the run ended too early"
+            time.sleep(0.2)
+        launcher.send_signal(signal.SIGTERM)
+        _, errors = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 128 + signal.SIGTERM, errors[-3000:]
+    run_dir = next((tmp_path / "runs").glob("*/version_*"))
+    assert "stopped by SIGTERM after " in errors and f"vaezoo train --resume {run_dir}" in errors
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert 0 < saved["global_step"] < 3 * 40

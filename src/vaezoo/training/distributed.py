@@ -18,6 +18,9 @@ import time
 import lightning as L
 from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch.strategies import DDPStrategy, Strategy, StrategyRegistry
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from vaezoo.training.interrupts import RunInterrupted
 
 EXIT_WAIT_SECONDS = 3.0  # a failed collective may be seen a moment before the peer's exit is
 
@@ -71,8 +74,8 @@ class DeadProcessReport(L.Callback):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        if trainer.world_size <= 1:
-            return
+        if trainer.world_size <= 1 or isinstance(exception, (RunInterrupted, SIGTERMException)):
+            return  # a single process, or a stop every process makes on purpose (a signal)
         ended = self.ended_processes(trainer)
         if ended:
             print(
