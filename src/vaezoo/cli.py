@@ -49,7 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a model. Any config value can be overridden: --section.key VALUE "
         "(e.g. --model.latent_dim 32 --train.max_epochs 3 --data.name image_folder --data.path DIR).",
     )
-    train.add_argument("-c", "--config", help="YAML config (ours or PyTorch-VAE's layout)")
+    train.add_argument(
+        "-c",
+        "--config",
+        help="a YAML config file (ours or PyTorch-VAE's layout), or the name of a shipped one "
+        "(`vaezoo configs` lists them; a path wins)",
+    )
     train.add_argument(
         "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint"
     )
@@ -115,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--reevaluate", action="store_true", help="evaluate finished entries again, without retraining"
     )
     commands.add_parser("list", help="list the registered models")
+    commands.add_parser(
+        "configs",
+        help="list the configs shipped with vaezoo (vaezoo train -c NAME; "
+        "vaezoo train -c NAME --print-config > mine.yaml starts your own)",
+    )
     return parser
 
 
@@ -385,6 +395,20 @@ def cmd_list(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def cmd_configs(args: argparse.Namespace, overrides: list[str]) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from vaezoo.config import config_description, shipped_configs
+
+    _no_overrides(overrides, "configs")
+    table = Table("name", "description", title="vaezoo train -c NAME")
+    for name, path in shipped_configs().items():
+        table.add_row(name, config_description(path))
+    Console().print(table)
+    return 0
+
+
 def _data_module(raw: dict, source: str = "saved config") -> VAEDataModule:
     """The data of a run's saved config (a plain dict), set up."""
     from vaezoo.data import VAEDataModule
@@ -427,6 +451,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "benchmark": cmd_benchmark,
     "list": cmd_list,
+    "configs": cmd_configs,
 }
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import difflib
+import importlib.resources
+import re
 import reprlib
 import types
 import typing
@@ -374,12 +376,48 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data or {}
 
 
+def shipped_configs() -> dict[str, Path]:
+    """The model configs inside the package, by name (``vae`` for ``configs/vae.yaml``)."""
+    folder = Path(str(importlib.resources.files("vaezoo") / "configs"))
+    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
+
+
+def config_description(path: Path) -> str:
+    """The first sentence of a config's opening comment, whole, as one line."""
+    words: list[str] = []
+    for line in path.read_text().splitlines():
+        text = line.strip()
+        if not text.startswith("#") or not text.lstrip("#").strip():
+            break
+        words.append(text.lstrip("#").strip())
+    # a sentence ends at a full stop before a capital, not at "et al." or "e.g."
+    return re.split(r"(?<!\bal)(?<!\be\.g)\.\s+(?=[A-Z])", " ".join(words), maxsplit=1)[0].rstrip(".") + "."
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A config file: ``name_or_path`` itself when it exists (a path always wins), else the shipped
+    config of that name (``betatc_vae`` or ``betatc_vae.yaml``)."""
+    path = Path(name_or_path)
+    if path.exists() or len(path.parts) > 1:
+        return path
+    shipped = shipped_configs()
+    name = path.stem if path.suffix in (".yaml", ".yml") else path.name
+    if name in shipped:
+        return shipped[name]
+    raise ConfigError(
+        f"config file not found: {path}, and no shipped config is named {name!r}{suggest(name, shipped)}; "
+        f"shipped configs (`vaezoo configs` lists them): {', '.join(shipped)}"
+    )
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (or the defaults), apply dotted overrides, validate.
+    """Load a YAML config (a file, or a shipped config by name; or the defaults), apply dotted
+    overrides, validate.
 
     A PyTorch-VAE config is translated first (the overrides then use our names, e.g.
     ``--train.max_steps``); ``config.translation`` records how, with the file's own text.
     """
+    path = resolve_config_path(path) if path else None
     raw = load_yaml(path) if path else {}
     source = str(path) if path else "defaults"
     text = Path(path).read_text() if path else None
