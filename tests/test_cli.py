@@ -239,3 +239,27 @@ def test_a_run_saved_at_epoch_ends_also_resumes_inside_a_cut_epoch(tmp_path, no_
     assert checkpoint_step(run / "checkpoints" / "last.ckpt") == 2
     assert main(["train", "--resume", str(run), "--train.max_steps", "-1"]) == 0
     assert checkpoint_step(run / "checkpoints" / "last.ckpt") == 9  # 3 whole epochs of 3 batches
+
+
+@pytest.mark.parametrize("command", ["sample", "reconstruct"])
+def test_an_existing_output_is_kept_unless_overwrite(tmp_path, capsys, command):
+    existing = tmp_path / "grid.png"
+    existing.write_bytes(b"an earlier grid")
+    assert main([command, str(tmp_path / "run"), "-o", str(existing)]) == 2  # refused before any work
+    assert f"{existing} exists: choose another -o, or pass --overwrite" in capsys.readouterr().err
+    assert existing.read_bytes() == b"an earlier grid"
+    assert main([command, str(tmp_path / "run"), "-o", str(existing), "--overwrite"]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err  # past the check, to the missing run
+
+
+def help_of(command: str, capsys) -> str:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_every_subcommand_option_shows_its_default(capsys):
+    assert "how many samples to draw (default: 64)" in help_of("sample", capsys)
+    assert "the PNG file to write (default: reconstructions.png)" in help_of("reconstruct", capsys)
+    assert "seed of every random draw (default: 0)" in help_of("evaluate", capsys)
+    assert "(default: False)" not in help_of("sample", capsys)  # a flag's default says nothing

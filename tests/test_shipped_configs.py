@@ -85,3 +85,33 @@ def test_a_wheel_install_finds_its_configs(tmp_path):
     )  # fmt: skip
     assert printed.returncode == 0, printed.stderr
     assert yaml.safe_load(printed.stdout)["model"]["name"] == "VQVAE"
+
+
+@pytest.mark.parametrize(
+    ("text", "sentence"),
+    [
+        (
+            "beta-TCVAE: Chen et al. (2018), a title.\nMore text. And more.",
+            "beta-TCVAE: Chen et al. (2018), a title.",
+        ),
+        (
+            "A prior that ignores the label\n(as in PyTorch-VAE)::\n\n    code",
+            "A prior that ignores the label (as in PyTorch-VAE).",
+        ),
+        ("Weights, e.g. Adam's. Then more.", "Weights, e.g. Adam's."),
+        ("One paragraph\n\nanother", "One paragraph."),
+    ],
+)
+def test_listings_show_a_whole_first_sentence(text, sentence):
+    from vaezoo.text import first_sentence
+
+    assert first_sentence(text) == sentence
+
+
+def test_vaezoo_list_descriptions_end_at_a_sentence_end(capsys):
+    from vaezoo.registry import get_model_class, list_models
+    from vaezoo.text import first_sentence
+
+    assert main(["list"]) == 0
+    for name in list_models():
+        assert first_sentence(get_model_class(name).__doc__ or "").endswith(".")

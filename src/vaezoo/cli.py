@@ -39,6 +39,18 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return (*USER_ERRORS, DataError, CheckpointError, EvaluationError, DiskFullError)
 
 
+class ShowDefaults(argparse.HelpFormatter):
+    """Help that ends each option with its default, unless there is none to show or it says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS:
+            return action.help
+        if "default" in text or not text:
+            return action.help
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vaezoo", description="Train, sample and compare VAEs.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -77,9 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="decode samples from the prior into a PNG grid")
     sample.add_argument("checkpoint", help="a .ckpt file or a run folder (its last checkpoint)")
-    sample.add_argument("-n", "--num-samples", type=int, default=64)
-    sample.add_argument("-o", "--output", default="samples.png")
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("-n", "--num-samples", type=int, default=64, help="how many samples to draw")
+    add_output_arguments(sample, "samples.png")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the random draws")
     sample.add_argument("--nrow", type=int, default=None, help="images per row (default: square grid)")
     sample.add_argument(
         "--sampler",
@@ -100,10 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recon.add_argument("checkpoint", help="a .ckpt file or a run folder (its last checkpoint)")
     recon.add_argument("--data", metavar="DIR", help="a folder of images to reconstruct")
-    recon.add_argument("--split", choices=["train", "val"], default="val")
-    recon.add_argument("-n", "--num-images", type=int, default=32)
-    recon.add_argument("-o", "--output", default="reconstructions.png")
-    recon.add_argument("--seed", type=int, default=0)
+    recon.add_argument(
+        "--split", choices=["train", "val"], default="val", help="the run's split to take images from"
+    )
+    recon.add_argument("-n", "--num-images", type=int, default=32, help="how many images to reconstruct")
+    add_output_arguments(recon, "reconstructions.png")
+    recon.add_argument("--seed", type=int, default=0, help="seed of the model's random draws")
 
     add_evaluate_parser(commands)
     bench = commands.add_parser(
@@ -125,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="list the configs shipped with vaezoo (vaezoo train -c NAME; "
         "vaezoo train -c NAME --print-config > mine.yaml starts your own)",
     )
+    for command in commands.choices.values():  # every option's help shows its default
+        command.formatter_class = ShowDefaults
     return parser
 
 
@@ -191,9 +207,22 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="disentanglement codes from the batch-norm-folded copy (faster; scores move by < 0.001)",
     )
-    evaluate.add_argument("--embedding", choices=("pca", "tsne"), default="pca")
-    evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.add_argument(
+        "--embedding", choices=("pca", "tsne"), default="pca", help="the 2-D map of the latent space"
+    )
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_output_arguments(command: argparse.ArgumentParser, default: str) -> None:
+    command.add_argument("-o", "--output", default=default, help="the PNG file to write")
+    command.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+
+
+def refuse_to_overwrite(args: argparse.Namespace) -> None:
+    """An existing ``-o`` file is kept unless ``--overwrite`` (checked before any work is done)."""
+    if Path(args.output).exists() and not args.overwrite:
+        raise ConfigError(f"{args.output} exists: choose another -o, or pass --overwrite to replace it")
 
 
 def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -250,6 +279,7 @@ def cmd_sample(args: argparse.Namespace, overrides: list[str]) -> int:
     from vaezoo.io import model_from_checkpoint
 
     _no_overrides(overrides, "sample")
+    refuse_to_overwrite(args)
     model, config = model_from_checkpoint(args.checkpoint)
     labels = None
     if model.is_conditional:  # condition on the labels of real images
@@ -284,6 +314,7 @@ def cmd_reconstruct(args: argparse.Namespace, overrides: list[str]) -> int:
     from vaezoo.images import interleave_rows, save_image
     from vaezoo.io import model_from_checkpoint
 
+    refuse_to_overwrite(args)
     model, saved = model_from_checkpoint(args.checkpoint)
     datamodule = _run_data(model, saved, args.data, overrides, args.checkpoint, "reconstruct")
     split = "train" if args.data else args.split
@@ -385,12 +416,12 @@ def cmd_list(args: argparse.Namespace, overrides: list[str]) -> int:
     from rich.table import Table
 
     from vaezoo.registry import aliases_of, get_model_class, list_models
+    from vaezoo.text import first_sentence
 
     _no_overrides(overrides, "list")
     table = Table("model", "aliases", "description")
     for name in list_models():
-        doc = (get_model_class(name).__doc__ or "").strip().splitlines()
-        table.add_row(name, ", ".join(aliases_of(name)), doc[0] if doc else "")
+        table.add_row(name, ", ".join(aliases_of(name)), first_sentence(get_model_class(name).__doc__ or ""))
     Console().print(table)
     return 0
 

@@ -14,7 +14,6 @@ import collections.abc
 import dataclasses
 import difflib
 import importlib.resources
-import re
 import reprlib
 import types
 import typing
@@ -26,6 +25,7 @@ import yaml
 
 from vaezoo.arguments import resolve_arguments
 from vaezoo.fileio import atomic_write_text
+from vaezoo.text import first_sentence
 
 if TYPE_CHECKING:
     from vaezoo.pytorch_vae import Translation
@@ -384,14 +384,12 @@ def shipped_configs() -> dict[str, Path]:
 
 def config_description(path: Path) -> str:
     """The first sentence of a config's opening comment, whole, as one line."""
-    words: list[str] = []
+    comment: list[str] = []
     for line in path.read_text().splitlines():
-        text = line.strip()
-        if not text.startswith("#") or not text.lstrip("#").strip():
+        if not line.strip().startswith("#"):
             break
-        words.append(text.lstrip("#").strip())
-    # a sentence ends at a full stop before a capital, not at "et al." or "e.g."
-    return re.split(r"(?<!\bal)(?<!\be\.g)\.\s+(?=[A-Z])", " ".join(words), maxsplit=1)[0].rstrip(".") + "."
+        comment.append(line.strip().lstrip("#"))
+    return first_sentence("\n".join(comment))
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:
