@@ -202,3 +202,22 @@ def test_model_sizes_out_of_range_are_one_line_errors(arguments, message):
 
     with pytest.raises(ValueError, match=message):
         create_model("VanillaVAE", **{"in_channels": 1, "latent_dim": 4, "image_size": 16, **arguments})
+
+
+def test_help_config_is_a_config_of_the_defaults_that_names_every_key(capsys):
+    import dataclasses
+
+    import yaml
+
+    from vaezoo.cli import main
+    from vaezoo.config import SECTIONS, Config, from_dict
+
+    assert main(["train", "--help-config"]) == 0
+    text = capsys.readouterr().out
+    assert from_dict(yaml.safe_load(text)) == Config()  # read back, it is the default config
+    for section, cls in SECTIONS.items():
+        for spec in dataclasses.fields(cls):
+            assert f"\n  {spec.name}: " in text, f"{section}.{spec.name}"
+    assert (
+        "  checkpoint_every_n_steps: 0  # int; Also write last.ckpt every this many training batches" in text
+    )

@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --run-dir: replace what DIR holds (a run folder is never mixed into otherwise)",
     )
     train.add_argument(
+        "--help-config",
+        action="store_true",
+        help="print every config section and key with its default, type and meaning (a YAML config "
+        "of the defaults), then exit",
+    )
+    train.add_argument(
         "--print-config",
         action="store_true",
         help="print the resolved config and exit "
@@ -226,9 +232,12 @@ def refuse_to_overwrite(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
-    from vaezoo.config import load_config
+    from vaezoo.config import config_reference, load_config
     from vaezoo.training.run import load_resume_config, train
 
+    if args.help_config:
+        print(config_reference(), end="")
+        return 0
     if args.resume:
         if args.config is not None:
             raise ConfigError(

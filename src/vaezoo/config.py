@@ -14,6 +14,8 @@ import collections.abc
 import dataclasses
 import difflib
 import importlib.resources
+import inspect
+import re
 import reprlib
 import types
 import typing
@@ -354,6 +356,55 @@ def describe_type(annotation: Any) -> str:
     if annotation is type(None):
         return "null"
     return getattr(annotation, "__name__", str(annotation))
+
+
+# --------------------------------------------------------------------------- the reference of every key
+
+FIELD_LINE = re.compile(r"^\s+(\w+):[^#]*(?:#\s*(.*))?$")
+
+
+def field_notes(cls: type) -> dict[str, str]:
+    """What the source says of each field of a section class: its comment lines and trailing comment."""
+    notes: dict[str, str] = {}
+    pending: list[str] = []
+    for line in inspect.getsource(cls).splitlines():
+        text = line.strip()
+        if text.startswith("#"):
+            pending.append(text.lstrip("#").strip())
+            continue
+        found = FIELD_LINE.match(line)
+        if found and found.group(1) in cls.__dataclass_fields__:  # type: ignore[attr-defined]
+            notes[found.group(1)] = " ".join([*pending, found.group(2) or ""]).strip()
+        pending = []
+    return notes
+
+
+def config_reference() -> str:
+    """Every section and key with its default, type and meaning, as a YAML config of the defaults
+    (``vaezoo train --help-config``)."""
+    lines = [
+        "# Every key of a vaezoo config, with its default. Each is also an override: --section.key VALUE.",
+        "model:",
+        "  name: VanillaVAE  # a model or alias (`vaezoo list`); the other keys of this section are the",
+        "                    # model constructor's arguments (its docstring: help(vaezoo.models.NAME))",
+    ]
+    for section, cls in SECTIONS.items():
+        lines.append(f"{section}:  # {first_sentence(cls.__doc__ or '')}")
+        hints, notes = typing.get_type_hints(cls), field_notes(cls)
+        for spec in dataclasses.fields(cls):
+            factory: Any = spec.default_factory  # a default_factory unless the field has a default
+            default = spec.default if spec.default is not dataclasses.MISSING else factory()
+            value = (
+                yaml.safe_dump(default, default_flow_style=True, width=1000)
+                .strip()
+                .removesuffix("...")
+                .strip()
+            )
+            note = notes.get(spec.name, "")
+            lines.append(
+                f"  {spec.name}: {value}  # {describe_type(hints[spec.name])}" + (f"; {note}" if note else "")
+            )
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- files and overrides
