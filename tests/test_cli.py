@@ -263,3 +263,23 @@ def test_every_subcommand_option_shows_its_default(capsys):
     assert "the PNG file to write (default: reconstructions.png)" in help_of("reconstruct", capsys)
     assert "seed of every random draw (default: 0)" in help_of("evaluate", capsys)
     assert "(default: False)" not in help_of("sample", capsys)  # a flag's default says nothing
+
+
+@pytest.mark.slow
+def test_lightning_tips_and_dependency_deprecations_are_quiet_unless_verbose(tmp_path, isolated_cache):
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "vaezoo.cli", "train", "-c", "vae", *TINY_RUN, "--train.max_steps", "2"]
+    env = {**os.environ, "VAEZOO_CACHE": isolated_cache, "PYTHONPATH": str(repo / "src")}
+    said = {}
+    for mode in ("quiet", "verbose"):
+        extra = ["--logging.save_dir", str(tmp_path / mode), *(["--verbose"] if mode == "verbose" else [])]
+        result = subprocess.run([*command, *extra], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-2000:]
+        said[mode] = result.stdout + result.stderr
+    for chatter in ("Tip:", "GPU available:", "is deprecated"):
+        assert chatter not in said["quiet"] and chatter in said["verbose"], chatter
+    assert "run folder:" in said["quiet"]  # vaezoo's own lines stay

@@ -14,7 +14,9 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite",
         action="store_true",
         help="with --run-dir: replace what DIR holds (a run folder is never mixed into otherwise)",
+    )
+    train.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print Lightning's device lines and tips, and the deprecation warnings of "
+        "vaezoo's dependencies (hidden by default)",
     )
     train.add_argument(
         "--help-config",
@@ -220,6 +228,26 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+# Lightning's lines that print on every run and say nothing about it
+LIGHTNING_CHATTER = ("💡 Tip:", "GPU available:", "TPU available:", "HPU available:")
+
+
+class DropChatter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(LIGHTNING_CHATTER)
+
+
+def quiet_dependencies() -> None:
+    """Hide Lightning's tips and device lines and the dependencies' deprecation warnings; vaezoo's
+    own messages and Lightning's warnings about the run itself still print."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DropChatter) for f in logger.filters):
+            logger.addFilter(DropChatter())
+    for category in (DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
 def add_output_arguments(command: argparse.ArgumentParser, default: str) -> None:
     command.add_argument("-o", "--output", default=default, help="the PNG file to write")
     command.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
@@ -238,6 +266,8 @@ def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.help_config:
         print(config_reference(), end="")
         return 0
+    if not args.verbose:
+        quiet_dependencies()
     if args.resume:
         if args.config is not None:
             raise ConfigError(
