@@ -42,6 +42,15 @@ def test_interleave_rows():
     assert rows[:, 0, 0, 0].tolist() == [0, 0, 1, 1, 0, 0, 1, 1]
 
 
+def test_a_short_last_row_keeps_each_input_above_its_reconstruction():
+    # 5 images in rows of 2 (as -n 32 in rows of 5): the last input alone, a blank beside it
+    originals = torch.arange(1, 6, dtype=torch.float32).view(5, 1, 1, 1)
+    recons = originals + 10
+    rows = interleave_rows(originals, recons, nrow=2)[:, 0, 0, 0].tolist()
+    assert rows == [1, 2, 11, 12, 3, 4, 13, 14, 5, 1, 15, 1]  # the blank is the darkest input value
+    assert [rows[i + 2] - rows[i] for i in range(0, 12, 4)] == [10, 10, 10]  # column by column
+
+
 def test_bad_shape_is_an_error():
     with pytest.raises(ValueError, match="expects \\(B, C, H, W\\)"):
         make_grid(torch.zeros(2, 2))

@@ -69,8 +69,16 @@ def save_image(
 
 
 def interleave_rows(originals: Tensor, reconstructions: Tensor, nrow: int) -> Tensor:
-    """Stack rows of ``nrow`` originals, each followed by the row of their reconstructions."""
+    """Stack rows of ``nrow`` originals, each followed by the row of their reconstructions.
+
+    A short last row is filled with blank images (the darkest value of the originals), so that
+    every input stays above its own reconstruction in a grid of ``nrow`` columns."""
     pairs = []
     for start in range(0, originals.shape[0], nrow):
-        pairs += [originals[start : start + nrow], reconstructions[start : start + nrow]]
+        row, recons = originals[start : start + nrow], reconstructions[start : start + nrow]
+        missing = nrow - row.shape[0]
+        if missing:
+            blank = originals.new_full((missing, *originals.shape[1:]), float(originals.min()))
+            row, recons = torch.cat([row, blank]), torch.cat([recons, blank.to(recons)])
+        pairs += [row, recons]
     return torch.cat(pairs)
