@@ -209,3 +209,15 @@ def test_evaluate_flags_reach_the_settings(run_dir, tmp_path, monkeypatch):
             ]
         )
     assert seen["settings"].feature_cache is False and seen["settings"].fast_codes is True
+
+
+@pytest.mark.slow
+def test_the_sampler_fit_names_the_latents_it_really_uses(run_dir, tmp_path, capsys):
+    import re
+
+    capsys.readouterr()
+    assert main(["sample", str(run_dir), "-n", "4", "-o", str(tmp_path / "g.png"), "--sampler", "gmm"]) == 0
+    used = re.search(r"fitting the gmm sampler on (\d+) training latents", capsys.readouterr().out)
+    assert (
+        used is not None and int(used.group(1)) == 570
+    )  # the run's whole training split (600 images), not 10,000

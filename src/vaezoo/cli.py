@@ -344,8 +344,10 @@ def _ex_post_samples(model: BaseVAE, config: dict, args: argparse.Namespace) -> 
     settings = EvaluationSettings(
         sampler=args.sampler, sampler_fit_examples=args.fit_examples, seed=args.seed
     )
-    context = EvaluationContext(model, _data_module(config), settings)
-    print(f"fitting the {args.sampler} sampler on {args.fit_examples} training latents ...")
+    datamodule = _data_module(config)
+    context = EvaluationContext(model, datamodule, settings)
+    used = min(args.fit_examples, datamodule.num_train)  # fixed_batch takes at most the split
+    print(f"fitting the {args.sampler} sampler on {used} training latents ...")
     return context.generate(args.num_samples)
 
 
