@@ -168,3 +168,15 @@ def test_pytorch_vae_keywords_are_translated_and_recorded_under_our_names():
         create_model("VanillaVAE", 1, 4, img_size=32, image_size=32)
     with pytest.raises(TypeError, match="name='BetaVAE', which names another model"):
         create_model("VanillaVAE", 1, 4, name="BetaVAE")
+
+
+def test_an_image_size_the_stack_cannot_halve_names_the_sizes_that_fit():
+    from vaezoo.registry import create_model
+
+    with pytest.raises(
+        ValueError,
+        match=r"image_size 28 does not fit 3 stride-2 layers .* multiple of 2\^3 = 8, e\.g\. 8, 16, 24, 32",
+    ):
+        create_model("VanillaVAE", in_channels=1, latent_dim=4, hidden_dims=[8, 16, 32], image_size=28)
+    model = create_model("VanillaVAE", in_channels=1, latent_dim=4, hidden_dims=[8, 16, 32], image_size=40)
+    assert model(torch.rand(2, 1, 40, 40))[0].shape == (2, 1, 40, 40)  # not a power of two, a multiple of 8
