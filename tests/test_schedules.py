@@ -46,3 +46,39 @@ def test_log_densities_match_torch():
         g.log_prob(z), torch.distributions.Normal(g.mu, g.std).log_prob(z).sum(-1), atol=1e-5
     )
     assert torch.allclose(log_standard_normal(z), torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1))
+
+
+def test_cyclical_annealing_rises_over_the_ramp_of_each_cycle_then_holds():
+    from vaezoo.losses.schedules import cyclical, kl_schedule
+
+    # cycles of 8 steps, rising over the first half (Fu et al. 2019, R = 0.5)
+    assert [cyclical(step, 8, 0.5) for step in range(10)] == [0, 0.25, 0.5, 0.75, 1, 1, 1, 1, 0, 0.25]
+    assert kl_schedule("linear", 3, 4) == 0.75 and kl_schedule("linear", 9, 4) == 1.0
+    assert kl_schedule("constant", 0, 0) == 1.0
+
+
+def test_the_training_module_uses_the_scheduled_kl_weight_step_by_step():
+    from helpers import fit_one_epoch
+
+    from vaezoo.models import VanillaVAE
+
+    torch.manual_seed(0)
+    model = VanillaVAE(in_channels=1, latent_dim=2, hidden_dims=[4, 8], image_size=16)
+    used: list[float] = []
+    loss_function = model.loss_function
+
+    def recording(*args, **kwargs):
+        if model.training:
+            used.append(kwargs["M_N"])
+        return loss_function(*args, **kwargs)
+
+    model.loss_function = recording  # type: ignore[method-assign]
+    fit_one_epoch(model, torch.rand(32, 1, 16, 16), kl_weight=2.0, kl_schedule="linear", kl_schedule_steps=4)
+    assert used == [0.0, 0.5, 1.0, 1.5]  # kl_weight 2 times 0, 1/4, 2/4, 3/4: four batches of 8
+
+
+def test_a_kl_schedule_needs_its_length():
+    from vaezoo.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="train.kl_schedule_steps = 0 must be a positive number of batches"):
+        load_config(None, ["--train.kl_schedule", "cyclical"])

@@ -69,6 +69,12 @@ class TrainConfig:
     scheduler_gamma: float = 0.95  # exponential decay per epoch, as in PyTorch-VAE
     # The M_N passed to ``loss_function``: loss = reconstruction + kl_weight * KL, in train and val alike.
     kl_weight: float = 1.0
+    # The KL weight over training: constant; linear (a warm-up from 0 over kl_schedule_steps
+    # batches); cyclical (Fu et al. 2019: cycles of kl_schedule_steps batches, each rising from 0
+    # over its first kl_cycle_ramp fraction). A function of the batch count, so a resume is exact.
+    kl_schedule: Literal["constant", "linear", "cyclical"] = "constant"
+    kl_schedule_steps: int = 0
+    kl_cycle_ramp: float = 0.5
     batch_size: int = 64
     val_batch_size: int | None = None  # None: batch_size
     max_epochs: int | None = 10
@@ -278,6 +284,13 @@ def check_values(config: Config, source: str, overridden: collections.abc.Collec
             "in (0, 1] (0 sets the lr to 0)",
         ),
         (t.kl_weight >= 0, "train.kl_weight", t.kl_weight, "a number >= 0"),
+        (
+            t.kl_schedule == "constant" or t.kl_schedule_steps > 0,
+            "train.kl_schedule_steps",
+            t.kl_schedule_steps,
+            f"a positive number of batches for train.kl_schedule = {t.kl_schedule!r}",
+        ),
+        (0 < t.kl_cycle_ramp <= 1, "train.kl_cycle_ramp", t.kl_cycle_ramp, "in (0, 1]"),
         (t.batch_size > 0, "train.batch_size", t.batch_size, "a positive integer"),
         (
             t.max_epochs is None or t.max_epochs > 0,

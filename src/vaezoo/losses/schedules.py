@@ -30,3 +30,23 @@ def exponential_temperature(
 def linear_warmup(step: int, warmup_steps: int) -> float:
     """A weight rising linearly from 0 to 1 over ``warmup_steps`` steps (KL annealing)."""
     return 1.0 if warmup_steps <= 0 else min(1.0, max(0, step) / warmup_steps)
+
+
+def cyclical(step: int, cycle_steps: int, ramp: float = 0.5) -> float:
+    """A weight that rises linearly from 0 to 1 over the first ``ramp`` fraction of every cycle of
+    ``cycle_steps`` steps, then holds 1 until the cycle ends (Fu et al. 2019, "Cyclical Annealing
+    Schedule: A Simple Approach to Mitigating KL Vanishing", Eq. 6, with R = ``ramp``)."""
+    if cycle_steps <= 0:
+        return 1.0
+    position = (max(0, step) % cycle_steps) / cycle_steps
+    return min(1.0, position / ramp)
+
+
+def kl_schedule(name: str, step: int, steps: int, ramp: float = 0.5) -> float:
+    """The factor of the KL weight at ``step`` for ``train.kl_schedule``: ``constant`` (1),
+    ``linear`` (a warm-up over ``steps``) or ``cyclical`` (cycles of ``steps``)."""
+    if name == "linear":
+        return linear_warmup(step, steps)
+    if name == "cyclical":
+        return cyclical(step, steps, ramp)
+    return 1.0

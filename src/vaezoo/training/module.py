@@ -15,6 +15,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from vaezoo import __version__
 from vaezoo.config import TrainConfig
+from vaezoo.losses.schedules import kl_schedule
 from vaezoo.nn.distributions import Posterior
 from vaezoo.training.performance import fused_optimizer_supported, memory_format
 
@@ -101,8 +102,16 @@ class VAEModule(L.LightningModule):
         images = images.contiguous(memory_format=self.memory_format)
         context = {"labels": labels, "global_step": self.batches_seen, "batch_idx": batch_idx}
         output = to_float32(self._forward(images, context))
-        losses = self.model.loss_function(*output, M_N=self.train_config.kl_weight, **context)
+        losses = self.model.loss_function(*output, M_N=self.kl_weight(), **context)
         return output, losses, context
+
+    def kl_weight(self) -> float:
+        """``train.kl_weight`` times ``train.kl_schedule``'s factor at the batches trained so far
+        (validation uses the current training value)."""
+        cfg = self.train_config
+        return cfg.kl_weight * kl_schedule(
+            cfg.kl_schedule, self.batches_seen, cfg.kl_schedule_steps, cfg.kl_cycle_ramp
+        )
 
     def _forward(self, images: Tensor, context: dict[str, Any]) -> Any:
         if not self.train_config.compile or self.compiled is False:
@@ -148,11 +157,14 @@ class VAEModule(L.LightningModule):
             self.train_config.nonfinite == "skip"
         ):  # the forward pass updates buffers (BatchNorm, EMA codebooks)
             self.buffers_before = [b.detach().clone() for b in self.model.buffers() if b.is_floating_point()]
+        kl_weight = self.kl_weight()  # the weight this batch's loss uses
         output, losses, context = self._losses(batch, batch_idx)
         self.batches_seen += 1
         self.train_batches += 1
         if self._finite(losses, "loss"):  # else (train.nonfinite: skip) its update is dropped
             self._log(losses, "train", batch[0].shape[0])
+        if self.train_config.kl_schedule != "constant":
+            self.log("train/kl_weight", kl_weight, on_step=True, on_epoch=False)
         if self.automatic_optimization:
             return losses["loss"]
         optimizers = self.optimizers()
