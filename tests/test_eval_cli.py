@@ -56,13 +56,15 @@ def test_evaluate_writes_every_metric_group_report_and_pictures(run_dir, tmp_pat
         assert picture.std() > 0, name
     report = (out / "report.md").read_text()
     assert "| likelihood | iwae_bound_unnormalized |" in report and "![traversals](traversals.png)" in report
+    animation = Image.open(out / "traversals_animation.gif")  # the traversals as frames, forwards and back
+    assert animation.n_frames == 2 * 9 - 2 and "![traversals_animation](traversals_animation.gif)" in report
     assert "sample_quality/" not in capsys.readouterr().out.split("n/a")[0]  # no FID row before the n/a ones
     # Logged into the run's TensorBoard at the checkpoint's step.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0}).Reload()
     assert "evaluate/likelihood/iwae_bound_unnormalized" in events.Tags()["scalars"]
-    assert "evaluate/traversals" in events.Tags()["images"]
+    assert {"evaluate/traversals", "evaluate/traversals_animation"} <= set(events.Tags()["images"])
 
 
 @pytest.mark.slow

@@ -68,6 +68,20 @@ def save_image(
     return path
 
 
+def save_gif(frames: Tensor, path: str | Path, frame_ms: int = 120) -> Path:
+    """Save frames (T, C, H, W) in [0, 1] as a looping GIF that plays forwards then back, atomically."""
+    if frames.dim() != 4 or frames.shape[0] < 2:
+        raise ValueError(f"save_gif expects (T, C, H, W) frames with T >= 2, got {tuple(frames.shape)}")
+    pictures = [to_pil(frame) for frame in frames]
+    pictures += pictures[-2:0:-1]  # back again, without repeating the turning frames
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        pictures[0].save(
+            tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=frame_ms, loop=0
+        )
+    return path
+
+
 def interleave_rows(originals: Tensor, reconstructions: Tensor, nrow: int) -> Tensor:
     """Stack rows of ``nrow`` originals, each followed by the row of their reconstructions.
 

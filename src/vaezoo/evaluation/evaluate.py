@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from vaezoo.fileio import atomic_write_text
-from vaezoo.images import make_grid, save_image
+from vaezoo.images import make_grid, save_gif, save_image
 
 if TYPE_CHECKING:
     from vaezoo.models.base import BaseVAE
@@ -367,6 +367,15 @@ def pictures_group(ctx: EvaluationContext, report: EvaluationReport) -> dict[str
             value_range=value_range,
             labels=seed_labels,
         )
+        out["traversals_animation"] = pictures.traversal_animation(  # (T, C, H, W): a GIF
+            ctx.model,
+            seeds,
+            order=ctx.dimension_order(),
+            low=low,
+            high=high,
+            value_range=value_range,
+            labels=seed_labels,
+        )
         images, labels = (t.to(ctx.device) for t in ctx.subset(2 * INTERPOLATION_PAIRS))
         a, b, labels_a, labels_b = images[0::2], images[1::2], labels[0::2], labels[1::2]
         for method in ("linear", "slerp"):
@@ -442,10 +451,15 @@ def evaluate(
             values = {}
         if group == "pictures":
             for name, image in values.items():
-                path = save_image(image, report_dir / f"{name}.png", padding=0)
+                if image.dim() == 4:  # frames: an animated GIF, and the frames in TensorBoard
+                    path = save_gif(image, report_dir / f"{name}.gif")
+                    if writer is not None:
+                        writer.add_images(f"evaluate/{name}", image.clamp(0, 1), step)
+                else:
+                    path = save_image(image, report_dir / f"{name}.png", padding=0)
+                    if writer is not None:
+                        writer.add_image(f"evaluate/{name}", image.clamp(0, 1), step)
                 report.pictures[name] = path.name
-                if writer is not None:
-                    writer.add_image(f"evaluate/{name}", image.clamp(0, 1), step)
         elif values:
             report.metrics[group] = {k: float(v) for k, v in values.items()}
         report.seconds[group] = round(time.perf_counter() - start, 2)

@@ -182,6 +182,36 @@ def traversal_grid(
     return torch.cat([part for block in blocks for part in (block, strip)][:-1], dim=1)
 
 
+def traversal_animation(
+    model: BaseVAE,
+    seeds: Tensor,
+    order: Sequence[int] | None = None,
+    steps: int = 9,
+    max_dims: int = 10,
+    value_range: ValueRange = (0.0, 1.0),
+    low: Tensor | float = -3.0,
+    high: Tensor | float = 3.0,
+    labels: Tensor | None = None,
+) -> Tensor:
+    """The traversals of :func:`traversal_grid` as ``steps`` frames (T, C, H', W'): frame t shows,
+    in one row per latent dimension and one column per seed image, that latent at its t-th value."""
+    seeds = seeds[None] if seeds.dim() == 3 else seeds
+    seed_labels = [None if labels is None else labels[i : i + 1] for i in range(seeds.shape[0])]
+    width = embed_flat(model, seeds[:1], seed_labels[0])[0].shape[1]
+    dims = check_dims(order, width, max_dims)
+    per_seed = [
+        traversal_images(model, seed, dims, low, high, steps, label)
+        for seed, label in zip(seeds, seed_labels)
+    ]
+    images = torch.stack(per_seed, dim=1)  # (R, seeds, steps, C, H, W)
+    return torch.stack(
+        [
+            make_grid(images[:, :, t].flatten(0, 1), nrow=len(seeds), value_range=value_range)
+            for t in range(steps)
+        ]
+    )
+
+
 # -- interpolations -----------------------------------------------------------------------------------
 def lerp(z0: Tensor, z1: Tensor, t: Tensor | float) -> Tensor:
     """(1 - t) z0 + t z1, with ``t`` broadcast against ``z0[..., :1]``."""
