@@ -21,7 +21,9 @@ TINY_RUN = [
 ]  # fmt: skip
 
 
-def fit_one_epoch(model: nn.Module, images: torch.Tensor, **train: object) -> tuple[L.Trainer, VAEModule]:
+def fit_one_epoch(
+    model: nn.Module, images: torch.Tensor, callbacks: list[L.Callback] | None = None, **train: object
+) -> tuple[L.Trainer, VAEModule]:
     """One quiet Lightning epoch of ``model`` through VAEModule on ``images`` (train = val, batches of 8)."""
     data = TensorDataset(images, torch.zeros(len(images)))
     module = VAEModule(model, TrainConfig(**{"scheduler": "none", **train}))
@@ -31,6 +33,7 @@ def fit_one_epoch(model: nn.Module, images: torch.Tensor, **train: object) -> tu
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        callbacks=callbacks,
     )
     trainer.fit(module, DataLoader(data, batch_size=8), DataLoader(data, batch_size=8))
     return trainer, module

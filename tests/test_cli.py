@@ -283,3 +283,23 @@ def test_lightning_tips_and_dependency_deprecations_are_quiet_unless_verbose(tmp
     for chatter in ("Tip:", "GPU available:", "is deprecated"):
         assert chatter not in said["quiet"] and chatter in said["verbose"], chatter
     assert "run folder:" in said["quiet"]  # vaezoo's own lines stay
+
+
+@pytest.mark.slow
+def test_a_run_with_a_weights_average_checkpoints_it_loads_it_for_inference_and_resumes(tmp_path):
+    from vaezoo.io import load_run
+
+    assert train(tmp_path, "--train.ema_decay", "0.9") == 0
+    run = only_run_dir(tmp_path)
+    saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    averaged = {k.removeprefix("ema.module."): v for k, v in saved.items() if k.startswith("ema.module.")}
+    trained = {k.removeprefix("model."): v for k, v in saved.items() if k.startswith("model.")}
+    assert averaged.keys() == trained.keys() and saved["ema.n_averaged"] == 6
+    assert any(not torch.equal(averaged[k], trained[k]) for k in averaged)
+    loaded = load_run(run).model.state_dict()  # inference gets the average
+    assert all(torch.equal(loaded[k], averaged[k]) for k in loaded)
+    assert main(["train", "--resume", str(run), "--train.max_epochs", "3"]) == 0
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)[
+        "state_dict"
+    ]
+    assert resumed["ema.n_averaged"] == 9  # the average went on from where it was

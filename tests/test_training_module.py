@@ -63,3 +63,29 @@ def test_auxiliary_parameters_get_their_own_optimizer():
     assert model.seen_steps == [0, 1, 2]  # the training batches before this one
     assert int(module.train_batches) == 3
     assert "train/aux_loss_epoch" in trainer.callback_metrics and "val/aux_loss" in trainer.callback_metrics
+
+
+def test_the_weights_moving_average_follows_each_update_and_is_what_validates():
+    import lightning as L
+
+    from vaezoo.models import VanillaVAE
+
+    torch.manual_seed(0)
+    model = VanillaVAE(in_channels=1, latent_dim=2, hidden_dims=[4, 8], image_size=16)
+    seen: list[torch.Tensor] = []
+
+    class RecordWeights(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+            seen.append(pl_module.model.head.fc_mu.weight.detach().clone())
+
+    trainer, module = fit_one_epoch(
+        model, torch.rand(32, 1, 16, 16), ema_decay=0.5, callbacks=[RecordWeights()]
+    )
+    expected = seen[0]  # the first update copies the weights, then e <- 0.5 e + 0.5 w
+    for weights in seen[1:]:
+        expected = 0.5 * expected + 0.5 * weights
+    assert module.ema is not None and len(seen) == 4
+    assert torch.allclose(module.ema.module.head.fc_mu.weight, expected)
+    assert not torch.allclose(module.ema.module.head.fc_mu.weight, model.head.fc_mu.weight)
+    assert module.inference_model is module.ema.module
+    assert not any(p.requires_grad for p in module.ema.parameters())  # outside the optimizer and DDP

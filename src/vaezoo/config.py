@@ -41,7 +41,8 @@ class ConfigError(ValueError):
 class DataConfig:
     """Which images to train on and how they are prepared."""
 
-    name: str = "dsprites"  # dsprites | celeba | image_folder | mnist (IDX files)
+    # dsprites | celeba | image_folder | mnist | fashion_mnist (IDX files) | arrays | cifar10 | cifar100
+    name: str = "dsprites"
     path: str | None = None  # dataset location; dsprites: optional official .npz file
     image_size: int = 64  # images are resized (after the optional centre crop) to this square size
     channels: int | None = None  # None: the dataset's own; 1 or 3 converts image folders
@@ -98,6 +99,9 @@ class TrainConfig:
     # checkpoint; "skip" leaves that update out and counts the skips (logged as train/skipped_updates).
     nonfinite: Literal["stop", "skip"] = "stop"
     skip_grad_norm: float | None = None  # skip updates whose gradient norm exceeds this (as VDVAE does)
+    # Keep an exponential moving average of the weights with this decay (e.g. 0.999); the average is
+    # what is validated, drawn in the grids, summarised and loaded for inference. None: no average.
+    ema_decay: float | None = None
 
 
 @dataclass
@@ -304,6 +308,7 @@ def check_values(config: Config, source: str, overridden: collections.abc.Collec
         (0 <= d.val_fraction < 1, "data.val_fraction", d.val_fraction, "in [0, 1)"),
         (d.subset is None or d.subset > 1, "data.subset", d.subset, "an integer > 1 or null"),
         (d.num_workers >= 0, "data.num_workers", d.num_workers, "an integer >= 0"),
+        (t.ema_decay is None or 0 < t.ema_decay < 1, "train.ema_decay", t.ema_decay, "in (0, 1) or null"),
         (
             t.skip_grad_norm is None or t.skip_grad_norm > 0,
             "train.skip_grad_norm",

@@ -147,8 +147,10 @@ def load_run(path: str | Path) -> LoadedRun:
         model = create_model(meta["model_name"], **meta["model_config"])
     except (KeyError, TypeError, ValueError) as err:  # an unknown model, or arguments it no longer takes
         raise CheckpointError(f"{path}: cannot rebuild its model: {err}{saved_by}") from None
-    prefix = "model."
-    state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    saved = checkpoint["state_dict"]
+    # the weights' moving average when the run kept one (train.ema_decay), else the trained weights
+    prefix = "ema.module." if any(key.startswith("ema.module.") for key in saved) else "model."
+    state = {k[len(prefix) :]: v for k, v in saved.items() if k.startswith(prefix)}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # tensors of other shapes

@@ -37,7 +37,7 @@ class ImageGrids(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        model = cast("VAEModule", pl_module).model  # the callback of VAEModule's runs
+        model = cast("VAEModule", pl_module).inference_model  # the callback of VAEModule's runs
         was_training = model.training
         model.eval()
         try:

@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from vaezoo import __version__
 from vaezoo.config import TrainConfig
@@ -82,6 +83,14 @@ class VAEModule(L.LightningModule):
         self.model.to(memory_format=self.memory_format)  # type: ignore[call-overload]  # torch's stubs omit it
         self.auxiliary_parameters = list(model.auxiliary_parameters())
         self.automatic_optimization = not self.auxiliary_parameters
+        # The weights' exponential moving average (train.ema_decay), buffers (BatchNorm's) included;
+        # a copy outside the optimizer that DDP leaves alone (no gradients)
+        self.ema: AveragedModel | None = None
+        if train.ema_decay is not None:
+            self.ema = AveragedModel(
+                model, multi_avg_fn=get_ema_multi_avg_fn(train.ema_decay), use_buffers=True
+            )
+            self.ema.requires_grad_(False)
         self.register_buffer("train_batches", torch.zeros((), dtype=torch.long))
         self.batches_seen = 0  # the host's copy of train_batches, read every step without a sync
         self.validated_at: int | None = None  # batches_seen at the last validation pass
@@ -97,12 +106,23 @@ class VAEModule(L.LightningModule):
         return self.model(x, **kwargs)
 
     # -- steps -------------------------------------------------------------------------------------
-    def _losses(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> tuple[Any, dict[str, Tensor], dict]:
+    @property
+    def inference_model(self) -> BaseVAE:
+        """The weights to validate, draw grids from and load for inference: their moving average
+        under ``train.ema_decay``, else the trained weights themselves."""
+        return cast("BaseVAE", self.ema.module) if self.ema is not None else self.model
+
+    def _losses(
+        self, batch: tuple[Tensor, Tensor], batch_idx: int, model: BaseVAE | None = None
+    ) -> tuple[Any, dict[str, Tensor], dict]:
         images, labels = batch
         images = images.contiguous(memory_format=self.memory_format)
         context = {"labels": labels, "global_step": self.batches_seen, "batch_idx": batch_idx}
-        output = to_float32(self._forward(images, context))
-        losses = self.model.loss_function(*output, M_N=self.kl_weight(), **context)
+        if model is None or model is self.model:
+            output = to_float32(self._forward(images, context))
+        else:
+            output = to_float32(model(images, **context))
+        losses = (model or self.model).loss_function(*output, M_N=self.kl_weight(), **context)
         return output, losses, context
 
     def kl_weight(self) -> float:
@@ -282,18 +302,23 @@ class VAEModule(L.LightningModule):
             scheduler.step()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        output, losses, context = self._losses(batch, batch_idx)
+        model = self.inference_model
+        output, losses, context = self._losses(batch, batch_idx, model)
         self._log(losses, "val", batch[0].shape[0])
         if not self.automatic_optimization:
-            self._log(self.model.auxiliary_loss(output, **context), "val", batch[0].shape[0], prefix="aux_")
+            self._log(model.auxiliary_loss(output, **context), "val", batch[0].shape[0], prefix="aux_")
         return losses["loss"]
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:  # after the optimizer steps of this batch
+            self.ema.update_parameters(self.model)
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
             self.validated_at = self.batches_seen
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        _, losses, _ = self._losses(batch, batch_idx)
+        _, losses, _ = self._losses(batch, batch_idx, self.inference_model)
         self._log(losses, "test", batch[0].shape[0])
         return losses["loss"]
 

@@ -25,7 +25,7 @@ import typing
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -565,7 +565,9 @@ def write_translation(run_dir: Path, config: Config, fallbacks: list[str]) -> No
 
 def write_summary(run_dir: Path, trainer: L.Trainer, prepared: PreparedRun) -> dict[str, Any]:
     """Final validation figures, next to the baseline of always predicting the mean training image."""
-    model = prepared.model.eval()
+    model = cast(
+        VAEModule, trainer.lightning_module
+    ).inference_model.eval()  # the average, with train.ema_decay
     datamodule = prepared.datamodule
     device = next(model.parameters()).device
     mean_image = torch.zeros(1)
