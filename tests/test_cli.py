@@ -80,7 +80,7 @@ def test_train_writes_every_artefact_and_resume_continues(tmp_path, monkeypatch,
     folder.mkdir()
     for i in range(3):
         Image.fromarray((np.random.rand(40, 40, 3) * 255).astype(np.uint8)).save(folder / f"{i}.png")
-    assert main(["reconstruct", str(run), "--data", str(folder), "-o", str(recon)]) == 0
+    assert main(["reconstruct", str(run), "--data", str(folder), "-o", str(recon), "--overwrite"]) == 0
     capsys.readouterr()
     assert main(["list"]) == 0
     assert "VanillaVAE" in capsys.readouterr().out
