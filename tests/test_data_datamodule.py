@@ -33,7 +33,16 @@ def make_module(path: Path, batch_size: int = 4, **overrides) -> VAEDataModule:
 
 
 def test_dataset_names():
-    assert set(DATASETS) == {"dsprites", "celeba", "image_folder", "mnist", "fashion_mnist"}
+    assert set(DATASETS) == {
+        "dsprites",
+        "celeba",
+        "image_folder",
+        "mnist",
+        "fashion_mnist",
+        "arrays",
+        "cifar10",
+        "cifar100",
+    }
 
 
 def test_unknown_name_suggests_the_closest():

@@ -2,7 +2,11 @@
 
 ``VAEDataModule(config.data, batch_size)`` picks the dataset named by ``data.name`` (one of
 ``DATASETS``). Labels: dSprites -> float32 (5,) factor values; CelebA -> float32 (40,) attributes
-in {0, 1}; image_folder / mnist / fashion_mnist -> int64 class index.
+in {0, 1}; image_folder / mnist / fashion_mnist / cifar10 / cifar100 (fine label) -> int64 class
+index; arrays (a user's .npz / .npy) -> its ``labels`` (int64 class index or float32 vectors),
+else its ``factors`` as float32 vectors, else class 0. Ground-truth factors
+(``VAEDataModule.ground_truth``): dSprites (``DSpritesGroundTruth``) and arrays whose factors form a
+complete grid (``ArrayGroundTruth``).
 
 Every bad file, path or setting raises a ``DataError`` naming it (also from inside a DataLoader
 worker: the worker's traceback is dropped, its message kept). An unreadable image file (CelebA,
@@ -10,6 +14,7 @@ image folders) is a ``BadImageFile``; with ``data.bad_files: skip`` it is left o
 about once, and counted in ``VAEDataModule.skipped_files``. docs/errors.md lists every case.
 """
 
+from vaezoo.data.arrays import ArrayDataset, ArrayGroundTruth
 from vaezoo.data.datamodule import DATASETS, VAEDataModule
 from vaezoo.data.dsprites import (
     FACTOR_NAMES,
@@ -31,6 +36,8 @@ __all__ = [
     "FACTOR_SIZES",
     "FACTOR_VALUES",
     "NUM_IMAGES",
+    "ArrayDataset",
+    "ArrayGroundTruth",
     "BadImageFile",
     "DSpritesDataset",
     "DSpritesGroundTruth",

@@ -11,7 +11,9 @@ import numpy as np
 import torch
 
 from vaezoo.config import DataConfig
+from vaezoo.data.arrays import build_arrays
 from vaezoo.data.celeba import build_celeba
+from vaezoo.data.cifar import build_cifar
 from vaezoo.data.common import BAD_FILES, DataSplits, SplitDataset, collate, count_skipped
 from vaezoo.data.dsprites import build_dsprites
 from vaezoo.data.errors import DataError
@@ -28,6 +30,9 @@ BUILDERS: dict[str, Builder] = {
     "image_folder": build_image_folder,
     "mnist": build_idx,
     "fashion_mnist": build_idx,
+    "arrays": build_arrays,
+    "cifar10": build_cifar,
+    "cifar100": build_cifar,
 }
 DATASETS: tuple[str, ...] = tuple(BUILDERS)
 

@@ -284,7 +284,10 @@ def disentanglement_group(ctx: EvaluationContext, report: EvaluationReport) -> d
         raise NotApplicable("a conditional model is given the labels (here the factors) as input")
     if ground_truth is None:
         name = ctx.datamodule.config.name
-        raise NotApplicable(f"data '{name}' has no ground-truth factors (datasets with factors: dsprites)")
+        raise NotApplicable(
+            f"data '{name}' has no ground-truth factors (datasets with factors: dsprites, and arrays whose "
+            ".npz holds factors on a complete grid)"
+        )
 
     def representation(images: Tensor) -> np.ndarray:
         return ctx.embed(images).flatten(start_dim=1).double().numpy()

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 # The datasets of vaezoo whose data module exposes a ground truth (``datamodule.ground_truth``).
-DATASETS_WITH_FACTORS: tuple[str, ...] = ("dsprites",)
+# arrays: a .npz with factors on a complete grid (vaezoo.data.arrays)
+DATASETS_WITH_FACTORS: tuple[str, ...] = ("dsprites", "arrays")
 REQUIRED_MEMBERS: tuple[str, ...] = ("factor_names", "factor_sizes", "sample_factors", "images_from_factors")
 
 
