@@ -77,6 +77,31 @@ class StopOnSignal(L.Callback):
                 file=sys.stderr,
             )
 
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._take_over_sigterm(trainer)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._take_over_sigterm(trainer)
+
+    def _take_over_sigterm(self, trainer: L.Trainer) -> None:
+        """Replace the SIGTERM handler Lightning installed at the start of fit with this one.
+
+        Lightning's broadcasts a tensor from inside the handler; under DDP that collective meets
+        the others' at no fixed point and can hang the run. Here the flag alone is set (and the
+        signal passed on to the processes this one launched), and the ranks agree on it at a
+        step's end."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_sigterm(signum: int, frame: FrameType | None) -> None:
+            first = self.received is None
+            self._on_signal(signum, frame)
+            launcher = trainer.strategy.launcher
+            if first and launcher is not None:
+                launcher.kill(signum)  # the ranks this process started (none on the others)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         self.batches = int(getattr(pl_module, "batches_seen", trainer.global_step))
         if self.saved_at is None and trainer.strategy.reduce_boolean_decision(
