@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import gzip
 import re
-import struct
 import subprocess
 import sys
 import warnings
@@ -40,6 +39,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from test_data_idx import make_idx, write_idx
 
 from vaezoo.cli import main
 from vaezoo.config import DataConfig
@@ -193,24 +193,10 @@ def folder_empty(tmp: Path) -> list[str]:
     return train(tmp, *on_folder(tmp / "empty"))
 
 
-def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
-    return (
-        bytes([0, 0, type_code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
-    )
-
-
 def idx_folder(tmp: Path, n_train: int = 12, n_test: int = 5) -> Path:
+    """A folder of the four MNIST IDX files (test_data_idx's writer), raw."""
     folder = tmp / "mnist"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
-    }
-    for name, array in arrays.items():
-        (folder / name).write_bytes(idx_bytes(array))
+    make_idx(folder, gz=False, n_train=n_train, n_test=n_test)
     return folder
 
 
@@ -229,7 +215,7 @@ def empty_validation_split(tmp: Path) -> list[str]:
 def idx_bad_magic(tmp: Path) -> list[str]:
     folder = idx_folder(tmp)
     labels = folder / "t10k-labels-idx1-ubyte"
-    labels.write_bytes(idx_bytes(np.zeros((5, 2), np.uint8)))  # 2 dimensions: magic 0x00000802
+    write_idx(labels, np.zeros((5, 2), np.uint8), gz=False)  # 2 dimensions: magic 0x00000802
     return train(tmp, *on_idx(folder))
 
 
