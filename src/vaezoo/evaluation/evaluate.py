@@ -361,24 +361,11 @@ def pictures_group(ctx: EvaluationContext, report: EvaluationReport) -> dict[str
             report.not_applicable["pictures/samples"] = str(reason)
         seeds, seed_labels = (t.to(ctx.device) for t in ctx.subset(PICTURE_SEEDS))
         low, high = pictures.latent_ranges(ctx.codes)
-        out["traversals"] = pictures.traversal_grid(
-            ctx.model,
-            seeds,
-            order=ctx.dimension_order(),
-            low=low,
-            high=high,
-            value_range=value_range,
-            labels=seed_labels,
+        decoded = pictures.traversals(  # decoded once, shown as a picture and as a GIF's frames
+            ctx.model, seeds, order=ctx.dimension_order(), low=low, high=high, labels=seed_labels
         )
-        out["traversals_animation"] = pictures.traversal_animation(  # (T, C, H, W): a GIF
-            ctx.model,
-            seeds,
-            order=ctx.dimension_order(),
-            low=low,
-            high=high,
-            value_range=value_range,
-            labels=seed_labels,
-        )
+        out["traversals"] = pictures.grid_of_traversals(decoded, value_range)
+        out["traversals_animation"] = pictures.frames_of_traversals(decoded, value_range)  # (T, C, H, W)
         images, labels = (t.to(ctx.device) for t in ctx.subset(2 * INTERPOLATION_PAIRS))
         a, b, labels_a, labels_b = images[0::2], images[1::2], labels[0::2], labels[1::2]
         for method in ("linear", "slerp"):

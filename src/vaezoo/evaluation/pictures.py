@@ -147,19 +147,18 @@ def check_dims(order: Sequence[int] | None, width: int, max_dims: int) -> list[i
     return dims[:max_dims]
 
 
-def traversal_grid(
+def traversals(
     model: BaseVAE,
     seeds: Tensor,
     order: Sequence[int] | None = None,
     span: float = 3.0,
     steps: int = 9,
     max_dims: int = 10,
-    value_range: ValueRange = (0.0, 1.0),
     low: Tensor | float | None = None,
     high: Tensor | float | None = None,
     labels: Tensor | None = None,
 ) -> Tensor:
-    """Latent traversals of each seed image (S, C, H, W), stacked with a blank strip between seeds.
+    """Latent traversals of each seed image (S, C, H, W), decoded: (S, R, steps, C, H, W).
 
     For each seed: one row per latent dimension in ``order`` (e.g. ``order_by_kl``; default the
     natural order), at most ``max_dims`` rows. A row sets that latent to ``steps`` absolute values
@@ -174,41 +173,66 @@ def traversal_grid(
     dims = check_dims(order, width, max_dims)
     low = -float(span) if low is None else low
     high = float(span) if high is None else high
-    blocks = []
-    for seed, label in zip(seeds, seed_labels):
-        rows = traversal_images(model, seed, dims, low, high, steps, label)  # (R, S, C, H, W)
-        blocks.append(make_grid(rows.flatten(0, 1), nrow=steps, value_range=value_range))
-    strip = torch.ones(blocks[0].shape[0], max(2, seeds.shape[-2] // 2), blocks[0].shape[2])
+    rows = [
+        traversal_images(model, seed, dims, low, high, steps, label)
+        for seed, label in zip(seeds, seed_labels)
+    ]
+    return torch.stack(rows)
+
+
+def grid_of_traversals(images: Tensor, value_range: ValueRange = (0.0, 1.0)) -> Tensor:
+    """:func:`traversals` (S, R, steps, C, H, W) as one picture: per seed a block of a row per
+    latent, the blocks stacked with a blank strip between them."""
+    blocks = [make_grid(seed.flatten(0, 1), nrow=images.shape[2], value_range=value_range) for seed in images]
+    strip = torch.ones(blocks[0].shape[0], max(2, images.shape[-2] // 2), blocks[0].shape[2])
     return torch.cat([part for block in blocks for part in (block, strip)][:-1], dim=1)
+
+
+def frames_of_traversals(images: Tensor, value_range: ValueRange = (0.0, 1.0)) -> Tensor:
+    """:func:`traversals` (S, R, steps, C, H, W) as ``steps`` frames (steps, C, H', W'): frame t
+    shows, in one row per latent and one column per seed, that latent at its t-th value."""
+    by_latent = images.transpose(0, 1)  # (R, S, steps, C, H, W)
+    return torch.stack(
+        [
+            make_grid(by_latent[:, :, t].flatten(0, 1), nrow=images.shape[0], value_range=value_range)
+            for t in range(images.shape[2])
+        ]
+    )
+
+
+def traversal_grid(
+    model: BaseVAE,
+    seeds: Tensor,
+    order: Sequence[int] | None = None,
+    span: float = 3.0,
+    steps: int = 9,
+    max_dims: int = 10,
+    value_range: ValueRange = (0.0, 1.0),
+    low: Tensor | float | None = None,
+    high: Tensor | float | None = None,
+    labels: Tensor | None = None,
+) -> Tensor:
+    """The :func:`traversals` of ``seeds`` as one picture (:func:`grid_of_traversals`)."""
+    return grid_of_traversals(
+        traversals(model, seeds, order, span, steps, max_dims, low, high, labels), value_range
+    )
 
 
 def traversal_animation(
     model: BaseVAE,
     seeds: Tensor,
     order: Sequence[int] | None = None,
+    span: float = 3.0,
     steps: int = 9,
     max_dims: int = 10,
     value_range: ValueRange = (0.0, 1.0),
-    low: Tensor | float = -3.0,
-    high: Tensor | float = 3.0,
+    low: Tensor | float | None = None,
+    high: Tensor | float | None = None,
     labels: Tensor | None = None,
 ) -> Tensor:
-    """The traversals of :func:`traversal_grid` as ``steps`` frames (T, C, H', W'): frame t shows,
-    in one row per latent dimension and one column per seed image, that latent at its t-th value."""
-    seeds = seeds[None] if seeds.dim() == 3 else seeds
-    seed_labels = [None if labels is None else labels[i : i + 1] for i in range(seeds.shape[0])]
-    width = embed_flat(model, seeds[:1], seed_labels[0])[0].shape[1]
-    dims = check_dims(order, width, max_dims)
-    per_seed = [
-        traversal_images(model, seed, dims, low, high, steps, label)
-        for seed, label in zip(seeds, seed_labels)
-    ]
-    images = torch.stack(per_seed, dim=1)  # (R, seeds, steps, C, H, W)
-    return torch.stack(
-        [
-            make_grid(images[:, :, t].flatten(0, 1), nrow=len(seeds), value_range=value_range)
-            for t in range(steps)
-        ]
+    """The :func:`traversals` of ``seeds`` as ``steps`` frames (:func:`frames_of_traversals`)."""
+    return frames_of_traversals(
+        traversals(model, seeds, order, span, steps, max_dims, low, high, labels), value_range
     )
 
 
