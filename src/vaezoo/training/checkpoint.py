@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from vaezoo.fileio import atomic_path
-from vaezoo.io import CheckpointError, load_checkpoint
+from vaezoo.io import CheckpointError, CodeRefused, load_checkpoint
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -61,13 +61,24 @@ def checksum_failure(path: Path) -> str | None:
 
 
 def intact_checkpoint_error(path: Path) -> str | None:
-    """Why ``path`` cannot be trusted (torn, damaged or unsafe), or None if it is whole."""
+    """Why ``path`` cannot be trusted (torn or damaged), or None if it is whole; a file whose pickle
+    names code is refused outright (:class:`vaezoo.io.CodeRefused`), not described."""
     try:
         load_checkpoint(path, mmap=True)  # tensors mapped, not read: the CRC pass reads them once
+    except CodeRefused:
+        raise
     except CheckpointError as err:
         return str(err)
     failure = checksum_failure(path)
     return None if failure is None else f"{path} is a damaged checkpoint: {failure}"
+
+
+def is_intact(path: Path) -> bool:
+    """A whole, safe checkpoint to suggest in place of a damaged one."""
+    try:
+        return intact_checkpoint_error(path) is None
+    except CodeRefused:
+        return False
 
 
 def step_of(name: str) -> int:
@@ -86,7 +97,7 @@ def check_resume_checkpoint(path: str | Path) -> None:
     if problem is None:
         return
     candidates = sorted(path.parent.glob("best-*.ckpt"), key=lambda p: step_of(p.name), reverse=True)
-    intact = next((p for p in candidates if p != path and intact_checkpoint_error(p) is None), None)
+    intact = next((p for p in candidates if p != path and is_intact(p)), None)
     if intact is None:
         advice = "no intact best-*.ckpt is beside it either; start a new run"
     else:

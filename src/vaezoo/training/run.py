@@ -39,7 +39,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from vaezoo.config import Config, ConfigError, TrainConfig, load_config
 from vaezoo.data import VAEDataModule
 from vaezoo.fileio import DiskFullError, atomic_write_text, free_bytes, no_room_errno
-from vaezoo.io import CheckpointError, CodeRefused, check_checkpoint, load_checkpoint
+from vaezoo.io import load_checkpoint
 from vaezoo.models.base import BaseVAE
 from vaezoo.registry import create_model, get_model_class, model_parameters
 from vaezoo.training.callbacks import ImageGrids, LastCheckpoint, RandomState, ValidateAtMaxSteps
@@ -142,12 +142,6 @@ def resume_checkpoint(run_dir: Path) -> Path:
     # Before anything is written: read with weights_only=True (a file holding code is refused as
     # such), and its zip checksums verified (a torn or damaged file is named, with the intact
     # best-*.ckpt to use instead).
-    try:
-        check_checkpoint(checkpoint)
-    except CodeRefused:
-        raise
-    except CheckpointError:
-        pass  # torn or unreadable: check_resume_checkpoint says so, and what to resume from
     check_resume_checkpoint(checkpoint)
     return checkpoint
 
