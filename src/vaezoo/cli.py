@@ -7,6 +7,7 @@ Examples::
     vaezoo sample runs/VanillaVAE/version_0/checkpoints/last.ckpt -n 64 -o samples.png --sampler gmm
     vaezoo reconstruct runs/VanillaVAE/version_0 --data some/image/folder -o recon.png
     vaezoo evaluate runs/VanillaVAE/version_0 --metrics reconstruction likelihood -o report/
+    vaezoo export runs/VanillaVAE/version_0 -o exports/vae-dsprites
     vaezoo benchmark -c benchmarks/dsprites.yaml
     vaezoo list
 """
@@ -22,13 +23,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from vaezoo.config import ConfigError, from_dict, parse_overrides, set_dotted
+from vaezoo.config import ConfigError, parse_overrides, set_dotted
 from vaezoo.registry import UnknownModelError
 
 if TYPE_CHECKING:
     from vaezoo.data import VAEDataModule
     from vaezoo.models.base import BaseVAE
 
+CHECKPOINT_HELP = "a .ckpt file, a run folder (its last checkpoint) or an exported folder (vaezoo export)"
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, UnknownModelError)
 
 
@@ -102,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sample = commands.add_parser("sample", help="decode samples from the prior into a PNG grid")
-    sample.add_argument("checkpoint", help="a .ckpt file or a run folder (its last checkpoint)")
+    sample.add_argument("checkpoint", help=CHECKPOINT_HELP)
     sample.add_argument("-n", "--num-samples", type=int, default=64, help="how many samples to draw")
     add_output_arguments(sample, "samples.png")
     sample.add_argument("--seed", type=int, default=0, help="seed of the random draws")
@@ -124,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reconstruct images. Data: the run's own validation split by default; --data DIR for a "
         "folder of images; or --data.key VALUE overrides of the run's data config.",
     )
-    recon.add_argument("checkpoint", help="a .ckpt file or a run folder (its last checkpoint)")
+    recon.add_argument("checkpoint", help=CHECKPOINT_HELP)
     recon.add_argument("--data", metavar="DIR", help="a folder of images to reconstruct")
     recon.add_argument(
         "--split", choices=["train", "val"], default="val", help="the run's split to take images from"
@@ -134,6 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
     recon.add_argument("--seed", type=int, default=0, help="seed of the model's random draws")
 
     add_evaluate_parser(commands)
+    export = commands.add_parser(
+        "export",
+        help="write a trained model as a folder to share: safetensors weights, config.json, a model card",
+        description="Export a checkpoint, a run folder (its last checkpoint) or an exported folder as a "
+        "Hugging Face Hub model folder: model.safetensors, config.json, README.md (the model card: model, "
+        "paper, data, training, the latest `vaezoo evaluate`), a sample and a reconstruction grid. "
+        "Nothing is uploaded: huggingface_hub.upload_folder(repo_id=..., folder_path=DIR) publishes it. "
+        "Every command that takes a checkpoint takes the folder, and so does vaezoo.from_pretrained(DIR).",
+    )
+    export.add_argument("checkpoint", help="a .ckpt file, a run folder (its last checkpoint) or an export")
+    export.add_argument("-o", "--output", required=True, metavar="DIR", help="the folder to write")
+    export.add_argument("--overwrite", action="store_true", help="replace DIR if it exists and is not empty")
+    export.add_argument(
+        "--no-images", action="store_true", help="leave out the sample and reconstruction grids"
+    )
     bench = commands.add_parser(
         "benchmark",
         help="train and evaluate a suite of models on one dataset, one budget, one seed",
@@ -172,7 +189,7 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
         "folder (default: RUN/evaluation/CHECKPOINT). Data: the run's own by default; --data DIR for a "
         "folder of images; or --data.key VALUE overrides. Metrics that do not apply are listed with the reason.",
     )
-    evaluate.add_argument("checkpoint", help="a .ckpt file or a run folder (its last checkpoint)")
+    evaluate.add_argument("checkpoint", help=CHECKPOINT_HELP)
     evaluate.add_argument("-o", "--output", help="report folder")
     evaluate.add_argument("--data", metavar="DIR", help="a folder of images to evaluate on")
     evaluate.add_argument(
@@ -403,7 +420,7 @@ def cmd_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
         "data": datamodule.config.name if not args.data else args.data,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    writer = _summary_writer(run.run_dir)
+    writer = None if run.exported else _summary_writer(run.run_dir)  # no event files in an export
     try:
         report = evaluate(
             run.model, datamodule, settings, report_dir, info=info, strict=bool(args.metrics), writer=writer
@@ -438,6 +455,15 @@ def _print_report(report) -> None:
     for name, reason in report.not_applicable.items():
         table.add_row(name, f"n/a: {reason}", style="dim")
     Console().print(table)
+
+
+def cmd_export(args: argparse.Namespace, overrides: list[str]) -> int:
+    from vaezoo.export import export_model
+
+    _no_overrides(overrides, "export")
+    folder = export_model(args.checkpoint, args.output, overwrite=args.overwrite, images=not args.no_images)
+    print(f"exported {args.checkpoint} to {folder}: " + ", ".join(sorted(p.name for p in folder.iterdir())))
+    return 0
 
 
 def cmd_benchmark(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -483,13 +509,9 @@ def cmd_configs(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def _data_module(raw: dict, source: str = "saved config") -> VAEDataModule:
     """The data of a run's saved config (a plain dict), set up."""
-    from vaezoo.data import VAEDataModule
+    from vaezoo.data.datamodule import datamodule_from_config
 
-    config = from_dict(raw, source=source)
-    datamodule = VAEDataModule(config.data, batch_size=config.train.batch_size)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    return datamodule
+    return datamodule_from_config(raw, source)
 
 
 def _run_data(
@@ -521,6 +543,7 @@ COMMANDS = {
     "sample": cmd_sample,
     "reconstruct": cmd_reconstruct,
     "evaluate": cmd_evaluate,
+    "export": cmd_export,
     "benchmark": cmd_benchmark,
     "list": cmd_list,
     "configs": cmd_configs,

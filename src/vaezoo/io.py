@@ -129,6 +129,7 @@ class LoadedRun:
     checkpoint: Path
     run_dir: Path  # the run folder the checkpoint belongs to (its parent for a loose file)
     global_step: int
+    exported: bool = False  # read from an exported folder (vaezoo.pretrained), not a run's checkpoint
 
 
 def checkpoint_file(path: str | Path) -> Path:
@@ -138,7 +139,12 @@ def checkpoint_file(path: str | Path) -> Path:
 
 
 def load_run(path: str | Path) -> LoadedRun:
-    """Rebuild the model saved in a checkpoint (or a run folder's last one), in eval mode."""
+    """Rebuild the model saved in a checkpoint, a run folder's last one, or an exported folder
+    (``vaezoo export``), in eval mode."""
+    from vaezoo.pretrained import is_pretrained_folder, load_pretrained_run
+
+    if is_pretrained_folder(path):
+        return load_pretrained_run(path)
     file = checkpoint_file(path)
     checkpoint = load_checkpoint(file)
     meta = checkpoint["vaezoo"]
@@ -171,6 +177,7 @@ def load_run(path: str | Path) -> LoadedRun:
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[BaseVAE, dict[str, Any]]:
-    """The model of a checkpoint (or a run folder's last one) in eval mode, and the run config stored with it."""
+    """The model of a checkpoint (a run folder's last one, an exported folder) in eval mode, and the
+    run config stored with it."""
     run = load_run(path)
     return run.model, run.config

@@ -225,3 +225,14 @@ class VAEDataModule(L.LightningDataModule):
             raise DataError(f"fixed_batch: cannot take n={n} images from a split of {len(dataset)}")
         positions = np.linspace(0, len(dataset) - 1, num=min(n, len(dataset))).round().astype(np.int64)
         return collate(dataset.__getitems__(positions.tolist()))
+
+
+def datamodule_from_config(raw: dict[str, Any], source: str = "saved config") -> VAEDataModule:
+    """The data of a run's saved config (a plain dict, as checkpoints and exports keep it), set up."""
+    from vaezoo.config import from_dict
+
+    config = from_dict(raw, source=source)
+    datamodule = VAEDataModule(config.data, batch_size=config.train.batch_size)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule

@@ -114,6 +114,9 @@ class BaseVAE(nn.Module):
     argument_aliases: ClassVar[dict[str, str | Alias]] = {"img_size": "image_size"}
     # ... and the ones it accepts but never uses, with the reason (dropped with a warning).
     ignored_arguments: ClassVar[dict[str, str]] = {}
+    # Arguments that name files on the training machine and serve only the loss, with the value an
+    # exported model is rebuilt with (DFCVAE's VGG weights: inference never runs the VGG).
+    training_only_arguments: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

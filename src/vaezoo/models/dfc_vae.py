@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -53,6 +53,7 @@ class DFCVAE(VanillaVAE):
     """
 
     own_reconstruction = "its reconstruction term, a VGG feature loss, replaces the likelihood"
+    training_only_arguments: ClassVar[dict[str, Any]] = {"feature_weights": None}  # the loss's VGG file
     feature_network: VGG19BNFeatures  # a plain attribute, not a submodule (see above)
 
     def __init__(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -189,3 +190,29 @@ class LastCheckpoint(ModelCheckpoint):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.cut_short:
             super().on_train_epoch_end(trainer, pl_module)
+
+
+class TrainingClock(L.Callback):
+    """The wall-clock seconds a run has spent training, over all its sessions: kept in every
+    checkpoint, so a resumed run goes on counting, and written to summary.json and exported cards."""
+
+    def __init__(self) -> None:
+        self.seconds_before = 0.0  # of the sessions before this one, and of this one's finished fits
+        self._started: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        running = time.monotonic() - self._started if self._started is not None else 0.0
+        return self.seconds_before + running
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = time.monotonic()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.seconds_before, self._started = self.seconds, None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_seconds": self.seconds}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.seconds_before = float(state_dict.get("train_seconds", 0.0))

@@ -42,7 +42,13 @@ from vaezoo.fileio import DiskFullError, atomic_write_text, free_bytes, no_room_
 from vaezoo.io import load_checkpoint
 from vaezoo.models.base import BaseVAE
 from vaezoo.registry import create_model, get_model_class, model_parameters
-from vaezoo.training.callbacks import ImageGrids, LastCheckpoint, RandomState, ValidateAtMaxSteps
+from vaezoo.training.callbacks import (
+    ImageGrids,
+    LastCheckpoint,
+    RandomState,
+    TrainingClock,
+    ValidateAtMaxSteps,
+)
 from vaezoo.training.checkpoint import AtomicCheckpointIO, check_resume_checkpoint
 from vaezoo.training.distributed import DeadProcessReport, strategy_for
 from vaezoo.training.interrupts import StopOnSignal
@@ -210,6 +216,7 @@ def build_trainer(
         ImageGrids(run_dir / "images", num_images=log.num_images, value_range=value_range),
         ValidateAtMaxSteps(),
         RandomState(),
+        TrainingClock(),
         FlushLogsAtCheckpoints(),
         LearningRateMonitor(logging_interval="epoch"),
         DeadProcessReport(),  # a rank that dies ends the run naming it
@@ -583,6 +590,8 @@ def write_summary(run_dir: Path, trainer: L.Trainer, prepared: PreparedRun) -> d
     model_mse = model_se / pixels
     baseline_mse = baseline_se / pixels
     best = trainer.checkpoint_callback
+    callbacks: list[L.Callback] = trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning
+    clock = next((c for c in callbacks if isinstance(c, TrainingClock)), None)
     summary: dict[str, Any] = {
         "global_step": trainer.global_step,
         "epochs": trainer.current_epoch,
@@ -591,6 +600,7 @@ def write_summary(run_dir: Path, trainer: L.Trainer, prepared: PreparedRun) -> d
         "val_mean_image_mse_per_pixel": baseline_mse,
         "best_checkpoint": best.best_model_path if isinstance(best, ModelCheckpoint) else None,
         "recon_mse_vs_mean_image": model_mse / max(baseline_mse, 1e-12),
+        "train_seconds": clock.seconds if clock is not None else None,
     }
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
