@@ -477,9 +477,12 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     )
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, without: tuple[str, ...] = ()
+) -> Config:
     """Load a YAML config (a file, or a shipped config by name; or the defaults), apply dotted
-    overrides, validate.
+    overrides, validate. ``without``: sections of the file left at their defaults (``vaezoo.fit``
+    takes a shipped config's model and training, not its dataset's settings).
 
     A PyTorch-VAE config is translated first (the overrides then use our names, e.g.
     ``--train.max_steps``); ``config.translation`` records how, with the file's own text.
@@ -489,6 +492,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     source = str(path) if path else "defaults"
     text = Path(path).read_text() if path else None
     raw, translation = _read_layout(raw, source, text)
+    raw = {key: value for key, value in raw.items() if key not in without}
     pairs = parse_overrides(overrides or [])
     for key, value in pairs:
         set_dotted(raw, key, value)

@@ -19,6 +19,7 @@ from vaezoo.data.dsprites import build_dsprites
 from vaezoo.data.errors import DataError
 from vaezoo.data.idx import build_idx
 from vaezoo.data.image_folder import build_image_folder
+from vaezoo.data.in_memory import build_in_memory
 from vaezoo.data.sampler import EpochSampler, ResumableLoader
 from vaezoo.data.transforms import check_normalize, value_range
 
@@ -33,6 +34,7 @@ BUILDERS: dict[str, Builder] = {
     "arrays": build_arrays,
     "cifar10": build_cifar,
     "cifar100": build_cifar,
+    "in_memory": build_in_memory,  # images given to vaezoo.fit (VAEDataModule's ``splits``)
 }
 DATASETS: tuple[str, ...] = tuple(BUILDERS)
 
@@ -71,8 +73,14 @@ class VAEDataModule(L.LightningDataModule):
     """
 
     def __init__(
-        self, config: DataConfig, batch_size: int = 64, val_batch_size: int | None = None, seed: int = 0
+        self,
+        config: DataConfig,
+        batch_size: int = 64,
+        val_batch_size: int | None = None,
+        seed: int = 0,
+        splits: DataSplits | None = None,
     ) -> None:
+        """``splits``: data already built (``vaezoo.fit``'s images), used instead of ``config.name``'s."""
         super().__init__()
         check_config(config)
         if batch_size <= 0 or (val_batch_size is not None and val_batch_size <= 0):
@@ -83,7 +91,7 @@ class VAEDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.seed = seed  # of the training order: epoch e is a permutation drawn from (seed, e)
-        self._splits: DataSplits | None = None
+        self._splits: DataSplits | None = splits
 
     # ----------------------------------------------------------------- Lightning hooks
 

@@ -38,6 +38,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vaezoo.config import Config, ConfigError, TrainConfig, load_config
 from vaezoo.data import VAEDataModule
+from vaezoo.data.common import DataSplits
 from vaezoo.fileio import DiskFullError, atomic_write_text, free_bytes, no_room_errno
 from vaezoo.io import load_checkpoint
 from vaezoo.models.base import BaseVAE
@@ -103,23 +104,28 @@ def data_model_arguments(config: Config, datamodule: VAEDataModule) -> dict[str,
     return resolved
 
 
-def prepare(config: Config) -> PreparedRun:
-    """Set up data and model and run one batch through the model: every input error surfaces here."""
+def prepare(config: Config, splits: DataSplits | None = None, model: BaseVAE | None = None) -> PreparedRun:
+    """Set up data and model and run one batch through the model: every input error surfaces here.
+
+    ``splits``: data already built (``vaezoo.fit``'s); ``model``: a model object to train (its
+    arguments are ``config.model``'s)."""
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     datamodule = VAEDataModule(
         config.data,
         batch_size=config.train.batch_size,
         val_batch_size=config.train.val_batch_size,
         seed=config.train.seed,
+        splits=splits,
     )
     datamodule.prepare_data()
     datamodule.setup("fit")
     datamodule.check_fit(validate=config.train.limit_val_batches != 0)
     config.model = data_model_arguments(config, datamodule)
-    try:
-        model = create_model(config.model_name, **config.model_kwargs)
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"model {config.model_name}: {err}") from None
+    if model is None:
+        try:
+            model = create_model(config.model_name, **config.model_kwargs)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"model {config.model_name}: {err}") from None
     images, labels = datamodule.fixed_batch(2, split="train")
     model.eval()
     with torch.no_grad():
@@ -466,12 +472,14 @@ def train(
     profiler: Any = None,
     run_dir: str | Path | None = None,
     overwrite: bool = False,
+    splits: DataSplits | None = None,
+    model: BaseVAE | None = None,
 ) -> Path:
     """Train ``config`` in a new run folder (``run_dir``, or the next ``version_N``), or continue the
     run in ``resume``; returns the folder. The folder is locked while the run writes it.
 
     ``extra_callbacks`` and ``profiler`` go to the Lightning Trainer (the throughput benchmark
-    times the real path through them)."""
+    times the real path through them); ``splits`` and ``model`` to :func:`prepare`."""
     resumed = Path(resume) if resume else None
     checkpoint = resume_checkpoint(resumed) if resumed else None
     if resumed is not None and checkpoint is not None:
@@ -481,7 +489,7 @@ def train(
     fallbacks = fit_to_machine(config)
     configure_threads(processes_per_node(config.train.devices, config.train.accelerator))
     configure_cuda(config.train.deterministic)
-    prepared = prepare(config)  # every input error surfaces before a folder is made or locked
+    prepared = prepare(config, splits, model)  # every input error surfaces before a folder is made or locked
     folder = resumed if resumed is not None else claim_run_dir(config, run_dir, overwrite)
     lock = RunLock(folder) if takes_run_lock() else contextlib.nullcontext()
     with lock:
