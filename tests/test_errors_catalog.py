@@ -26,6 +26,7 @@ a child process).
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import subprocess
 import sys
@@ -307,6 +308,34 @@ def truncated_checkpoint(tmp: Path) -> list[str]:
     return sample(path, tmp)
 
 
+def exported_folder(tmp: Path, **config_changes) -> Path:
+    """An exported VanillaVAE folder (vaezoo export), its config.json edited by ``config_changes``."""
+    from vaezoo.export import export_model
+    from vaezoo.io import model_from_checkpoint
+
+    model, _ = model_from_checkpoint(vaezoo_checkpoint(tmp, "exported.ckpt"))
+    folder = export_model(model, tmp / "exported", images=False)
+    config_file = folder / "config.json"
+    config = json.loads(config_file.read_text())
+    for key, value in config_changes.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) else value
+    config_file.write_text(json.dumps(config))
+    return folder
+
+
+def export_into_taken_folder(tmp: Path) -> list[str]:
+    taken = tmp / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    return ["export", str(vaezoo_checkpoint(tmp, "run.ckpt")), "-o", str(taken)]
+
+
+def damaged_export(tmp: Path) -> list[str]:
+    folder = exported_folder(tmp)
+    cut(folder / "model.safetensors", keep=100)
+    return sample(folder, tmp)
+
+
 # --------------------------------------------------------------------------- the cases
 
 CASES: list[Case] = [
@@ -504,6 +533,27 @@ CASES: list[Case] = [
             vaezoo_checkpoint(tmp, "gone.ckpt", model_name="RetiredVAE", version="0.0.1"), tmp
         ),
         "cannot rebuild its model: unknown model 'RetiredVAE'",
+    ),
+    Case(
+        "export-folder-taken",
+        BAD_INPUT,
+        export_into_taken_folder,
+        "taken exists and is not empty; pass --overwrite to replace it",
+    ),
+    Case(
+        "export-weights-damaged",
+        BAD_INPUT,
+        damaged_export,
+        "exported/model.safetensors is not a readable safetensors file",
+    ),
+    Case(
+        "export-other-model",
+        BAD_INPUT,
+        lambda tmp: sample(exported_folder(tmp, model_config={"latent_dim": 5}, vaezoo_version="0.0.1"), tmp),
+        (
+            "exported/model.safetensors: weights do not fit VanillaVAE",
+            "(saved by vaezoo 0.0.1; this is vaezoo 0.1.0)",
+        ),
     ),
 ]
 

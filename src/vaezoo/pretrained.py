@@ -43,6 +43,11 @@ def is_pretrained_folder(path: str | Path) -> bool:
     return path.is_dir() and (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
 
 
+def saved_by(config: dict[str, Any]) -> str:
+    """' (saved by vaezoo X; this is vaezoo Y)' for a folder exported by another version."""
+    return version_note({"version": config.get("vaezoo_version")})
+
+
 def read_config(folder: Path) -> dict[str, Any]:
     """config.json of an exported folder, checked for what loading needs."""
     file = folder / CONFIG_FILE
@@ -60,7 +65,7 @@ def read_config(folder: Path) -> dict[str, Any]:
     if config.get("format_version", 0) > FORMAT_VERSION:
         raise PretrainedError(
             f"{file} has format_version {config['format_version']}, newer than this vaezoo reads "
-            f"({FORMAT_VERSION}){version_note(config)}; upgrade vaezoo"
+            f"({FORMAT_VERSION}){saved_by(config)}; upgrade vaezoo"
         )
     for key, kind in (("model_name", str), ("model_config", dict)):
         if not isinstance(config.get(key), kind):
@@ -73,7 +78,7 @@ def build_model(config: dict[str, Any], where: Path) -> BaseVAE:
     try:
         return create_model(config["model_name"], **config["model_config"])
     except (UnknownModelError, TypeError, ValueError) as err:
-        raise PretrainedError(f"{where}: cannot rebuild its model: {err}{version_note(config)}") from None
+        raise PretrainedError(f"{where}: cannot rebuild its model: {err}{saved_by(config)}") from None
 
 
 def load_weights(model: BaseVAE, file: Path, config: dict[str, Any]) -> None:
@@ -90,12 +95,12 @@ def load_weights(model: BaseVAE, file: Path, config: dict[str, Any]) -> None:
     except RuntimeError as err:  # tensors of other shapes
         first = str(err).strip().splitlines()[-1].strip()
         raise PretrainedError(
-            f"{file}: weights do not fit {config['model_name']}: {first}{version_note(config)}"
+            f"{file}: weights do not fit {config['model_name']}: {first}{saved_by(config)}"
         ) from None
     if missing or unexpected:
         raise PretrainedError(
             f"{file}: weights do not fit {config['model_name']}: missing {sorted(missing)[:5]}, "
-            f"unexpected {sorted(unexpected)[:5]}{version_note(config)}"
+            f"unexpected {sorted(unexpected)[:5]}{saved_by(config)}"
         )
 
 
