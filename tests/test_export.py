@@ -3,7 +3,9 @@ every command reading the folder, and the errors."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import pickle
 import struct
 from pathlib import Path
@@ -276,3 +278,22 @@ def test_a_path_that_serves_only_the_loss_is_not_exported(tmp_path):
         loaded = from_pretrained(out)
     x, labels = dsprites_batch(2, 1, 32)
     assert torch.equal(outputs(loaded, x, labels)[0], outputs(model, x, labels)[0])
+
+
+def require(module: str, extra: str):
+    """``module``, or a skip saying how to install it (under ``CI=true`` a failure instead)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        message = f"{module} is not installed: pip install 'vaezoo[{extra}]' (make test installs it)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def test_the_card_is_a_hub_model_card(exported):
+    hub = require("huggingface_hub", "hub")
+    card = hub.ModelCard.load(exported / "README.md")
+    assert card.data.library_name == "vaezoo" and "variational-autoencoder" in card.data.tags
+    assert card.data.pipeline_tag == "unconditional-image-generation"
+    assert "## Training" in card.text
