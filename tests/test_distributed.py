@@ -107,6 +107,7 @@ VQ_RUN = [
     "--data.image_size", "32", "--data.subset", "400", "--train.precision", "32-true",
     "--train.max_epochs", "1", "--train.limit_train_batches", "4", "--train.limit_val_batches", "2",
     "--logging.num_images", "16", "--logging.progress_bar", "none",
+    "--train.ema_decay", "0.5",  # a moving average of the weights too (it does not change training)
 ]  # fmt: skip
 PER_PROCESS_BATCH = 8
 VQ_CONFIG = "configs/vq_vae.yaml"
@@ -194,6 +195,26 @@ def test_two_processes_train_one_model_close_to_the_one_process_model(vq_runs):
 
 
 @pytest.mark.slow
+def test_the_moving_average_of_the_weights_is_one_average_across_processes(vq_runs):
+    """train.ema_decay under DDP: every process averages the same (synchronised) weights."""
+    ranks = [saved(vq_runs["ddp"], rank)["state"] for rank in (0, 1)]
+    single = saved(vq_runs["single"], 0)["state"]
+    averaged = [key for key in ranks[0] if key.startswith("ema.module.")]
+    assert averaged and int(ranks[0]["ema.n_averaged"]) == int(single["ema.n_averaged"]) == 4
+    for key in averaged:
+        assert torch.equal(ranks[0][key], ranks[1][key]), key
+    params = [k for k in averaged if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    params = [k for k in params if ".quantizer." not in k]
+    gap = sum((ranks[0][k] - single[k]).pow(2).sum() for k in params).sqrt()
+    norm = sum(single[k].pow(2).sum() for k in params).sqrt()
+    assert gap / norm < WEIGHT_TOLERANCE  # the one-process average, as the weights are
+    moved = [
+        k for k in params if not torch.equal(ranks[0][k], ranks[0][k.replace("ema.module.", "model.", 1)])
+    ]
+    assert moved  # an average, not a copy of the last weights
+
+
+@pytest.mark.slow
 def test_logged_validation_loss_is_the_mean_over_the_whole_validation_set(vq_runs):
     ranks = [saved(vq_runs["ddp"], rank) for rank in (0, 1)]
     single = saved(vq_runs["single"], 0)
@@ -205,7 +226,9 @@ def test_logged_validation_loss_is_the_mean_over_the_whole_validation_set(vq_run
     model, _ = model_from_checkpoint(run_dir)
     shard_sums, shard_sizes = [], []
     for rank in ranks:  # each process's own final state (BatchNorm's running statistics may differ)
-        state = {k.removeprefix("model."): v for k, v in rank["state"].items() if k.startswith("model.")}
+        # validation runs the moving average of the weights (VQ_RUN's train.ema_decay)
+        prefix = "ema.module."
+        state = {k.removeprefix(prefix): v for k, v in rank["state"].items() if k.startswith(prefix)}
         model.load_state_dict(state)
         with torch.no_grad():  # a batch's loss is its images' mean: weigh it by their number
             sums = [
