@@ -167,8 +167,8 @@ class EvaluateEveryNSteps(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and self.seconds:
-            mean = sum(self.seconds) / len(self.seconds)
+            count, mean = len(self.seconds), sum(self.seconds) / len(self.seconds)
             self.note(
-                f"eval: {len(self.seconds)} evaluations took {mean:.2f} s each on average "
+                f"eval: {count} evaluation{'s' if count > 1 else ''} took {mean:.2f} s each on average "
                 f"(at most {max(self.seconds):.2f} s), {sum(self.seconds):.1f} s in all"
             )
