@@ -28,7 +28,8 @@ def check_eval_data(config: Config, datamodule: Any) -> None:
     needing = [name for name in log.eval_groups if EVAL_GROUPS[name].needs_ground_truth]
     if needing:
         raise ConfigError(
-            f"logging.eval_groups = {log.eval_groups}: {', '.join(needing)} need ground-truth factors, and "
+            f"logging.eval_groups = {log.eval_groups}: {', '.join(needing)} "
+            f"{'needs' if len(needing) == 1 else 'need'} ground-truth factors, and "
             f"data.name = {config.data.name!r} has none (datasets with factors: dsprites, and arrays whose "
             ".npz holds factors on a complete grid); remove them from logging.eval_groups"
         )
