@@ -83,6 +83,30 @@ def test_metrics_are_logged_at_their_steps_in_sensible_ranges(runs):
     assert not any(key.startswith("eval/") for key in rows(runs["plain"])[0])
 
 
+def test_the_last_values_are_the_evaluation_functions_on_the_final_weights(runs):
+    from vaezoo.config import from_dict
+    from vaezoo.evaluation.disentanglement import mig
+    from vaezoo.evaluation.latent_health import active_units
+    from vaezoo.evaluation.likelihood import likelihood_report
+    from vaezoo.io import model_from_checkpoint
+
+    run = runs["eval"]
+    model, saved = model_from_checkpoint(run / "checkpoints" / "last.ckpt")  # after batch 6
+    datamodule = VAEDataModule(from_dict(saved).data)
+    datamodule.setup()
+    images, labels = datamodule.fixed_batch(64, split="val")
+    with torch.no_grad():
+        codes = model.embed(images)
+        torch.manual_seed(0)  # the evaluation's seed: the ELBO's draws are the callback's
+        elbo = likelihood_report(model, [(images, {"labels": labels})], num_samples=1, chunk_size=1)
+        score = mig(
+            datamodule.ground_truth, lambda x: model.embed(x).flatten(1).double().numpy(), num_train=64
+        )
+    assert column(run, "eval/active_units")[5] == active_units(codes)["active_units"]
+    assert column(run, "eval/elbo")[5] == pytest.approx(elbo["elbo"], rel=1e-6)
+    assert column(run, "eval/mig")[5] == pytest.approx(score["mig"], rel=1e-6)
+
+
 def test_training_is_the_same_with_and_without_the_metrics(runs):
     plain, with_metrics = runs["plain"], runs["eval"]
     for key in ("train/loss_step", "val/loss"):

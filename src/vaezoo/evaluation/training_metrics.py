@@ -26,15 +26,22 @@ MIN_VOTES = 5
 
 class TrainingEvaluation(EvaluationContext):
     """The context of one evaluation during training: ``images`` and ``labels`` are the subset of
-    validation images every evaluation of the run uses (read once, by the caller)."""
+    validation images every evaluation of the run uses (read once, by the caller);
+    ``observations`` is how many ground-truth observations the disentanglement groups draw."""
 
     def __init__(
-        self, model: BaseVAE, datamodule: Any, images: Tensor, labels: Tensor, seed: int = 0
+        self,
+        model: BaseVAE,
+        datamodule: Any,
+        images: Tensor,
+        labels: Tensor,
+        observations: int,
+        seed: int = 0,
     ) -> None:
         settings = EvaluationSettings(num_examples=len(images), seed=seed, progress=False)
         super().__init__(model, datamodule, settings)
         self.examples = (images, labels)  # the cached property, set: nothing is read again
-        self.subset_size = len(images)
+        self.observations = observations
 
 
 def active_units_group(ctx: TrainingEvaluation) -> dict[str, float]:
@@ -105,7 +112,7 @@ def disentanglement_group(name: str) -> Callable[[TrainingEvaluation], dict[str,
         def representation(images: Tensor) -> np.ndarray:
             return ctx.embed(images).flatten(start_dim=1).double().numpy()
 
-        options: dict[str, Any] = disentanglement_sizes(name, ctx.subset_size)
+        options: dict[str, Any] = disentanglement_sizes(name, ctx.observations)
         if name == "dci":
             options["n_jobs"] = 1  # one process: the training run holds the cores
         metric = DISENTANGLEMENT_METRICS[name]

@@ -108,7 +108,7 @@ class EvaluateEveryNSteps(L.Callback):
         if self.examples is None:
             self.examples = datamodule.fixed_batch(self.subset, split="val")
         images, labels = self.examples
-        ctx = TrainingEvaluation(model, datamodule, images, labels, seed=self.seed)
+        ctx = TrainingEvaluation(model, datamodule, images, labels, self.subset, seed=self.seed)
         values: dict[str, float] = {}
         timings: dict[str, float] = {}
         spent = 0.0
