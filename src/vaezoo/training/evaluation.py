@@ -52,10 +52,11 @@ class EvaluateEveryNSteps(L.Callback):
     ``budget`` is the wall time one evaluation may take. The groups run in order; one whose last
     run would take it past the budget is skipped that time, and one that alone took longer than the
     budget is not run again (a group cannot be stopped midway: the first evaluation shows what each
-    costs). Each is said once (through ``note``, by default Lightning's rank-zero info), with
-    the setting to change. The first evaluation prints the groups,
-    the subset, the budget and the time each group took; the end of training prints the time per
-    evaluation.
+    costs). Each is said once (through ``note``, by default Lightning's rank-zero info), with the
+    setting to change. The first evaluation prints the groups, the subset, the budget and the time
+    each group took; the end of training prints the time per evaluation. A group the model lacks
+    (:class:`~vaezoo.evaluation.evaluate.NotApplicable`) or whose metric fails on the subset (a
+    ``ValueError``) is left out for the rest of the run, with a note: a metric never stops training.
     """
 
     def __init__(
