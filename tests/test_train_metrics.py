@@ -17,7 +17,7 @@ import vaezoo.training.evaluation as evaluation_module
 from vaezoo.cli import main
 from vaezoo.config import ConfigError, load_config
 from vaezoo.data import VAEDataModule
-from vaezoo.evaluation.training_metrics import DISENTANGLEMENT_GROUPS, EVAL_GROUPS
+from vaezoo.evaluation.training_metrics import DISENTANGLEMENT_GROUPS, EVAL_GROUPS, EvalGroup
 from vaezoo.io import load_checkpoint
 from vaezoo.registry import create_model
 from vaezoo.training.evaluation import EvaluateEveryNSteps, check_eval_data
@@ -193,17 +193,38 @@ def test_the_budget_skips_a_group_that_would_overrun_and_drops_one_that_alone_di
     assert "mig took 6.0 s, more than logging.eval_budget_seconds = 5 on its own" in notes[-1]
 
 
-def test_a_group_the_model_lacks_is_left_out_with_one_note():
-    config = load_config(VAE_YAML, TINY_RUN)
-    datamodule = VAEDataModule(config.data)
+@pytest.fixture(scope="module")
+def tiny_data() -> VAEDataModule:
+    datamodule = VAEDataModule(load_config(VAE_YAML, TINY_RUN).data)
     datamodule.setup()
+    return datamodule
+
+
+def test_a_group_the_model_lacks_is_left_out_with_one_note(tiny_data):
     model = create_model("VQVAE", 1, 4, num_embeddings=8, hidden_dims=[8, 16], image_size=32)
     notes: list[str] = []
     callback = EvaluateEveryNSteps(2, ["active_units", "elbo", "codebook"], subset=16, note=notes.append)
-    trainer = SimpleNamespace(datamodule=datamodule)
+    trainer = SimpleNamespace(datamodule=tiny_data)
     for batches in (2, 4):
         values, timings = callback.evaluate(trainer, model, batches)  # type: ignore[arg-type]
         assert set(timings) == {"active_units", "codebook"}
         assert 0 < values["codebook_usage"] <= 1 and 1 <= values["codebook_perplexity"] <= 8
     assert len(notes) == 1 and notes[0].startswith("eval: elbo is left out for VQVAE: VQVAE")
     assert callback.groups == ["active_units", "codebook"]
+
+
+def test_a_metric_that_fails_on_the_subset_is_left_out_and_training_goes_on(tiny_data, monkeypatch):
+    def broken(ctx):
+        raise ValueError("Found array with 0 feature(s)")
+
+    monkeypatch.setitem(EVAL_GROUPS, "broken", EvalGroup(broken))
+    model = create_model("VanillaVAE", 1, 4, hidden_dims=[8, 16, 32], image_size=32)
+    notes: list[str] = []
+    callback = EvaluateEveryNSteps(2, ["broken", "active_units"], subset=16, note=notes.append)
+    values, timings = callback.evaluate(SimpleNamespace(datamodule=tiny_data), model, 2)  # type: ignore[arg-type]
+    assert set(timings) == {"active_units"} and "active_units" in values
+    assert callback.groups == ["active_units"]
+    assert notes == [
+        "eval: broken failed after batch 2 and is left out for the rest of the run (ValueError: Found array "
+        "with 0 feature(s)); a larger logging.eval_subset may help"
+    ]
