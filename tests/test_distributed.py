@@ -35,6 +35,11 @@ def test_ddp_on_two_cpu_processes_writes_one_run(tmp_path, isolated_cache):
         "ddp",
         "--logging.save_dir",
         str(tmp_path / "runs"),
+        # metrics during training: rank zero evaluates while the other rank waits in its next step
+        "--logging.eval_every_n_steps",
+        "2",
+        "--logging.eval_groups",
+        "[active_units, mig]",
     ]
     env = {
         "PATH": "/usr/bin:/bin",
@@ -56,6 +61,8 @@ def test_ddp_on_two_cpu_processes_writes_one_run(tmp_path, isolated_cache):
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 6  # 3 steps an epoch on each process, in lockstep
     assert (run / "summary.json").is_file()
+    assert result.stderr.count("eval: every 2 batches on rank zero: active_units, mig") == 1
+    assert "eval: 3 evaluations took" in result.stderr
 
 
 # --- Python-API runs that also save what each process saw and ended with -----------------------

@@ -441,6 +441,25 @@ CASES: list[Case] = [
         "override --train.max_step: 'train' has no key 'max_step' (did you mean 'max_steps'?)",
     ),
     Case(
+        "eval-group-unknown",
+        BAD_INPUT,
+        lambda tmp: train(tmp, "--logging.eval_groups", "[active_units, migg]"),
+        "logging.eval_groups = ['active_units', 'migg']: unknown group 'migg' (did you mean 'mig'?)",
+    ),
+    Case(
+        "eval-needs-factors",
+        BAD_INPUT,
+        lambda tmp: train(
+            tmp,
+            *on_folder(image_folder(tmp)),
+            "--logging.eval_every_n_steps",
+            "5",
+            "--logging.eval_groups",
+            "[mig]",
+        ),
+        "mig needs ground-truth factors, and data.name = 'image_folder' has none",
+    ),
+    Case(
         "override-wrong-type",
         BAD_INPUT,
         lambda tmp: train(tmp, "--train.lr", "fast"),

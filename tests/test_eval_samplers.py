@@ -160,3 +160,35 @@ def test_bad_input_raises_clear_errors(tmp_path):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="not a saved vaezoo sampler"):
         load_sampler(tmp_path / "other.safetensors")
+
+
+def test_gmm_auto_covariances_are_full_for_small_codes_and_diagonal_for_maps():
+    from vaezoo.evaluation.samplers import FULL_COVARIANCE_MAX_DIMS, covariance_for
+
+    assert covariance_for("auto", FULL_COVARIANCE_MAX_DIMS) == "full"
+    assert covariance_for("auto", FULL_COVARIANCE_MAX_DIMS + 1) == "diag"
+    assert covariance_for("tied", 4096) == "tied"  # a type asked for is kept
+    small = GaussianMixtureSampler(num_components=2).fit(two_blobs(200)[0])
+    assert small.fitted_covariance_type == "full" and small.scale.shape == (2, 2, 2)  # Cholesky factors
+    maps = torch.randn(40, 16, 4, 4)  # VQ-VAE-like (N, D, h, w) maps: 256 dimensions
+    sampler = GaussianMixtureSampler(num_components=2).fit(maps)
+    assert sampler.fitted_covariance_type == "diag" and sampler.scale.shape == (2, 256)  # std devs
+    assert sampler.config()["covariance_type"] == "auto"
+    assert sampler.sample(3, seed=0).shape == (3, 16, 4, 4)
+
+
+def test_a_fit_says_what_it_fits_before_it_starts_and_shows_em_progress(capsys):
+    said: list[str] = []
+    codes = torch.randn(60, 16, 4, 4)
+    fit_sampler("gmm", None, codes, log=said.append, num_components=2, progress=True)
+    assert said == [
+        "fitting the gmm sampler (2 components, diag covariances) to 60 latents of dimension 256 "
+        "(maps of 16x4x4); this can take a while"
+    ]
+    assert "Initialization 0" in capsys.readouterr().out  # scikit-learn's EM progress
+    said.clear()
+    fit_sampler("two_stage", None, torch.randn(30, 3), log=said.append, width=8, steps=2)
+    assert said == [
+        "fitting the two_stage sampler (a latent VAE of width 8, 2 steps) to 30 latents of dimension 3; "
+        "this can take a while"
+    ]

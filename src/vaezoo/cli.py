@@ -362,9 +362,9 @@ def _ex_post_samples(model: BaseVAE, config: dict, args: argparse.Namespace) -> 
         sampler=args.sampler, sampler_fit_examples=args.fit_examples, seed=args.seed
     )
     datamodule = _data_module(config)
-    context = EvaluationContext(model, datamodule, settings)
+    context = EvaluationContext(model, datamodule, settings, log=print)
     used = min(args.fit_examples, datamodule.num_train)  # fixed_batch takes at most the split
-    print(f"fitting the {args.sampler} sampler on {used} training latents ...")
+    print(f"fitting the {args.sampler} sampler on {used} training latents: encoding them ...")
     return context.generate(args.num_samples)
 
 

@@ -117,6 +117,20 @@ class LoggingConfig:
     save_top_k: int = 1  # best checkpoints kept by validation loss (besides last.ckpt)
     # Also write last.ckpt every this many training batches, mid-epoch (0: at validation ends only).
     checkpoint_every_n_steps: int = 0
+    # Metrics during training: every this many training batches (0: never), rank zero runs the
+    # evaluation groups in eval_groups on the inference weights and logs them to every logger as
+    # eval/<metric> (and the evaluation's own wall time as eval/seconds) at that batch's step.
+    eval_every_n_steps: int = 0
+    # active_units, kl, elbo, codebook; on data with ground-truth factors (dsprites, arrays with
+    # factors) also mig, factor_vae, beta_vae, sap, dci, modularity. A group the model lacks (no
+    # posterior for elbo, no codebook) is left out with one note.
+    eval_groups: list[str] = field(default_factory=lambda: ["active_units", "elbo"])
+    # Validation images for active_units, kl, elbo and codebook; ground-truth observations for the
+    # disentanglement groups (factor_vae and beta_vae: variance estimate, then eval_subset // 64 votes).
+    eval_subset: int = 500
+    # Wall time one evaluation may take: a group that would end past it (by its last run's time)
+    # is skipped that time, and one that alone took longer is not run again; each with a note.
+    eval_budget_seconds: float = 30.0
 
 
 # train.precision: "auto" (see vaezoo.training.performance) or one of Lightning's precision names.
@@ -316,6 +330,24 @@ def check_values(config: Config, source: str, overridden: collections.abc.Collec
             "a positive number or null",
         ),
         (
+            config.logging.eval_every_n_steps >= 0,
+            "logging.eval_every_n_steps",
+            config.logging.eval_every_n_steps,
+            "an integer >= 0 (0: no metrics during training)",
+        ),
+        (
+            config.logging.eval_subset >= 2,
+            "logging.eval_subset",
+            config.logging.eval_subset,
+            "an integer >= 2",
+        ),
+        (
+            config.logging.eval_budget_seconds > 0,
+            "logging.eval_budget_seconds",
+            config.logging.eval_budget_seconds,
+            "a positive number of seconds",
+        ),
+        (
             config.logging.checkpoint_every_n_steps >= 0,
             "logging.checkpoint_every_n_steps",
             config.logging.checkpoint_every_n_steps,
@@ -326,6 +358,23 @@ def check_values(config: Config, source: str, overridden: collections.abc.Collec
         if not ok:
             where = f"override --{key}" if key in overridden else f"{source}: {key}"
             raise ConfigError(f"{where} = {value!r} must be {expected}")
+    check_eval_groups(config.logging.eval_groups, source, "logging.eval_groups" in overridden)
+
+
+def check_eval_groups(groups: list[str], source: str, overridden: bool = False) -> None:
+    """``logging.eval_groups``: known names, each once."""
+    from vaezoo.evaluation.training_metrics import EVAL_GROUPS  # imported here: it imports torch
+
+    where = "override --logging.eval_groups" if overridden else f"{source}: logging.eval_groups"
+    unknown = [name for name in groups if name not in EVAL_GROUPS]
+    if unknown:
+        raise ConfigError(
+            f"{where} = {brief(groups)}: unknown group {unknown[0]!r}{suggest(unknown[0], EVAL_GROUPS)}; "
+            f"valid groups: {', '.join(EVAL_GROUPS)}"
+        )
+    twice = sorted({name for name in groups if groups.count(name) > 1})
+    if twice:
+        raise ConfigError(f"{where} = {brief(groups)} names {twice[0]!r} twice; list each group once")
 
 
 def check_type(value: Any, annotation: Any, where: str) -> None:

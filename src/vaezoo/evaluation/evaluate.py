@@ -95,10 +95,17 @@ class EvaluationReport:
 class EvaluationContext:
     """The model, its data and what several groups share (the evaluation images and their codes)."""
 
-    def __init__(self, model: BaseVAE, datamodule: Any, settings: EvaluationSettings) -> None:
+    def __init__(
+        self,
+        model: BaseVAE,
+        datamodule: Any,
+        settings: EvaluationSettings,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         self.model = model.eval()
         self.datamodule = datamodule
         self.settings = settings
+        self.log = log  # says what a sampler is fitted to, before the fit (None: nothing)
         self.device = next(model.parameters()).device
         self.value_range: tuple[float, float] = tuple(datamodule.value_range)
         self.conditional = model.is_conditional
@@ -186,7 +193,9 @@ class EvaluationContext:
         from vaezoo.evaluation.samplers import fit_sampler
 
         images, labels = self.datamodule.fixed_batch(self.settings.sampler_fit_examples, split="train")
-        return fit_sampler(self.settings.sampler, self.model, self.embed(images, labels))
+        codes = self.embed(images, labels)
+        progress = self.settings.progress and self.log is not None  # EM / stage-2 progress lines
+        return fit_sampler(self.settings.sampler, self.model, codes, log=self.log, progress=progress)
 
     def generate(self, n: int) -> Tensor:
         """``n`` generated images from the prior or the ex-post sampler (NotApplicable if neither works)."""
@@ -426,7 +435,7 @@ def evaluate(
 
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    ctx = EvaluationContext(model, datamodule, settings)
+    ctx = EvaluationContext(model, datamodule, settings, log=log)
     report = EvaluationReport(info={**(info or {}), "settings": asdict(settings)})
     step = int(report.info.get("global_step", 0))
     for group in settings.metrics:

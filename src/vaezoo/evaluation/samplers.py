@@ -22,7 +22,8 @@ it can be cached beside a run and reloaded with :func:`load_sampler`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -99,6 +100,10 @@ class LatentSampler:
 
     def config(self) -> dict[str, Any]:
         return {}
+
+    def describe(self, dims: int) -> str:
+        """A few words on what a fit to ``dims``-dimensional codes builds, for the fit's message."""
+        return self.name
 
     @property
     def fitted(self) -> bool:
@@ -201,7 +206,19 @@ class NormalSampler(LatentSampler):
         return self
 
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+COVARIANCE_TYPES = ("auto", "full", "tied", "diag", "spherical")
+# "auto": full covariances up to this many code dimensions, diagonal ones beyond. Ghosh et al. fit
+# full covariances to latents of 16 to 128 dimensions; VQVAE's flattened 16x16 maps of 16-vectors
+# have 4,096, where a full covariance costs K * M^2 = 168 M numbers (1.3 GB), each EM iteration
+# ~K * N * M^2 = 1.7e12 multiply-adds on 10,000 codes, and 10,000 codes cannot determine it anyway.
+FULL_COVARIANCE_MAX_DIMS = 128
+
+
+def covariance_for(covariance_type: str, dims: int) -> str:
+    """The covariance type a mixture on ``dims``-dimensional codes is fitted with ("auto" resolved)."""
+    if covariance_type != "auto":
+        return covariance_type
+    return "full" if dims <= FULL_COVARIANCE_MAX_DIMS else "diag"
 
 
 class GaussianMixtureSampler(LatentSampler):
@@ -210,7 +227,9 @@ class GaussianMixtureSampler(LatentSampler):
 
     Sampling is done here in torch from the fitted weights, means and covariance factors, so it is
     reproducible from a seed and the saved state is tensors only. ``full`` covariances cost
-    K * M^2 numbers: for large flattened codes (e.g. VQVAE's maps) prefer ``diag``.
+    K * M^2 numbers and ~K * N * M^2 operations per EM iteration; ``"auto"`` (the default) uses them
+    up to ``FULL_COVARIANCE_MAX_DIMS`` code dimensions and ``diag`` (K * N * M) for larger flattened
+    codes such as VQVAE's maps. ``progress`` prints scikit-learn's EM progress every 10 iterations.
     """
 
     name = "gmm"
@@ -218,10 +237,11 @@ class GaussianMixtureSampler(LatentSampler):
     def __init__(
         self,
         num_components: int = 10,
-        covariance_type: str = "full",
+        covariance_type: str = "auto",
         random_state: int = 0,
         max_iter: int = 100,
         reg_covar: float = 1e-6,
+        progress: bool = False,
     ) -> None:
         super().__init__()
         if covariance_type not in COVARIANCE_TYPES:
@@ -230,6 +250,12 @@ class GaussianMixtureSampler(LatentSampler):
             raise ValueError(f"num_components must be >= 1, got {num_components}")
         self.num_components, self.covariance_type = num_components, covariance_type
         self.random_state, self.max_iter, self.reg_covar = random_state, max_iter, reg_covar
+        self.progress = progress
+        self.fitted_covariance_type: str | None = None  # covariance_type with "auto" resolved, after fit
+
+    def describe(self, dims: int) -> str:
+        kind = covariance_for(self.covariance_type, dims)
+        return f"{self.num_components} components, {kind} covariances"
 
     def config(self) -> dict[str, Any]:
         return {
@@ -245,16 +271,20 @@ class GaussianMixtureSampler(LatentSampler):
 
         if flat.shape[0] < self.num_components:
             raise ValueError(f"cannot fit {self.num_components} components to {flat.shape[0]} codes")
+        kind = covariance_for(self.covariance_type, flat.shape[1])
         mixture = GaussianMixture(
             self.num_components,
-            covariance_type=self.covariance_type,
+            covariance_type=kind,
             random_state=self.random_state,
             max_iter=self.max_iter,
             reg_covar=self.reg_covar,
+            verbose=2 if self.progress else 0,
+            verbose_interval=10,
         ).fit(flat.numpy())
         self.weights = torch.from_numpy(mixture.weights_)  # (K,)
         self.means = torch.from_numpy(mixture.means_)  # (K, M)
-        self.scale = mixture_scale(mixture.covariances_, self.covariance_type, self.means.shape)
+        self.scale = mixture_scale(mixture.covariances_, kind, self.means.shape)
+        self.fitted_covariance_type = kind
 
     def _sample(self, num_samples: int, generator: torch.Generator | None) -> Tensor:
         components = torch.multinomial(self.weights, num_samples, replacement=True, generator=generator)
@@ -345,6 +375,9 @@ class TwoStageSampler(LatentSampler):
             "decoder_noise": self.decoder_noise,
         }
 
+    def describe(self, dims: int) -> str:
+        return f"a latent VAE of width {self.width}, {self.steps} steps"
+
     def _fit(self, flat: Tensor) -> None:
         flat = flat.float()  # (N, M)
         if self.standardize:
@@ -426,14 +459,30 @@ def sampler_class(name: str) -> type[LatentSampler]:
     return SAMPLERS[name]
 
 
-def fit_sampler(name: str, model: BaseVAE, codes: Tensor | None, **kwargs: Any) -> LatentSampler:
-    """Build sampler ``name`` (a key of ``SAMPLERS``) with ``kwargs`` and fit it to ``codes`` (N, D, ...)."""
+def fit_sampler(
+    name: str, model: BaseVAE, codes: Tensor | None, log: Callable[[str], Any] | None = None, **kwargs: Any
+) -> LatentSampler:
+    """Build sampler ``name`` (a key of ``SAMPLERS``) with ``kwargs`` and fit it to ``codes`` (N, D, ...);
+    ``log`` gets one line saying what is fitted to what before a fit starts (:func:`fit_message`)."""
     sampler = sampler_class(name).create(model, **kwargs)
     if codes is None:
         if not sampler.fitted:
             raise ValueError(f"the '{name}' sampler must be fitted: pass the codes of training images")
         return sampler  # fitted when built (the prior): nothing to fit
+    if log is not None and not sampler.fitted:
+        log(fit_message(sampler, codes))
     return sampler.fit(codes)
+
+
+def fit_message(sampler: LatentSampler, codes: Tensor) -> str:
+    """'fitting the gmm sampler (10 components, diag covariances) to 10000 latents of dimension
+    4096 (maps of 16x16x16) ...': printed before a fit, which can take minutes."""
+    dims = math.prod(codes.shape[1:])
+    maps = f" (maps of {'x'.join(map(str, codes.shape[1:]))})" if codes.dim() > 2 else ""
+    return (
+        f"fitting the {sampler.name} sampler ({sampler.describe(dims)}) to {codes.shape[0]} latents of "
+        f"dimension {dims}{maps}; this can take a while"
+    )
 
 
 def load_sampler(path: str | Path, model: BaseVAE | None = None) -> LatentSampler:

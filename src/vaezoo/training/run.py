@@ -52,6 +52,7 @@ from vaezoo.training.callbacks import (
 )
 from vaezoo.training.checkpoint import AtomicCheckpointIO, check_resume_checkpoint
 from vaezoo.training.distributed import DeadProcessReport, strategy_for
+from vaezoo.training.evaluation import EvaluateEveryNSteps, check_eval_data
 from vaezoo.training.interrupts import StopOnSignal
 from vaezoo.training.loggers import FlushLogsAtCheckpoints, make_logger
 from vaezoo.training.module import VAEModule
@@ -120,6 +121,7 @@ def prepare(config: Config, splits: DataSplits | None = None, model: BaseVAE | N
     datamodule.prepare_data()
     datamodule.setup("fit")
     datamodule.check_fit(validate=config.train.limit_val_batches != 0)
+    check_eval_data(config, datamodule)
     config.model = data_model_arguments(config, datamodule)
     if model is None:
         try:
@@ -220,6 +222,15 @@ def build_trainer(
             else []
         ),
         ImageGrids(run_dir / "images", num_images=log.num_images, value_range=value_range),
+        *(
+            [
+                EvaluateEveryNSteps(
+                    log.eval_every_n_steps, log.eval_groups, log.eval_subset, log.eval_budget_seconds
+                )
+            ]
+            if log.eval_every_n_steps > 0
+            else []
+        ),
         ValidateAtMaxSteps(),
         RandomState(),
         TrainingClock(),
