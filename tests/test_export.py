@@ -297,3 +297,10 @@ def test_the_card_is_a_hub_model_card(exported):
     assert card.data.library_name == "vaezoo" and "variational-autoencoder" in card.data.tags
     assert card.data.pipeline_tag == "unconditional-image-generation"
     assert "## Training" in card.text
+
+
+def test_the_run_folder_itself_is_refused_as_destination(run_dir, capsys):
+    before = sorted(p.name for p in run_dir.iterdir())
+    assert main(["export", str(run_dir), "-o", str(run_dir), "--overwrite"]) == 2
+    assert "holds the checkpoint being exported" in capsys.readouterr().err
+    assert sorted(p.name for p in run_dir.iterdir()) == before

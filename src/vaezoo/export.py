@@ -79,11 +79,12 @@ def export_model(
     check_destination(out_dir, overwrite)
     if isinstance(source, (str, Path)):
         run = load_run(source)
+        check_not_the_run(out_dir, run)
         facts = facts or facts_of_run(run)
         model = run.model
     else:
         run, model, facts = None, source, facts or ExportFacts()
-    with staging_folder(out_dir, overwrite) as folder:
+    with staging_folder(out_dir) as folder:
         write_weights(model, folder / WEIGHTS_FILE)
         grids = write_grids(model, facts, run, folder) if images else {}
         if facts.evaluation is not None:
@@ -104,8 +105,18 @@ def check_destination(out_dir: Path, overwrite: bool) -> None:
         raise ExportError(f"{out_dir} exists and is not empty; pass --overwrite to replace it")
 
 
+def check_not_the_run(out_dir: Path, run: LoadedRun) -> None:
+    """Refuse a destination that holds the checkpoint being exported: replacing it would delete the
+    run (an exported folder may be exported over itself: it is read whole first)."""
+    if not run.exported and run.checkpoint.resolve().is_relative_to(out_dir.resolve()):
+        raise ExportError(
+            f"{out_dir} holds the checkpoint being exported ({run.checkpoint}); export to a folder "
+            "outside the run, e.g. -o exports/NAME"
+        )
+
+
 @contextmanager
-def staging_folder(out_dir: Path, overwrite: bool) -> Iterator[Path]:
+def staging_folder(out_dir: Path) -> Iterator[Path]:
     """A fresh folder beside ``out_dir`` to write into, moved to ``out_dir`` when the block ends
     without error (replacing the old one only then); removed if it fails."""
     parent = out_dir.parent
@@ -118,7 +129,12 @@ def staging_folder(out_dir: Path, overwrite: bool) -> Iterator[Path]:
         replaced = parent / f".{out_dir.name}.old-{os.getpid()}"
         if out_dir.exists():
             out_dir.rename(replaced)
-        staging.rename(out_dir)
+        try:
+            staging.rename(out_dir)
+        except OSError:
+            if replaced.exists():
+                replaced.rename(out_dir)  # the previous export back in its place
+            raise
         shutil.rmtree(replaced, ignore_errors=True)
     except OSError as err:
         shutil.rmtree(staging, ignore_errors=True)
