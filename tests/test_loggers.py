@@ -135,6 +135,15 @@ def test_csv_and_mlflow_get_metrics_config_pictures_and_resume_continues_the_mlf
     # and the CSV logger beside it
     assert "train/loss_step" in (run / "metrics.csv").read_text().splitlines()[0]
 
+    # a resume whose MLflow run is gone says so, before it rewrites config.yaml
+    (run / "mlruns").rename(tmp_path / "elsewhere")
+    saved = (run / "config.yaml").read_text()
+    with pytest.raises(ConfigError) as caught:
+        train(load_config(run / "config.yaml", ["--train.max_epochs", "3"]), resume=run)
+    assert f"{run / 'mlflow_run_id'} names MLflow run {run_id}, which the tracking store" in str(caught.value)
+    assert f"delete {run / 'mlflow_run_id'} to log the resumed run to a new MLflow run" in str(caught.value)
+    assert (run / "config.yaml").read_text() == saved
+
 
 @pytest.mark.slow
 def test_tensorboard_shows_the_traversal_gif_and_wandb_writes_offline_files(

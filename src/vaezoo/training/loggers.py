@@ -234,17 +234,15 @@ class ResumableMLFlowLogger(MLFlowLogger):
     def experiment(self) -> MlflowClient:
         if self._initialized:
             return self._mlflow_client
-        from mlflow.exceptions import MlflowException
-
         resuming = self._run_id is not None
         try:
             client = super().experiment
-        except MlflowException as err:
+        except Exception as err:  # MlflowException, or a plain Exception of the file store's
             if not resuming:
                 raise
             raise ConfigError(
                 f"{self.id_file} names MLflow run {self._run_id}, which the tracking store "
-                f"{self._tracking_uri} cannot give ({err.message}); delete {self.id_file} to log "
+                f"{self._tracking_uri} cannot give ({err}); delete {self.id_file} to log "
                 "the resumed run to a new MLflow run"
             ) from None
         if resuming:  # record where the history has a second value per step from here on

@@ -517,11 +517,13 @@ def train_in(
         resumed_step=trained_batches(checkpoint) if checkpoint else None,
     )
     if trainer.is_global_zero:
+        # the resolved config, to every logger; first, so that a resume whose MLflow run is gone
+        # stops before it rewrites config.yaml
+        for logger in trainer.loggers:
+            logger.log_hyperparams(config.to_dict())
         config.save(run_dir / "config.yaml")
         if not checkpoint:
             write_translation(run_dir, config, fallbacks)
-        for logger in trainer.loggers:  # the resolved config, to every logger
-            logger.log_hyperparams(config.to_dict())
     if checkpoint:  # the checkpoint folder of a resumed run is not empty, by design
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     try:
