@@ -19,6 +19,7 @@ from vaezoo.cli import main
 from vaezoo.config import ConfigError, LoggingConfig, load_config
 from vaezoo.training import loggers
 from vaezoo.training.run import train
+from vaezoo.training.runlock import RUN_DIR_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 ONE_EPOCH = [
@@ -143,6 +144,7 @@ def test_csv_and_mlflow_get_metrics_config_pictures_and_resume_continues_the_mlf
     assert f"{run / 'mlflow_run_id'} names MLflow run {run_id}, which the tracking store" in str(caught.value)
     assert f"delete {run / 'mlflow_run_id'} to log the resumed run to a new MLflow run" in str(caught.value)
     assert (run / "config.yaml").read_text() == saved
+    assert RUN_DIR_ENV not in os.environ  # the failed start leaves no run folder behind for the next
 
 
 @pytest.mark.slow

@@ -516,17 +516,17 @@ def train_in(
         profiler=profiler,
         resumed_step=trained_batches(checkpoint) if checkpoint else None,
     )
-    if trainer.is_global_zero:
-        # the resolved config, to every logger; first, so that a resume whose MLflow run is gone
-        # stops before it rewrites config.yaml
-        for logger in trainer.loggers:
-            logger.log_hyperparams(config.to_dict())
-        config.save(run_dir / "config.yaml")
-        if not checkpoint:
-            write_translation(run_dir, config, fallbacks)
     if checkpoint:  # the checkpoint folder of a resumed run is not empty, by design
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     try:
+        if trainer.is_global_zero:
+            # the resolved config, to every logger; first, so that a resume whose MLflow run is
+            # gone stops before it rewrites config.yaml
+            for logger in trainer.loggers:
+                logger.log_hyperparams(config.to_dict())
+            config.save(run_dir / "config.yaml")
+            if not checkpoint:
+                write_translation(run_dir, config, fallbacks)
         with stop_on_signal.handling_signals():
             # weights_only: a resumed checkpoint is read as tensors and plain data, never as code
             trainer.fit(module, datamodule=prepared.datamodule, ckpt_path=checkpoint, weights_only=True)
