@@ -40,6 +40,7 @@ from torch import Tensor
 
 from vaezoo.config import ConfigError
 from vaezoo.fileio import atomic_path, atomic_write_text
+from vaezoo.images import add_gif
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -333,18 +334,11 @@ def log_picture(loggers: Iterable[Logger], name: str, image: Tensor, path: Path,
 
 def log_animation(loggers: Iterable[Logger], name: str, frames: Tensor, path: Path, step: int) -> None:
     """Frames (T, C, H, W), already saved as the GIF ``path``, to each logger: TensorBoard an image
-    summary whose encoded bytes are the GIF (its image dashboard serves them as image/gif, so the
-    browser plays them), MLflow an artifact under ``images/``, W&B a ``wandb.Video`` of the file."""
+    summary holding the GIF, which it plays (:func:`vaezoo.images.add_gif`), MLflow an artifact
+    under ``images/``, W&B a ``wandb.Video`` of the file."""
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
-            from tensorboard.compat.proto.summary_pb2 import Summary
-
-            height, width = frames.shape[-2:]
-            gif = Summary.Image(
-                height=height, width=width, colorspace=frames.shape[1], encoded_image_string=path.read_bytes()
-            )
-            summary = Summary(value=[Summary.Value(tag=name, image=gif)])
-            logger.experiment._get_file_writer().add_summary(summary, step)  # as add_video does
+            add_gif(logger.experiment, name, path, frames, step)
         elif isinstance(logger, MLFlowLogger):
             logger.experiment.log_artifact(logger.run_id, str(path), artifact_path="images")
         elif isinstance(logger, WandbLogger):
