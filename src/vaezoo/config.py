@@ -116,7 +116,7 @@ class LoggingConfig:
     # One logger or a list of them, e.g. [tensorboard, mlflow]: tensorboard (event files in the run
     # folder); csv (RUN/metrics.csv); mlflow (pip install vaezoo[mlflow]; a local store RUN/mlruns
     # unless mlflow_tracking_uri, `mlflow ui --backend-store-uri RUN/mlruns`); wandb (pip install
-    # vaezoo[wandb]; offline unless wandb_mode, files in RUN/wandb, `wandb sync` uploads them).
+    # vaezoo[wandb]; offline unless wandb_mode, files in RUN/wandb, `wandb sync --id ID` uploads them).
     # Metrics, the config and the pictures go to each; a resume continues the same MLflow/W&B run.
     logger: LoggerName | list[LoggerName] = "tensorboard"
     mlflow_tracking_uri: str | None = None  # None: file:RUN/mlruns; or e.g. http://host:5000, sqlite:///m.db

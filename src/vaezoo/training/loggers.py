@@ -14,8 +14,9 @@ again, is dropped where the backend allows it.
   ``vaezoo.resumed_at_steps`` lists where that happens).
 - ``wandb`` (``pip install vaezoo[wandb]``): offline by default, its files in ``RUN/wandb``; the
   run id is kept in ``RUN/wandb_run_id`` and a resume continues that run id (``resume="allow"``;
-  each session is its own ``offline-run-*`` folder, synced into the one run). W&B's history is
-  append-only too: steps trained again appear twice on the ``trainer/global_step`` axis.
+  offline, each session is its own ``offline-run-*`` folder, and ``wandb sync --id ID`` of them
+  uploads them into the one run in order). W&B's history is append-only too: steps trained again
+  appear twice on the ``trainer/global_step`` axis.
 
 Pictures go to each logger in its own way (:func:`log_picture`, :func:`log_animation`).
 """
