@@ -18,8 +18,9 @@ from helpers import TINY_RUN
 from vaezoo.cli import main
 from vaezoo.config import ConfigError, LoggingConfig, load_config
 from vaezoo.training import loggers
-from vaezoo.training.run import train
+from vaezoo.training.run import build_trainer, train
 from vaezoo.training.runlock import RUN_DIR_ENV
+from vaezoo.training.traversals import TraversalAnimation
 
 REPO = Path(__file__).resolve().parents[1]
 ONE_EPOCH = [
@@ -95,6 +96,15 @@ def test_a_missing_extra_stops_the_run_before_its_folder_is_made(monkeypatch, tm
     with pytest.raises(ConfigError, match=r"pip install 'vaezoo\[wandb\]'"):
         train(config, run_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_the_traversal_gif_is_a_logging_switch(on, tmp_path):
+    config = load_config(
+        REPO / "configs/vae.yaml", ["--logging.logger", "csv", "--logging.traversal_gif", str(on).lower()]
+    )
+    trainer = build_trainer(config, tmp_path / "run", (0.0, 1.0))
+    assert any(isinstance(c, TraversalAnimation) for c in trainer.callbacks) is on
 
 
 # --------------------------------------------------------------------------- real runs
@@ -176,4 +186,5 @@ def test_tensorboard_shows_the_traversal_gif_and_wandb_writes_offline_files(
     assert [s.name.rsplit("-", 1)[1] for s in sessions] == [run_id, run_id]
     records = [(s / f"run-{run_id}.wandb").read_bytes() for s in sessions]
     assert all(b"train/loss_step" in r and b"val/loss" in r for r in records)
-    assert b"traversals" in records[0] and b"latent_dim" in records[0]  # the GIF and the config
+    assert b"latent_dim" in records[0]  # the config
+    assert all(b"reconstructions" in r and b"traversals" in r for r in records)  # the pictures, the GIF
