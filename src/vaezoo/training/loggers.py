@@ -27,6 +27,7 @@ import csv
 import importlib.util
 import os
 import secrets
+import typing
 from argparse import Namespace
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -39,7 +40,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
-from vaezoo.config import ConfigError
+from vaezoo.config import ConfigError, LoggerName
 from vaezoo.fileio import atomic_path, atomic_write_text
 from vaezoo.images import add_gif
 
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
     from vaezoo.config import LoggingConfig
 
-LOGGERS = ("tensorboard", "csv", "mlflow", "wandb")
+LOGGERS: tuple[str, ...] = typing.get_args(LoggerName)  # tensorboard, csv, mlflow, wandb
 MLFLOW_RUN_FILE = "mlflow_run_id"
 WANDB_RUN_FILE = "wandb_run_id"
 RESUMED_TAG = "vaezoo.resumed_at_steps"
