@@ -26,6 +26,7 @@ a child process).
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import re
 import subprocess
@@ -34,6 +35,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -89,6 +91,15 @@ def run_subprocess(argv: list[str], tmp: Path) -> Outcome:
         [sys.executable, "-m", "vaezoo.cli", *argv], capture_output=True, text=True, cwd=tmp, timeout=600
     )
     return Outcome(done.returncode, done.stderr)
+
+
+def without_package(package: str, argv: list[str], tmp: Path) -> Outcome:
+    """``run_cli`` as on a machine where ``package`` is not installed."""
+    real = importlib.util.find_spec
+    with mock.patch.object(
+        importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a)
+    ):
+        return run_cli(argv, tmp)
 
 
 @dataclass(frozen=True)
@@ -464,6 +475,20 @@ CASES: list[Case] = [
         BAD_INPUT,
         lambda tmp: train(tmp, "--train.lr", "fast"),
         "override --train.lr = 'fast' has the wrong type: expected float",
+    ),
+    Case(
+        "logger-unknown",
+        BAD_INPUT,
+        lambda tmp: train(tmp, "--logging.logger", "[csv, neptune]"),
+        "override --logging.logger = ['csv', 'neptune'] has the wrong type: expected one of 'tensorboard', "
+        "'csv', 'mlflow', 'wandb' or a list of",
+    ),
+    Case(
+        "logger-extra-missing",
+        BAD_INPUT,
+        lambda tmp: train(tmp, "--logging.logger", "[tensorboard, wandb]"),
+        "logging.logger 'wandb' needs the wandb package, which is not installed: pip install 'vaezoo[wandb]'",
+        run=lambda argv, tmp: without_package("wandb", argv, tmp),
     ),
     Case(
         "dataset-unknown",

@@ -65,6 +65,7 @@ def test_evaluate_writes_every_metric_group_report_and_pictures(run_dir, tmp_pat
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0}).Reload()
     assert "evaluate/likelihood/iwae_bound_unnormalized" in events.Tags()["scalars"]
     assert {"evaluate/traversals", "evaluate/traversals_animation"} <= set(events.Tags()["images"])
+    assert events.Images("evaluate/traversals_animation")[0].encoded_image_string[:4] == b"GIF8"  # it plays
 
 
 @pytest.mark.slow

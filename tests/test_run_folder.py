@@ -62,6 +62,7 @@ def test_a_new_run_never_writes_into_an_old_folder(finished_run, capsys):
     assert sorted(p.name for p in (finished_run / "images").iterdir()) == [
         "reconstructions_epoch000.png",
         "samples_epoch000.png",
+        "traversals_epoch000.gif",
     ]
 
 

@@ -104,13 +104,24 @@ class TrainConfig:
     ema_decay: float | None = None
 
 
+LoggerName = Literal["tensorboard", "csv", "mlflow", "wandb"]
+
+
 @dataclass
 class LoggingConfig:
     """Where a run is written and what it logs."""
 
     save_dir: str = "runs"
     name: str | None = None  # None: the model name
-    logger: Literal["tensorboard", "csv"] = "tensorboard"
+    # One logger or a list of them, e.g. [tensorboard, mlflow]: tensorboard (event files in the run
+    # folder); csv (RUN/metrics.csv); mlflow (pip install vaezoo[mlflow]; a local store RUN/mlruns
+    # unless mlflow_tracking_uri, `mlflow ui --backend-store-uri RUN/mlruns`); wandb (pip install
+    # vaezoo[wandb]; offline unless wandb_mode, files in RUN/wandb, `wandb sync --id ID` uploads them).
+    # Metrics, the config and the pictures go to each; a resume continues the same MLflow/W&B run.
+    logger: LoggerName | list[LoggerName] = "tensorboard"
+    mlflow_tracking_uri: str | None = None  # None: file:RUN/mlruns; or e.g. http://host:5000, sqlite:///m.db
+    wandb_mode: Literal["offline", "online"] = "offline"  # online needs `wandb login` and the network
+    wandb_project: str | None = None  # None: the run's name (logging.name or the model name)
     log_every_n_steps: int = 50
     progress_bar: Literal["tqdm", "rich", "none"] = "tqdm"
     num_images: int = 64  # images in each reconstruction / sample grid
@@ -131,6 +142,9 @@ class LoggingConfig:
     # Wall time one evaluation may take: a group that would end past it (by its last run's time)
     # is skipped that time, and one that alone took longer is not run again; each with a note.
     eval_budget_seconds: float = 30.0
+    # A GIF of latent traversals of a few validation images at each validation end (at most once an
+    # epoch): images/traversals_epochNNN.gif, and to each logger (TensorBoard shows it animated).
+    traversal_gif: bool = True
 
 
 # train.precision: "auto" (see vaezoo.training.performance) or one of Lightning's precision names.
@@ -346,6 +360,13 @@ def check_values(config: Config, source: str, overridden: collections.abc.Collec
             "logging.eval_budget_seconds",
             config.logging.eval_budget_seconds,
             "a positive number of seconds",
+        ),
+        (
+            isinstance(config.logging.logger, str)
+            or 0 < len(config.logging.logger) == len(set(config.logging.logger)),
+            "logging.logger",
+            config.logging.logger,
+            "a logger name or a list of distinct ones, at least one",
         ),
         (
             config.logging.checkpoint_every_n_steps >= 0,

@@ -1,9 +1,10 @@
-"""Image grids and PNG files from tensors, with Pillow and numpy (no torchvision)."""
+"""Image grids, PNG and GIF files from tensors, with Pillow and numpy (no torchvision)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,6 +81,20 @@ def save_gif(frames: Tensor, path: str | Path, frame_ms: int = 120) -> Path:
             tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=frame_ms, loop=0
         )
     return path
+
+
+def add_gif(writer: Any, tag: str, gif: str | Path, frames: Tensor, step: int) -> None:
+    """Log the GIF file ``gif`` of ``frames`` (T, C, H, W) to a TensorBoard ``SummaryWriter`` as an
+    image summary whose encoded bytes are the GIF: TensorBoard's image dashboard serves them with
+    the type it detects (image/gif), so the browser plays the animation. ``SummaryWriter.add_video``
+    writes the same kind of summary, but encodes the GIF with moviepy."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    height, width = frames.shape[-2:]
+    image = Summary.Image(
+        height=height, width=width, colorspace=frames.shape[1], encoded_image_string=Path(gif).read_bytes()
+    )
+    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
 def interleave_rows(originals: Tensor, reconstructions: Tensor, nrow: int) -> Tensor:

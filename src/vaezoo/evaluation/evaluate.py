@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from vaezoo.fileio import atomic_write_text
-from vaezoo.images import make_grid, save_gif, save_image
+from vaezoo.images import add_gif, make_grid, save_gif, save_image
 
 if TYPE_CHECKING:
     from vaezoo.models.base import BaseVAE
@@ -450,10 +450,10 @@ def evaluate(
             values = {}
         if group == "pictures":
             for name, image in values.items():
-                if image.dim() == 4:  # frames: an animated GIF, and the frames in TensorBoard
+                if image.dim() == 4:  # frames: an animated GIF, in TensorBoard too
                     path = save_gif(image, report_dir / f"{name}.gif")
                     if writer is not None:
-                        writer.add_images(f"evaluate/{name}", image.clamp(0, 1), step)
+                        add_gif(writer, f"evaluate/{name}", path, image, step)
                 else:
                     path = save_image(image, report_dir / f"{name}.png", padding=0)
                     if writer is not None:

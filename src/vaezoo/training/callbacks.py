@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from vaezoo.images import interleave_rows, make_grid, save_image
+from vaezoo.training.loggers import log_picture, logging_step
 
 if TYPE_CHECKING:
     from vaezoo.models.base import BaseVAE
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
 
 class ImageGrids(L.Callback):
-    """Save a reconstruction grid and a sample grid as PNG and to TensorBoard, on rank zero only.
+    """Save a reconstruction grid and a sample grid as PNG and to each logger, on rank zero only.
 
     The same validation images and the same prior draws (a fixed seed, outside the training RNG)
     are used every epoch, so the grids show progress rather than noise. Reconstruction grids
@@ -48,7 +49,7 @@ class ImageGrids(L.Callback):
             model.train(was_training)
 
     def _write(self, trainer: L.Trainer, model: BaseVAE, device: torch.device) -> None:
-        epoch, step = trainer.current_epoch, trainer.global_step
+        epoch, step = trainer.current_epoch, logging_step(trainer)
         # Trainer sets ``datamodule`` in fit/validate; its class does not declare the attribute.
         datamodule: Any = trainer.datamodule  # type: ignore[attr-defined]
         images, labels = datamodule.fixed_batch(self.num_images, split="val")
@@ -65,11 +66,8 @@ class ImageGrids(L.Callback):
                 self._sample_warned = True
         for name, batch in grids.items():
             grid = make_grid(batch, nrow=self.nrow, value_range=self.value_range)  # (C, H', W') in [0, 1]
-            save_image(grid, self.out_dir / f"{name}_epoch{epoch:03d}.png", padding=0)
-            for logger in trainer.loggers:
-                experiment: Any = getattr(logger, "experiment", None)
-                if hasattr(experiment, "add_image"):
-                    experiment.add_image(name, grid, global_step=step)
+            path = save_image(grid, self.out_dir / f"{name}_epoch{epoch:03d}.png", padding=0)
+            log_picture(trainer.loggers, name, grid, path, step)
 
 
 class ValidateAtMaxSteps(L.Callback):

@@ -10,7 +10,10 @@ over. A run folder holds::
     checkpoints/last.ckpt    the latest state, for --resume
     checkpoints/best-*.ckpt  the best by validation loss
     images/                  reconstructions_epochNNN.png, samples_epochNNN.png
-    events.out.tfevents.*    TensorBoard (or metrics.csv with the CSV logger)
+    images/traversals_epochNNN.gif   latent traversals (logging.traversal_gif)
+    events.out.tfevents.*    TensorBoard; metrics.csv: the CSV logger (logging.logger lists them)
+    mlruns/, mlflow_run_id   the MLflow logger's local store and its run (continued on --resume)
+    wandb/, wandb_run_id     the W&B logger's offline files and its run id (continued on --resume)
     summary.json             final validation figures
 """
 
@@ -54,7 +57,12 @@ from vaezoo.training.checkpoint import AtomicCheckpointIO, check_resume_checkpoi
 from vaezoo.training.distributed import DeadProcessReport, strategy_for
 from vaezoo.training.evaluation import EvaluateEveryNSteps, check_eval_data
 from vaezoo.training.interrupts import StopOnSignal
-from vaezoo.training.loggers import FlushLogsAtCheckpoints, make_logger
+from vaezoo.training.loggers import (
+    FlushLogsAtCheckpoints,
+    check_logger_packages,
+    finish_loggers,
+    make_loggers,
+)
 from vaezoo.training.module import VAEModule
 from vaezoo.training.performance import (
     AUTO,
@@ -66,6 +74,7 @@ from vaezoo.training.performance import (
     resolve_precision,
 )
 from vaezoo.training.runlock import RUN_DIR_ENV, RunLock, takes_run_lock
+from vaezoo.training.traversals import TraversalAnimation
 
 ACTIVATION_FOR_RANGE = {"unit": "sigmoid", "symmetric": "tanh"}
 PROGRESS_REFRESH_STEPS = 10  # the bar reads the loss from the device (a sync) once per this many steps
@@ -110,6 +119,7 @@ def prepare(config: Config, splits: DataSplits | None = None, model: BaseVAE | N
 
     ``splits``: data already built (``vaezoo.fit``'s); ``model``: a model object to train (its
     arguments are ``config.model``'s)."""
+    check_logger_packages(config.logging)
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     datamodule = VAEDataModule(
         config.data,
@@ -190,7 +200,7 @@ def build_trainer(
     log, train = config.logging, config.train
     # Lightning counts optimizer steps: two per batch for a model with an auxiliary optimizer (FactorVAE)
     steps_per_batch = 1 if automatic_optimization else 2
-    logger = make_logger(log.logger, run_dir, resumed_step)
+    loggers = make_loggers(log, run_dir, log.name or config.model_name, resumed_step)
     callbacks: list[L.Callback] = [
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
@@ -231,6 +241,7 @@ def build_trainer(
             if log.eval_every_n_steps > 0
             else []
         ),
+        *([TraversalAnimation(run_dir / "images", log.num_images, value_range)] if log.traversal_gif else []),
         ValidateAtMaxSteps(),
         RandomState(),
         TrainingClock(),
@@ -249,7 +260,7 @@ def build_trainer(
         plugins.append(SLURMEnvironment(auto_requeue=False))
     return L.Trainer(
         default_root_dir=run_dir,
-        logger=logger,
+        logger=loggers,
         callbacks=callbacks,
         plugins=plugins,
         enable_progress_bar=log.progress_bar != "none",
@@ -531,13 +542,17 @@ def train_in(
         profiler=profiler,
         resumed_step=trained_batches(checkpoint) if checkpoint else None,
     )
-    if trainer.is_global_zero:
-        config.save(run_dir / "config.yaml")
-        if not checkpoint:
-            write_translation(run_dir, config, fallbacks)
     if checkpoint:  # the checkpoint folder of a resumed run is not empty, by design
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     try:
+        if trainer.is_global_zero:
+            # the resolved config, to every logger; first, so that a resume whose MLflow run is
+            # gone stops before it rewrites config.yaml
+            for logger in trainer.loggers:
+                logger.log_hyperparams(config.to_dict())
+            config.save(run_dir / "config.yaml")
+            if not checkpoint:
+                write_translation(run_dir, config, fallbacks)
         with stop_on_signal.handling_signals():
             # weights_only: a resumed checkpoint is read as tensors and plain data, never as code
             trainer.fit(module, datamodule=prepared.datamodule, ckpt_path=checkpoint, weights_only=True)
@@ -561,6 +576,7 @@ def train_in(
         raise DiskFullError(code, err.filename or run_dir, free_bytes(run_dir), kept) from None
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
+        finish_loggers(trainer.loggers)
     if trainer.is_global_zero:
         write_summary(run_dir, trainer, prepared)
     return run_dir
