@@ -87,6 +87,7 @@ def test_export_writes_a_hub_model_folder_without_pickles(exported):
         "README.md",
         "samples.png",
         "reconstructions.png",
+        "traversals.gif",  # the run's last traversal animation (logging.traversal_gif)
     }
     for file in exported.iterdir():  # no pickle (protocol 2+ starts with 0x80) and no zip (torch.save)
         start = file.read_bytes()[:4]
@@ -127,6 +128,7 @@ def test_the_card_tells_model_paper_data_training_and_shows_the_grids(exported):
     assert "| images | 1 x 32 x 32 |" in card and "| batches | 4 |" in card
     assert "moving average (decay 0.9)" in card and "| final val/loss |" in card
     assert "![samples.png](samples.png)" in card and "![reconstructions.png](reconstructions.png)" in card
+    assert "![traversals.gif](traversals.gif)" in card
     assert "Not evaluated yet" in card
 
 

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 GRID_IMAGES = 64  # images in the card's sample and reconstruction grids
 SAMPLES_FILE = "samples.png"
 RECONSTRUCTIONS_FILE = "reconstructions.png"
+TRAVERSALS_FILE = "traversals.gif"
 METRICS_FILE = "metrics.json"
 
 
@@ -336,6 +337,12 @@ def write_grids(model: BaseVAE, facts: ExportFacts, run: LoadedRun | None, folde
             written[RECONSTRUCTIONS_FILE] = (
                 f"the run's own grid {grids[-1].name} (its data is not on this machine)"
             )
+    animations = sorted((run.run_dir / "images").glob("traversals_epoch*.gif")) if run is not None else []
+    if animations:  # logging.traversal_gif: the run's last one
+        shutil.copyfile(animations[-1], folder / TRAVERSALS_FILE)
+        written[TRAVERSALS_FILE] = (
+            f"latent traversals of validation images, from the run ({animations[-1].name})"
+        )
     return written
 
 
