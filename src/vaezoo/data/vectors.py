@@ -278,3 +278,30 @@ def build_vectors(config: DataConfig) -> DataSplits:
         value_range=(low, high),
         output_activation="sigmoid" if 0.0 <= low and high <= 1.0 else "none",
     )
+
+
+# --------------------------------------------------------------------------- writing
+
+
+VECTOR_OUTPUTS = (".csv", ".npy")
+
+
+def check_vector_output(path: str | Path, model_name: str) -> None:
+    """A vector model's output file must be a .csv or .npy (a PNG grid needs images)."""
+    if Path(path).suffix.lower() not in VECTOR_OUTPUTS:
+        raise DataError(
+            f"{model_name} was trained on vectors (architecture mlp), so its output is a table, not a picture: "
+            f"-o {path} must end in .csv or .npy"
+        )
+
+
+def write_vectors(path: str | Path, values: torch.Tensor, names: Sequence[str]) -> Path:
+    """(N, D) ``values`` as a ``.npy`` (float32) or as a CSV with the header ``names``."""
+    path = Path(path)
+    array = values.detach().cpu().float().numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".npy":
+        np.save(path, array, allow_pickle=False)
+    else:
+        np.savetxt(path, array, delimiter=",", header=",".join(names), comments="", fmt="%.7g")
+    return path
