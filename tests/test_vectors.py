@@ -267,7 +267,10 @@ def test_csv_errors_name_file_row_and_column(tmp_path, name, content, data, mess
     [
         (np.zeros(5), r"has shape \(5,\); expected \(N, D\) vectors, 2 dimensions \(one feature: reshape"),
         (np.zeros((2, 3, 4)), r"has shape \(2, 3, 4\); expected \(N, D\)"),
-        (np.array([[1.0, np.nan], [0.0, 1.0]]), r"row 0, column 1 is nan \(1 values are NaN or infinite\)"),
+        (
+            np.array([[1.0, np.nan], [0.0, 1.0]]),
+            r"the value at \[0, 1\] \(0-based\) is nan \(1 are NaN or infinite\)",
+        ),
         (np.array([["a", "b"]]), "the array is <U1; expected bool, integer or float numbers"),
     ],
 )

@@ -249,9 +249,7 @@ def quiet_dependencies() -> None:
 
 
 def add_output_arguments(command: argparse.ArgumentParser, default: str) -> None:
-    command.add_argument(
-        "-o", "--output", default=default, help="the PNG file to write (a model of vectors: a .csv or .npy)"
-    )
+    command.add_argument("-o", "--output", default=default, help="the PNG file to write")
     command.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
 
 

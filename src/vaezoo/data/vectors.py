@@ -159,7 +159,7 @@ def read_npy(path: Path, label_column: int | str | None) -> VectorTable:
     if bad.any():
         row, column = (int(i[0]) for i in np.nonzero(bad))
         raise DataError(
-            f"{path}: row {row}, column {column} is {values[row, column]} ({int(bad.sum())} values are NaN or "
+            f"{path}: the value at [{row}, {column}] (0-based) is {values[row, column]} ({int(bad.sum())} are NaN or "
             "infinite); expected finite numbers"
         )
     label = label_index(label_column, None, array.shape[1], str(path))
