@@ -249,6 +249,12 @@ def test_npy_bool_values_and_integer_label_column(tmp_path):
             r"nan.csv: row 2, column 2 \('b'\) is 'nan'; expected a finite number",
         ),
         ("ragged.csv", "1,2,3\n4,5\n", {}, r"ragged.csv: row 2 has 2 cells, expected 3"),
+        (
+            "semi.csv",
+            "a;b\n1;2\n",
+            {},
+            r"row 2, column 1 \('a;b'\) is '1;2', not a number \(cells must be sep",
+        ),
         ("head.csv", "a,b\n", {}, "has a header row but no data rows"),
         ("empty.csv", "\n\n", {}, "the CSV file has no rows"),
         ("name.csv", "1,2\n3,4\n", {"label_column": "y"}, "names a column, but the file has no header row"),
@@ -353,6 +359,14 @@ def test_train_evaluate_sample_reconstruct_a_csv(tmp_path, capsys):
     assert np.load(tmp_path / "r.npy").shape == (4, 12)
     assert main(["sample", str(run), "-o", str(tmp_path / "s.png")]) == 2
     assert "-o " in capsys.readouterr().err
+    np.save(tmp_path / "narrow.npy", np.zeros((8, 4)))
+    narrow = ["--data.path", str(tmp_path / "narrow.npy"), "--data.label_column", "null"]
+    assert main(["reconstruct", str(run), "-o", str(tmp_path / "n.csv"), *narrow]) == 2
+    assert "trained on vectors of 6 features, but the data (data.name 'vectors') gives vectors of 4" in (
+        capsys.readouterr().err
+    )
+    assert main(["evaluate", str(run), "--data", str(tmp_path), "--no-progress"]) == 2
+    assert "a folder of images, but VanillaVAE was trained on vectors" in capsys.readouterr().err
 
 
 def test_train_refuses_what_does_not_fit_vectors(tmp_path, capsys):

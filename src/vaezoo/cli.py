@@ -515,6 +515,11 @@ def _run_data(
 ) -> VAEDataModule:
     """The run's data from its saved config, or a folder of images, with --data.* overrides applied."""
     raw = {key: dict(value) for key, value in saved.items()}
+    if folder and getattr(model, "architecture", "conv") == "mlp":
+        raise ConfigError(
+            f"{command} --data {folder}: a folder of images, but {type(model).__name__} was trained on "
+            "vectors; give --data.path FILE (a .npy or .csv of vectors) instead"
+        )
     if folder:
         channels = model.config.get("in_channels")
         raw["data"].update(name="image_folder", path=folder, subset=None, val_fraction=0.0, channels=channels)
@@ -522,7 +527,17 @@ def _run_data(
         if not key.startswith("data."):
             raise ConfigError(f"{command} takes only --data.* overrides, not --{key}")
         set_dotted(raw, key, value)
-    return _data_module(raw, source=f"{source} (saved config)")
+    datamodule = _data_module(raw, source=f"{source} (saved config)")
+    trained_on = "vectors" if getattr(model, "architecture", "conv") == "mlp" else "images"
+    width = model.config.get("in_channels")
+    if datamodule.kind != trained_on or (trained_on == "vectors" and datamodule.channels != width):
+        given = f"vectors of {datamodule.channels} features" if datamodule.kind == "vectors" else "images"
+        wanted = f"vectors of {width} features" if trained_on == "vectors" else "images"
+        raise ConfigError(
+            f"{command}: {type(model).__name__} was trained on {wanted}, but the data "
+            f"(data.name {datamodule.config.name!r}) gives {given}"
+        )
+    return datamodule
 
 
 def _value_range(config: dict) -> tuple[float, float]:

@@ -113,16 +113,21 @@ def read_csv(path: Path, label_column: int | str | None) -> VectorTable:
     names = header or [f"column_{k}" for k in range(width)]
     label = label_index(label_column, header, width, str(path))
     features = [k for k in range(width) if k != label]
-    values = np.empty((len(rows), len(features)), dtype=np.float64)
-    labels: list[str] = []
-    for i, (line, row) in enumerate(rows):
+    for line, row in rows:
         if len(row) != width:
             raise DataError(f"{path}: row {line} has {len(row)} cells, expected {width} (as the first row)")
-        for j, k in enumerate(features):
-            values[i, j] = parse_cell(row[k], path, line, names[k], k)
-        if label is not None:
-            labels.append(row[label].strip())
-    return VectorTable(values, labels if label is not None else None, [names[k] for k in features])
+    try:  # numpy parses the whole table at once; the first bad cell is then found one by one
+        values = np.array([[row[k] for k in features] for _, row in rows], dtype=np.float64)
+        usable = bool(np.isfinite(values).all())
+    except ValueError:
+        usable = False
+    if not usable:
+        for line, row in rows:
+            for k in features:
+                parse_cell(row[k], path, line, names[k], k)
+        raise DataError(f"{path}: the feature cells are not all numbers; expected {EXPECTED}")
+    labels = [row[label].strip() for _, row in rows] if label is not None else None
+    return VectorTable(values, labels, [names[k] for k in features])
 
 
 def parse_cell(cell: str, path: Path, line: int, name: str, column: int) -> float:
@@ -133,6 +138,8 @@ def parse_cell(cell: str, path: Path, line: int, name: str, column: int) -> floa
         value = float(text)
     except ValueError:
         what = "is empty (a missing value)" if not text else f"is {cell!r}, not a number"
+        if ";" in text or "\t" in text:
+            what += " (cells must be separated by commas)"
         raise DataError(f"{where} {what}; every feature cell must be a number") from None
     if not math.isfinite(value):
         raise DataError(f"{where} is {cell!r}; expected a finite number (remove or fill in the value)")
