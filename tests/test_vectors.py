@@ -261,6 +261,12 @@ def test_npy_bool_values_and_integer_label_column(tmp_path):
         ("col.csv", "a,b\n1,2\n", {"label_column": "c"}, r"'c' is not a column; columns: \['a', 'b'\]"),
         ("far.csv", "1,2\n3,4\n", {"label_column": 5}, "is outside the 2 columns"),
         ("neg.csv", "1,-1\n3,0\n", {"label_column": 1}, "label 0 is -1; class indices must be >= 0"),
+        (
+            "nolabel.csv",
+            "a,y\n1,u\n3,\n",
+            {"label_column": "y"},
+            r"row 3, column 2 \('y', data.label_column\) is empty",
+        ),
     ],
 )
 def test_csv_errors_name_file_row_and_column(tmp_path, name, content, data, message):

@@ -5,7 +5,8 @@ A ``.npy`` holds one (N, D) array of bools, integers or floats (read with ``allo
 object arrays and pickles are refused). A ``.csv`` (RFC 4180, comma-separated) holds one row per
 example; its first row is a header when none of its cells is a number, and every other cell must
 be a number (Python's ``float`` syntax). Every row has as many cells as the first. NaN, infinite and
-empty values are errors that name the file, the row and the column.
+empty values are errors that name the file, the row and the column (of the file, counted from 1;
+in a ``.npy``, the 0-based index).
 
 Labels: ``data.label_column`` takes one column out of the features: a 0-based index (negative
 counts from the end) or, for a CSV with a header, the column's name. Whole numbers are class
@@ -126,7 +127,15 @@ def read_csv(path: Path, label_column: int | str | None) -> VectorTable:
             for k in features:
                 parse_cell(row[k], path, line, names[k], k)
         raise DataError(f"{path}: the feature cells are not all numbers; expected {EXPECTED}")
-    labels = [row[label].strip() for _, row in rows] if label is not None else None
+    labels = None
+    if label is not None:
+        labels = [row[label].strip() for _, row in rows]
+        if "" in labels:
+            line = rows[labels.index("")][0]
+            raise DataError(
+                f"{path}: row {line}, column {label + 1} ({names[label]!r}, data.label_column) is empty; "
+                "every row needs a label"
+            )
     return VectorTable(values, labels, [names[k] for k in features])
 
 
