@@ -386,3 +386,16 @@ def test_train_refuses_what_does_not_fit_vectors(tmp_path, capsys):
     assert main([*base, *save, "--model.in_channels", "3"]) == 2
     assert "model.in_channels = 3 but the data (vectors) gives 6" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_bytes_raise_data_errors_only(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    body = rng.integers(0, 256, int(rng.integers(0, 400)), dtype=np.uint8).tobytes()
+    prefix = [b"", b"\x93NUMPY", b"a,b\n1,", b"\x80\x04"][seed % 4]
+    path = tmp_path / "noise.csv"
+    path.write_bytes(prefix + body)
+    try:
+        splits_of(path)
+    except DataError:
+        pass  # the expected outcome; a readable table by chance is fine too
