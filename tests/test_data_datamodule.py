@@ -42,6 +42,7 @@ def test_dataset_names():
         "arrays",
         "cifar10",
         "cifar100",
+        "vectors",
     }
 
 

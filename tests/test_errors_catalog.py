@@ -153,6 +153,26 @@ def on_folder(folder: Path, *extra: str) -> list[str]:
     return ["--data.name", "image_folder", "--data.path", str(folder), "--data.subset", "null", *extra]
 
 
+def on_vectors(path: Path, *extra: str) -> list[str]:
+    return ["--data.name", "vectors", "--data.path", str(path), "--data.subset", "null", *extra]
+
+
+def vectors_csv(tmp: Path, bad_cell: str | None = None) -> Path:
+    """A CSV of 12 rows of two features under a header; with ``bad_cell`` as row 3's second value."""
+    rows = [f"{i / 12:.3f},{1 - i / 12:.3f}" for i in range(12)]
+    if bad_cell is not None:
+        rows[1] = f"0.5,{bad_cell}"
+    (tmp / "points.csv").write_text("\n".join(["a,b", *rows]) + "\n")
+    return tmp / "points.csv"
+
+
+def vectors_with_nan(tmp: Path) -> Path:
+    values = np.random.default_rng(0).uniform(size=(12, 3))
+    values[4, 2] = np.nan
+    np.save(tmp / "points.npy", values)
+    return tmp / "points.npy"
+
+
 def cut(path: Path, keep: int) -> None:
     path.write_bytes(path.read_bytes()[:keep])
 
@@ -598,6 +618,24 @@ CASES: list[Case] = [
             "exported/model.safetensors: weights do not fit VanillaVAE",
             "(saved by vaezoo 0.0.1; this is vaezoo 0.1.0)",
         ),
+    ),
+    Case(
+        "vectors-bad-cell",
+        BAD_INPUT,
+        lambda tmp: train(tmp, *on_vectors(vectors_csv(tmp, bad_cell="n/a"))),
+        "points.csv: row 3, column 2 ('b') is 'n/a', not a number",
+    ),
+    Case(
+        "vectors-nan",
+        BAD_INPUT,
+        lambda tmp: train(tmp, *on_vectors(vectors_with_nan(tmp))),
+        "points.npy: the value at [4, 2] (0-based) is nan (1 are NaN or infinite); expected finite numbers",
+    ),
+    Case(
+        "vectors-image-only-model",
+        BAD_INPUT,
+        lambda tmp: train(tmp, *on_vectors(vectors_csv(tmp)), "--model.name", "VQVAE"),
+        "model VQVAE does not train on vectors (data.name 'vectors'): it works on images only",
     ),
 ]
 

@@ -107,6 +107,7 @@ def test_config_is_recorded_and_rebuilds_the_model():
         "likelihood": "mse",
         "likelihood_scale": "learned",
         "likelihood_std": 0.1,
+        "architecture": "conv",
     }
     assert model.recon_reduction == "mean"  # None: PyTorch-VAE's pixel mean for the squared error
     clone = create_model("VanillaVAE", **model.config)

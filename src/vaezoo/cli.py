@@ -331,12 +331,16 @@ def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def cmd_sample(args: argparse.Namespace, overrides: list[str]) -> int:
+    from vaezoo.data.vectors import check_vector_output, write_vectors
     from vaezoo.images import save_image
     from vaezoo.io import model_from_checkpoint
 
     _no_overrides(overrides, "sample")
     refuse_to_overwrite(args)
     model, config = model_from_checkpoint(args.checkpoint)
+    vectors = getattr(model, "architecture", "conv") == "mlp"
+    if vectors:
+        check_vector_output(args.output, type(model).__name__)
     labels = None
     if model.is_conditional:  # condition on the labels of real images
         labels = _data_module(config).fixed_batch(args.num_samples, split="val")[1]
@@ -349,7 +353,10 @@ def cmd_sample(args: argparse.Namespace, overrides: list[str]) -> int:
                 samples = _ex_post_samples(model, config, args)
     except NotImplementedError as err:
         raise ConfigError(f"cannot sample from {type(model).__name__}: {err}") from None
-    path = save_image(samples, args.output, nrow=args.nrow, value_range=_value_range(config))
+    if vectors:  # a table of samples, one row each
+        path = write_vectors(args.output, samples, [f"x{k}" for k in range(samples.shape[1])])
+    else:
+        path = save_image(samples, args.output, nrow=args.nrow, value_range=_value_range(config))
     print(f"wrote {args.num_samples} samples to {path}")
     return 0
 
@@ -369,17 +376,28 @@ def _ex_post_samples(model: BaseVAE, config: dict, args: argparse.Namespace) -> 
 
 
 def cmd_reconstruct(args: argparse.Namespace, overrides: list[str]) -> int:
+    from vaezoo.data.vectors import check_vector_output, write_vectors
     from vaezoo.images import interleave_rows, save_image
     from vaezoo.io import model_from_checkpoint
 
     refuse_to_overwrite(args)
     model, saved = model_from_checkpoint(args.checkpoint)
+    vectors = getattr(model, "architecture", "conv") == "mlp"
+    if vectors:
+        check_vector_output(args.output, type(model).__name__)
     datamodule = _run_data(model, saved, args.data, overrides, args.checkpoint, "reconstruct")
     split = "train" if args.data else args.split
     images, labels = datamodule.fixed_batch(args.num_images, split=split)
     torch.manual_seed(args.seed)
     with torch.no_grad():
         recons = model.generate(images, labels=labels)
+    if vectors:  # one row per example: its values, then its reconstruction's
+        names = [f"x{k}" for k in range(images.shape[1])]
+        path = write_vectors(
+            args.output, torch.cat([images, recons], 1), names + [f"recon_{n}" for n in names]
+        )
+        print(f"wrote {len(images)} reconstructions to {path}")
+        return 0
     nrow = max(1, int(len(images) ** 0.5))
     grid = interleave_rows(images, recons, nrow)
     path = save_image(grid, args.output, nrow=nrow, value_range=datamodule.value_range)
@@ -519,6 +537,11 @@ def _run_data(
 ) -> VAEDataModule:
     """The run's data from its saved config, or a folder of images, with --data.* overrides applied."""
     raw = {key: dict(value) for key, value in saved.items()}
+    if folder and getattr(model, "architecture", "conv") == "mlp":
+        raise ConfigError(
+            f"{command} --data {folder}: a folder of images, but {type(model).__name__} was trained on "
+            "vectors; give --data.path FILE (a .npy or .csv of vectors) instead"
+        )
     if folder:
         channels = model.config.get("in_channels")
         raw["data"].update(name="image_folder", path=folder, subset=None, val_fraction=0.0, channels=channels)
@@ -526,7 +549,17 @@ def _run_data(
         if not key.startswith("data."):
             raise ConfigError(f"{command} takes only --data.* overrides, not --{key}")
         set_dotted(raw, key, value)
-    return _data_module(raw, source=f"{source} (saved config)")
+    datamodule = _data_module(raw, source=f"{source} (saved config)")
+    trained_on = "vectors" if getattr(model, "architecture", "conv") == "mlp" else "images"
+    width = model.config.get("in_channels")
+    if datamodule.kind != trained_on or (trained_on == "vectors" and datamodule.channels != width):
+        given = f"vectors of {datamodule.channels} features" if datamodule.kind == "vectors" else "images"
+        wanted = f"vectors of {width} features" if trained_on == "vectors" else "images"
+        raise ConfigError(
+            f"{command}: {type(model).__name__} was trained on {wanted}, but the data "
+            f"(data.name {datamodule.config.name!r}) gives {given}"
+        )
+    return datamodule
 
 
 def _value_range(config: dict) -> tuple[float, float]:

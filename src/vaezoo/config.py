@@ -42,6 +42,7 @@ class DataConfig:
     """Which images to train on and how they are prepared."""
 
     # dsprites | celeba | image_folder | mnist | fashion_mnist (IDX files) | arrays | cifar10 | cifar100
+    # | vectors (a .npy / .csv of N rows of D numbers, for models with architecture: mlp)
     name: str = "dsprites"
     path: str | None = None  # dataset location; dsprites: optional official .npz file
     image_size: int = 64  # images are resized (after the optional centre crop) to this square size
@@ -57,6 +58,8 @@ class DataConfig:
     # An image file that cannot be read (truncated, not an image) met while training: "fail" stops
     # with an error naming it; "skip" warns once, leaves it out and counts the skips in the logs.
     bad_files: Literal["fail", "skip"] = "fail"
+    label_column: int | str | None = None  # vectors: the labels' column, a 0-based index or a CSV header name
+    standardize: bool = False  # vectors: scale each feature to the training split's zero mean, unit std
 
 
 @dataclass

@@ -4,7 +4,9 @@
 ``DATASETS``). Labels: dSprites -> float32 (5,) factor values; CelebA -> float32 (40,) attributes
 in {0, 1}; image_folder / mnist / fashion_mnist / cifar10 / cifar100 (fine label) -> int64 class
 index; arrays (a user's .npz / .npy) -> its ``labels`` (int64 class index or float32 vectors),
-else its ``factors`` as float32 vectors, else class 0. Ground-truth factors
+else its ``factors`` as float32 vectors, else class 0; vectors (a user's .npy / .csv of (N, D)
+numbers, batches (N, D)) -> ``data.label_column`` as class indices or float32 (N, 1), else class 0.
+Ground-truth factors
 (``VAEDataModule.ground_truth``): dSprites (``DSpritesGroundTruth``) and arrays whose factors form a
 complete grid (``ArrayGroundTruth``).
 

@@ -37,6 +37,9 @@ class DataSplits:
     label_shape: tuple[int, ...]
     ground_truth: Any = None  # the factor interface (dSprites) or None
     num_classes: int | None = None  # for class-index labels (label_shape == ()): how many classes
+    kind: str = "images"  # "images" (N, C, H, W) or "vectors" (N, D), with channels = D
+    value_range: tuple[float, float] | None = None  # vectors: the training values' (min, max)
+    output_activation: str | None = None  # the decoder activation the values call for (vectors)
 
 
 # --------------------------------------------------------------------------- paths

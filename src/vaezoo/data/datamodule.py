@@ -22,6 +22,7 @@ from vaezoo.data.image_folder import build_image_folder
 from vaezoo.data.in_memory import build_in_memory
 from vaezoo.data.sampler import EpochSampler, ResumableLoader
 from vaezoo.data.transforms import check_normalize, value_range
+from vaezoo.data.vectors import build_vectors
 
 Builder = Callable[[DataConfig], DataSplits]
 
@@ -35,6 +36,7 @@ BUILDERS: dict[str, Builder] = {
     "cifar10": build_cifar,
     "cifar100": build_cifar,
     "in_memory": build_in_memory,  # images given to vaezoo.fit (VAEDataModule's ``splits``)
+    "vectors": build_vectors,
 }
 DATASETS: tuple[str, ...] = tuple(BUILDERS)
 
@@ -59,6 +61,15 @@ def check_config(config: DataConfig) -> None:
         (config.crop is None or config.crop > 0, "data.crop", config.crop, "a positive integer or null"),
         (config.num_workers >= 0, "data.num_workers", config.num_workers, "an integer >= 0"),
         (config.bad_files in BAD_FILES, "data.bad_files", config.bad_files, f"one of {list(BAD_FILES)}"),
+        *(
+            (
+                config.name == "vectors" or getattr(config, key) == default,
+                f"data.{key}",
+                getattr(config, key),
+                f"{default!r}: it applies to data.name 'vectors' only",
+            )
+            for key, default in (("label_column", None), ("standardize", False))
+        ),
     ]
     for ok, key, value, expected in rules:
         if not ok:
@@ -68,7 +79,7 @@ def check_config(config: DataConfig) -> None:
 class VAEDataModule(L.LightningDataModule):
     """Train/val/test loaders of the dataset named by ``config.name``.
 
-    After ``setup()``: ``channels``, ``image_size``, ``value_range``, ``num_train``, ``num_val``,
+    After ``setup()``: ``kind``, ``channels``, ``image_size``, ``value_range``, ``num_train``, ``num_val``,
     ``label_shape``, ``ground_truth`` (the factor interface, or None) and ``fixed_batch()``.
     """
 
@@ -163,8 +174,20 @@ class VAEDataModule(L.LightningDataModule):
         return self.config.image_size
 
     @property
+    def kind(self) -> str:
+        """ "images" (batches (N, C, H, W)) or "vectors" (batches (N, D), ``channels`` = D)."""
+        return self.splits.kind
+
+    @property
     def value_range(self) -> tuple[float, float]:
-        return value_range(self.config.normalize)
+        """The images' range from ``data.normalize``; for vectors the training values' (min, max)."""
+        return self.splits.value_range or value_range(self.config.normalize)
+
+    @property
+    def output_activation(self) -> str | None:
+        """The decoder activation the data calls for when ``data.normalize`` does not decide it
+        (vectors: ``sigmoid`` for values in [0, 1], else ``none``); None for images."""
+        return self.splits.output_activation
 
     @property
     def num_train(self) -> int:

@@ -3,6 +3,10 @@
 Each group is a function of an :class:`EvaluationContext` returning ``dict[str, float]``; a group (or
 a single metric) that does not apply to the model or data raises :class:`NotApplicable` with the
 reason, which the report lists. The metrics themselves are the plain functions of the sibling modules.
+
+Vector data (``data.name: vectors``) gets what applies to it: the reconstruction MSE, latent health,
+the likelihood bounds (without the 8-bit discretised NLL), the latent embedding and the KL chart;
+PSNR/SSIM, FID and the image pictures are listed as not applicable.
 """
 
 from __future__ import annotations
@@ -109,6 +113,7 @@ class EvaluationContext:
         self.device = next(model.parameters()).device
         self.value_range: tuple[float, float] = tuple(datamodule.value_range)
         self.conditional = model.is_conditional
+        self.vectors = getattr(datamodule, "kind", "images") == "vectors"  # batches (N, D), not images
 
     @cached_property
     def inference_model(self) -> BaseVAE:
@@ -219,6 +224,8 @@ def reconstruction_group(ctx: EvaluationContext, report: EvaluationReport) -> di
     """MSE, PSNR and SSIM of the model's reconstructions (posterior samples, as ``generate`` does)."""
     from vaezoo.evaluation.reconstruction import mse_per_image, psnr_per_image, ssim_per_image
 
+    if ctx.vectors:
+        return vector_reconstruction(ctx, report)
     data_range = ctx.value_range[1] - ctx.value_range[0]
     mse, psnr, ssim = [], [], []
     torch.manual_seed(ctx.settings.seed)
@@ -234,6 +241,20 @@ def reconstruction_group(ctx: EvaluationContext, report: EvaluationReport) -> di
         "ssim": torch.cat(ssim).mean().item(),
         "num_images": float(len(ctx.examples[0])),
     }
+
+
+def vector_reconstruction(ctx: EvaluationContext, report: EvaluationReport) -> dict[str, float]:
+    """The mean squared error per feature of vector reconstructions (posterior samples)."""
+    report.not_applicable["reconstruction/psnr_ssim"] = (
+        "PSNR and SSIM are image measures; the data are vectors"
+    )
+    mse = []
+    torch.manual_seed(ctx.settings.seed)
+    with torch.no_grad():
+        for vectors, labels in ctx.batches():
+            recons = ctx.model.generate(vectors, **ctx.kwargs(labels))
+            mse.append((recons.float() - vectors.float()).pow(2).flatten(start_dim=1).mean(dim=1))
+    return {"mse": torch.cat(mse).mean().item(), "num_examples": float(len(ctx.examples[0]))}
 
 
 def latent_group(ctx: EvaluationContext, report: EvaluationReport) -> dict[str, float]:
@@ -276,6 +297,7 @@ def likelihood_group(ctx: EvaluationContext, report: EvaluationReport) -> dict[s
             num_samples=ctx.settings.importance_samples,
             chunk_size=ctx.settings.importance_chunk,
             decode_batch=ctx.settings.importance_decode_batch,
+            **({"num_levels": None} if ctx.vectors else {}),  # vectors are not 8-bit levels
         )
     except NotImplementedError as err:
         raise NotApplicable(str(err)) from None
@@ -323,6 +345,10 @@ def sample_quality_group(ctx: EvaluationContext, report: EvaluationReport) -> di
     from vaezoo.evaluation.inception import InceptionWeightsMissing, load_inception
     from vaezoo.evaluation.sample_quality import compute_sample_quality
 
+    if ctx.vectors:
+        raise NotApplicable(
+            "FID, KID and precision/recall compare Inception features of images; the data are vectors"
+        )
     n = ctx.settings.fid_samples
     if n <= 0:
         raise NotApplicable("switched off (fid_samples = 0)")
@@ -357,6 +383,11 @@ def pictures_group(ctx: EvaluationContext, report: EvaluationReport) -> dict[str
     """
     from vaezoo.evaluation import pictures
 
+    if ctx.vectors:
+        report.not_applicable["pictures/images"] = (
+            "reconstructions, samples, traversals and interpolations are drawn as images; the data are vectors"
+        )
+        return latent_pictures(ctx, report)
     value_range = ctx.value_range
     out: dict[str, Tensor] = {}
     torch.manual_seed(ctx.settings.seed)
@@ -381,12 +412,21 @@ def pictures_group(ctx: EvaluationContext, report: EvaluationReport) -> dict[str
             out[f"interpolation_{method}"] = pictures.interpolation_grid(
                 ctx.model, a, b, method=method, value_range=value_range, labels_a=labels_a, labels_b=labels_b
             )
-    out["latent_embedding"] = pictures.embedding_figure(
-        ctx.latent_codes,
-        ctx.examples[1],
-        names=label_names(ctx.datamodule),
-        method=ctx.settings.embedding,
-    )
+    return {**out, **latent_pictures(ctx, report)}
+
+
+def latent_pictures(ctx: EvaluationContext, report: EvaluationReport) -> dict[str, Tensor]:
+    """The latent embedding and the KL per dimension, for images and vectors alike."""
+    from vaezoo.evaluation import pictures
+
+    out = {
+        "latent_embedding": pictures.embedding_figure(
+            ctx.latent_codes,
+            ctx.examples[1],
+            names=label_names(ctx.datamodule),
+            method=ctx.settings.embedding,
+        )
+    }
     try:
         out["kl_per_dim"] = pictures.kl_bar_chart(ctx.kl_per_dim.double().mean(dim=0).tolist())
     except NotApplicable as reason:

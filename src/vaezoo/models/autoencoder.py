@@ -14,6 +14,12 @@ Gamma, categorical, joint): z ~ q(z|x) by ``rsample``, decoded, returned with th
 parameters. Models whose forward computes more keep their own: conditioning on labels (CVAE), a
 hierarchy of latents (HVAE, LVAE), several samples per image (IWAE, MIWAE), a second stage
 (Two-Stage), a quantiser (VQ-VAE). ``loss`` is the weighted reconstruction term plus the regulariser.
+
+``architecture="mlp"`` swaps the conv stacks for MLPs (:class:`vaezoo.nn.blocks.MLPEncoder`) so the
+model trains on vectors (B, D): ``in_channels`` is then D, the number of features, and
+``hidden_dims`` are the MLP's layer widths. A family whose computation needs images (a label
+channel, VGG features, MS-SSIM, a spatial codebook) declares ``supports_vectors = False`` and is
+refused with ``"mlp"``.
 """
 
 from __future__ import annotations
@@ -25,9 +31,18 @@ from torch import Tensor, nn
 
 from vaezoo.arguments import require_positive
 from vaezoo.models.base import BaseVAE
-from vaezoo.nn.blocks import DEFAULT_HIDDEN_DIMS, ConvDecoder, ConvEncoder
+from vaezoo.nn.blocks import (
+    DEFAULT_HIDDEN_DIMS,
+    DEFAULT_MLP_HIDDEN_DIMS,
+    ConvDecoder,
+    ConvEncoder,
+    MLPDecoder,
+    MLPEncoder,
+)
 from vaezoo.nn.distributions import Posterior
 from vaezoo.nn.likelihoods import LikelihoodName
+
+ARCHITECTURES = ("conv", "mlp")
 
 
 class ConvAutoencoder(BaseVAE):
@@ -36,7 +51,9 @@ class ConvAutoencoder(BaseVAE):
 
     ``likelihood``, ``likelihood_scale``, ``likelihood_std``, ``recon_reduction`` and
     ``output_activation`` choose p(x|z) and the scale of its term (see :class:`VanillaVAE`, which
-    documents them for every model built on this class).
+    documents them for every model built on this class). ``architecture``: ``"conv"`` (images) or
+    ``"mlp"`` (vectors of ``in_channels`` features; ``image_size`` is then unused and
+    ``hidden_dims`` defaults to ``DEFAULT_MLP_HIDDEN_DIMS``).
     """
 
     def __init__(
@@ -51,11 +68,18 @@ class ConvAutoencoder(BaseVAE):
         likelihood: LikelihoodName = "mse",
         likelihood_scale: Literal["fixed", "learned"] = "learned",
         likelihood_std: float = 0.1,
+        architecture: Literal["conv", "mlp"] = "conv",
         **kwargs: Any,
     ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
-        self.hidden_dims = list(hidden_dims) if hidden_dims is not None else list(self.default_hidden_dims)
+        self.architecture = self.check_architecture(architecture)
+        if hidden_dims is not None:
+            self.hidden_dims = list(hidden_dims)
+        elif architecture == "mlp":
+            self.hidden_dims = list(DEFAULT_MLP_HIDDEN_DIMS)
+        else:
+            self.hidden_dims = list(self.default_hidden_dims)
         require_positive(
             in_channels=in_channels,
             latent_dim=latent_dim,
@@ -63,6 +87,9 @@ class ConvAutoencoder(BaseVAE):
             image_size=image_size,
         )
         self.output_activation = output_activation
+        self.input_shape: tuple[int, ...] = (
+            (in_channels,) if architecture == "mlp" else (in_channels, image_size, image_size)
+        )
         self.decoder_activation = self.setup_likelihood(
             likelihood, output_activation, recon_reduction, likelihood_scale, likelihood_std
         )
@@ -76,9 +103,27 @@ class ConvAutoencoder(BaseVAE):
     head_name: ClassVar[str] = "head"
     head: nn.Module
     default_hidden_dims: ClassVar[tuple[int, ...]] = tuple(DEFAULT_HIDDEN_DIMS)
+    supports_vectors: ClassVar[bool] = True  # architecture "mlp" works: nothing here needs images
+
+    def check_architecture(self, architecture: str) -> str:
+        """``architecture`` if it is one of ARCHITECTURES and the model supports it."""
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture {architecture!r} is not one of {ARCHITECTURES}")
+        if architecture == "mlp" and not self.supports_vectors:
+            from vaezoo.registry import get_model_class, list_models
+
+            takers = [name for name in list_models() if get_model_class(name).supports_vectors]
+            raise ValueError(
+                f"{type(self).__name__} does not support architecture 'mlp' (vector data): it works on "
+                f"images only; models that take vectors: {', '.join(takers)}"
+            )
+        return architecture
 
     def build_encoder(self, in_channels: int, image_size: int) -> nn.Module:
-        """Images (B, C, H, W) -> features: the stride-2 conv stack over ``hidden_dims``, flattened."""
+        """Images (B, C, H, W) -> features: the stride-2 conv stack over ``hidden_dims``, flattened;
+        or, with architecture "mlp", vectors (B, ``in_channels``) -> features: the MLP."""
+        if self.architecture == "mlp":
+            return MLPEncoder(in_channels, self.hidden_dims)
         return ConvEncoder(in_channels, self.hidden_dims, image_size)
 
     def encoder_features(self) -> int:
@@ -91,7 +136,10 @@ class ConvAutoencoder(BaseVAE):
         return features
 
     def build_decoder(self, out_channels: int, image_size: int) -> nn.Module:
-        """Codes (B, ``code_features()``) -> the likelihood's parameters (B, C, H, W): the mirrored stack."""
+        """Codes (B, ``code_features()``) -> the likelihood's parameters (B, C, H, W), or (B, D)
+        with architecture "mlp": the mirrored stack."""
+        if self.architecture == "mlp":
+            return MLPDecoder(self.code_features(), out_channels, self.hidden_dims, self.decoder_activation)
         return ConvDecoder(
             self.code_features(), out_channels, self.hidden_dims, image_size, self.decoder_activation
         )

@@ -103,6 +103,7 @@ class BaseVAE(nn.Module):
     loss_keys: tuple[str, ...] = ("loss",)  # every key loss_function returns (checked by the contract tests)
     samples_from_prior: bool = True  # False: sample() raises NotImplementedError saying why (e.g. VQ-VAE)
     is_conditional: ClassVar[bool] = False  # True: forward/sample/generate need labels= (e.g. a CVAE)
+    supports_vectors: ClassVar[bool] = False  # True: architecture="mlp" trains it on vectors (B, D)
     codebook_size: int | None = None  # K of a vector-quantised latent (its codes(x) are indices < K)
     # The loss terms that are KL(q(z|x) || p(z)) in closed form; kl_per_dimension's rows sum to them.
     kl_terms: ClassVar[tuple[str, ...]] = ()

@@ -47,6 +47,7 @@ class ConditionalVAE(VanillaVAE):
     """
 
     is_conditional = True
+    supports_vectors = False  # the label enters as an extra image channel
 
     def __init__(
         self,

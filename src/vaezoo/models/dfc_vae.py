@@ -54,6 +54,7 @@ class DFCVAE(VanillaVAE):
 
     own_reconstruction = "its reconstruction term, a VGG feature loss, replaces the likelihood"
     training_only_arguments: ClassVar[dict[str, Any]] = {"feature_weights": None}  # the loss's VGG file
+    supports_vectors = False  # VGG features of images
     feature_network: VGG19BNFeatures  # a plain attribute, not a submodule (see above)
 
     def __init__(

@@ -48,6 +48,7 @@ class MSSIMVAE(VanillaVAE):
     """
 
     own_reconstruction = "its reconstruction term, 1 - MS-SSIM, replaces the likelihood"
+    supports_vectors = False  # MS-SSIM compares image windows
 
     def __init__(
         self,

@@ -67,7 +67,7 @@ class VampVAE(VanillaVAE):
             output_activation=output_activation,
             **kwargs,
         )
-        self.prior = VampPrior(num_components, (in_channels, image_size, image_size), output_activation)
+        self.prior = VampPrior(num_components, self.input_shape, output_activation)
 
     def prior_distribution(self) -> GaussianMixture:
         """p(z): the mixture of q(z|u_k) over the pseudo-inputs, through the current encoder."""

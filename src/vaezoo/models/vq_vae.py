@@ -135,6 +135,7 @@ class VQVAE(ConvAutoencoder):
         "Codebook_Usage",
     )  # fmt: skip
     samples_from_prior = False
+    supports_vectors = False  # a spatial grid of codes from its own conv stacks
     output_cls = VQOutput
     argument_aliases = {"embedding_dim": "latent_dim"}
     head_name = "quantizer"

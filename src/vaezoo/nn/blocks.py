@@ -1,8 +1,9 @@
-"""Convolutional encoder / decoder stacks and the Gaussian head, written once for every model.
+"""Encoder / decoder stacks and the Gaussian head, written once for every model.
 
-The stacks follow PyTorch-VAE's layout (3x3 stride-2 convolutions, BatchNorm, LeakyReLU, halving the
-image at each layer) but compute every shape from ``image_size`` and ``hidden_dims`` instead of
-hard-coding 3x64x64 and 512x2x2.
+The conv stacks follow PyTorch-VAE's layout (3x3 stride-2 convolutions, BatchNorm, LeakyReLU, halving
+the image at each layer) but compute every shape from ``image_size`` and ``hidden_dims`` instead of
+hard-coding 3x64x64 and 512x2x2. The MLP stacks are their counterpart for vectors (B, D): one
+Linear + LeakyReLU layer per entry of ``hidden_dims``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 DEFAULT_HIDDEN_DIMS = (32, 64, 128, 256, 512)
+DEFAULT_MLP_HIDDEN_DIMS = (256, 128)  # the MLP's layer widths when a model's hidden_dims are not given
 ACTIVATIONS = ("sigmoid", "tanh", "none")
 
 
@@ -100,6 +102,46 @@ class ConvDecoder(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         h = self.input(z).view(-1, *self.start_shape)  # (B, 512, s, s)
         return self.output(self.layers(h))  # (B, C, H, W)
+
+
+def dense_block(in_features: int, out_features: int) -> nn.Sequential:
+    """One MLP layer: Linear, LeakyReLU. No batch norm, so that any batch size trains (even 1)."""
+    return nn.Sequential(nn.Linear(in_features, out_features), nn.LeakyReLU())
+
+
+class MLPEncoder(nn.Module):
+    """(B, D) vectors -> (B, F) features, one dense layer per entry of ``hidden_dims`` (F the last)."""
+
+    def __init__(self, in_features: int, hidden_dims: Sequence[int]) -> None:
+        super().__init__()
+        widths = [in_features, *hidden_dims]
+        self.in_features = in_features
+        self.layers = nn.Sequential(*(dense_block(a, b) for a, b in zip(widths[:-1], widths[1:])))
+        self.out_features = widths[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 2 or x.shape[1] != self.in_features:
+            raise ValueError(
+                f"the MLP encoder takes vectors of shape (B, {self.in_features}), got {tuple(x.shape)}; "
+                "images need architecture 'conv'"
+            )
+        return self.layers(x)  # (B, F)
+
+
+class MLPDecoder(nn.Module):
+    """(B, latent) codes -> (B, D) vectors; the mirror image of :class:`MLPEncoder` (``hidden_dims``
+    in encoder order, walked backwards), then a Linear layer to D and the output activation."""
+
+    def __init__(
+        self, latent_dim: int, out_features: int, hidden_dims: Sequence[int], activation: str = "sigmoid"
+    ) -> None:
+        super().__init__()
+        widths = [latent_dim, *reversed(hidden_dims)]  # e.g. latent, 128, 256
+        self.layers = nn.Sequential(*(dense_block(a, b) for a, b in zip(widths[:-1], widths[1:])))
+        self.output = nn.Sequential(nn.Linear(widths[-1], out_features), output_activation(activation))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.output(self.layers(z))  # (B, D)
 
 
 class GaussianHead(nn.Module):

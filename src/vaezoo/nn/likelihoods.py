@@ -1,9 +1,11 @@
 """Decoder likelihoods p(x|z): the reconstruction term of the ELBO as a distribution object.
 
-Every likelihood reads the decoder's raw output ``params`` (B, C, H, W) and shares one interface:
+Every likelihood reads the decoder's raw output ``params`` (B, C, H, W) -- or (B, D) for vectors
+(``architecture: mlp``): every reduction is over all dimensions after the batch -- and shares one
+interface:
 
-- ``log_prob(x, params) -> (B,)``: log p(x|z) summed over the pixels of each image, in nats;
-- ``mean(params) -> (B, C, H, W)``: the image the parameters stand for (what ``decode`` returns);
+- ``log_prob(x, params) -> (B,)``: log p(x|z) summed over the pixels (features) of each example, in nats;
+- ``mean(params) -> (B, C, H, W)``: the image (vector) the parameters stand for (what ``decode`` returns);
 - ``normalized``: True when ``log_prob`` is a normalised log density or log mass;
 - ``unnormalized_on(x)``: why it is none for the data ``x`` after all (non-binary data under a
   Bernoulli: a cross-entropy), or None;
@@ -143,7 +145,8 @@ class Bernoulli(Likelihood):
         if output_activation != "sigmoid":
             raise ValueError(
                 f"likelihood 'bernoulli' models pixels in [0, 1], but output_activation is "
-                f"{output_activation!r}: use 'sigmoid' (data.normalize: unit)"
+                f"{output_activation!r}: use 'sigmoid' (data.normalize: unit; for vectors, values in [0, 1] "
+                "without data.standardize)"
             )
         super().__init__(output_activation)
 

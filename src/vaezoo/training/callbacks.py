@@ -12,6 +12,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
 
 from vaezoo.images import interleave_rows, make_grid, save_image
 from vaezoo.training.loggers import log_picture, logging_step
@@ -26,7 +27,8 @@ class ImageGrids(L.Callback):
 
     The same validation images and the same prior draws (a fixed seed, outside the training RNG)
     are used every epoch, so the grids show progress rather than noise. Reconstruction grids
-    alternate a row of inputs with the row of their reconstructions.
+    alternate a row of inputs with the row of their reconstructions. Vector data (``data.name:
+    vectors``) has no pictures: nothing is drawn (said once, at the first validation end).
     """
 
     def __init__(self, out_dir: str | Path, num_images: int = 64, value_range: tuple[float, float] = (0, 1)):
@@ -35,9 +37,15 @@ class ImageGrids(L.Callback):
         self.num_images = max(self.nrow, num_images - num_images % self.nrow)
         self.value_range = value_range
         self._sample_warned = False
+        self._vectors_noted = False
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        if getattr(trainer.datamodule, "kind", "images") == "vectors":  # type: ignore[attr-defined]
+            if not self._vectors_noted:
+                rank_zero_info("image grids: none for vector data (data.name: vectors)")
+                self._vectors_noted = True
             return
         model = cast("VAEModule", pl_module).inference_model  # the callback of VAEModule's runs
         was_training = model.training

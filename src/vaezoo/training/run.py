@@ -93,19 +93,35 @@ def data_model_arguments(config: Config, datamodule: VAEDataModule) -> dict[str,
     They are filled in where the model takes them and the config leaves them out; a config value
     that contradicts the data is an error.
     """
+    vectors = datamodule.kind == "vectors"
     facts = {
-        "in_channels": datamodule.channels,
-        "image_size": datamodule.image_size,
-        "output_activation": ACTIVATION_FOR_RANGE[config.data.normalize],
+        "in_channels": datamodule.channels,  # vectors: their length D
+        **({"architecture": "mlp"} if vectors else {"image_size": datamodule.image_size}),
+        "output_activation": datamodule.output_activation or ACTIVATION_FOR_RANGE[config.data.normalize],
         "num_classes": datamodule.label_dim,  # conditional models
         "dataset_size": datamodule.num_train,  # estimators that weigh a minibatch against the data set
     }
-    params = model_parameters(get_model_class(config.model_name))
+    cls = get_model_class(config.model_name)
+    params = model_parameters(cls)
     resolved = dict(config.model)
+    if vectors and not (cls.supports_vectors and "architecture" in params):
+        raise ConfigError(
+            f"model {config.model_name} does not train on vectors (data.name {config.data.name!r}): it works "
+            "on images only; models with architecture: mlp take vectors"
+        )
+    if not vectors and resolved.get("architecture") == "mlp":
+        raise ConfigError(
+            f"model.architecture = 'mlp' is for vectors, but data.name {config.data.name!r} gives images; "
+            "use architecture 'conv' (the default), or data.name vectors"
+        )
     for key, value in facts.items():
         if key not in params:
             continue
-        if key in resolved and key in ("in_channels", "image_size") and resolved[key] != value:
+        if (
+            key in resolved
+            and key in ("in_channels", "image_size", "architecture")
+            and resolved[key] != value
+        ):
             raise ConfigError(
                 f"model.{key} = {resolved[key]!r} but the data ({config.data.name}) gives {value!r}; "
                 f"remove model.{key} or change the data settings"
