@@ -43,6 +43,7 @@ def test_dataset_names():
         "cifar10",
         "cifar100",
         "vectors",
+        "in_memory",  # vaezoo.fit
     }
 
 

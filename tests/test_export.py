@@ -306,3 +306,18 @@ def test_the_run_folder_itself_is_refused_as_destination(run_dir, capsys):
     assert main(["export", str(run_dir), "-o", str(run_dir), "--overwrite"]) == 2
     assert "holds the checkpoint being exported" in capsys.readouterr().err
     assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+def test_a_model_on_vectors_round_trips_and_exports_without_pictures(tmp_path):
+    model = vaezoo.create_model("VanillaVAE", 5, 2, [16, 8], architecture="mlp").eval()
+    facts = ExportFacts(run_config={"data": {"name": "vectors"}})
+    facts.data = {"name": "vectors", "kind": "vectors", "features": 5}
+    out = export_model(model, tmp_path / "mlp", facts=facts)
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "README.md"}
+    assert "| vectors | 5 features |" in (out / "README.md").read_text()
+    x = torch.rand(4, 5)
+    loaded = from_pretrained(out)
+    torch.manual_seed(0)
+    expected = model.generate(x)
+    torch.manual_seed(0)
+    assert torch.equal(loaded.generate(x), expected)

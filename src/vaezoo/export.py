@@ -267,10 +267,18 @@ def data_facts(run_config: dict[str, Any], model: BaseVAE) -> dict[str, Any]:
     and value range. The data's path is left out (it is the trainer's machine's)."""
     data = run_config.get("data", {})
     facts = {key: data[key] for key in ("name", "normalize", "subset") if key in data}
+    if takes_vectors(model):
+        return {**facts, "kind": "vectors", "features": model.config.get("in_channels")}
     facts["channels"] = model.config.get("in_channels")
     facts["image_size"] = model.config.get("image_size", data.get("image_size"))
     facts["value_range"] = [-1.0, 1.0] if data.get("normalize") == "symmetric" else [0.0, 1.0]
     return facts
+
+
+def takes_vectors(model: BaseVAE) -> bool:
+    """True for a model built on vectors (B, D) (``architecture: mlp``), which has no pictures."""
+    shape = getattr(model, "input_shape", None)  # ConvAutoencoder's (C, H, W) or (D,)
+    return shape is not None and len(shape) == 1
 
 
 def latest_evaluation(run: LoadedRun) -> dict[str, Any] | None:
@@ -308,6 +316,8 @@ def write_grids(model: BaseVAE, facts: ExportFacts, run: LoadedRun | None, folde
     """samples.png and reconstructions.png where they can be made; file name -> what it shows."""
     from vaezoo.images import interleave_rows, make_grid, save_image
 
+    if takes_vectors(model):
+        return {}
     value_range = tuple(facts.data.get("value_range", (0.0, 1.0)))
     datamodule = run_data(facts.run_config)
     written: dict[str, str] = {}
@@ -411,7 +421,10 @@ def model_card(model: BaseVAE, facts: ExportFacts, grids: dict[str, str]) -> str
         table(
             {
                 "dataset": dataset,
-                "images": f"{data.get('channels')} x {data.get('image_size')} x {data.get('image_size')}",
+                "images": None
+                if data.get("kind") == "vectors" or "channels" not in data
+                else f"{data.get('channels')} x {data.get('image_size')} x {data.get('image_size')}",
+                "vectors": f"{data['features']} features" if data.get("kind") == "vectors" else None,
                 "pixel range": data.get("value_range"),
                 "subset": data.get("subset"),
             }
