@@ -189,3 +189,19 @@ def test_a_dataset_of_mixed_shapes_names_the_item(tmp_path):
 
     with pytest.raises(DataError, match="item 2: an image of shape"):
         vaezoo.fit("VanillaVAE", Mixed(), settings=settings(tmp_path))
+
+
+def test_an_array_of_vectors_trains_a_model_on_vectors(tmp_path):
+    rng = np.random.default_rng(0)
+    t = rng.uniform(0, 2 * np.pi, 128)
+    points = np.stack([np.cos(t), np.sin(t), 0.1 * t], axis=1)  # a helix in 3-D
+    more = {"model.hidden_dims": [32, 16], "data.standardize": True, "train.max_epochs": 2}
+    result = vaezoo.fit("VanillaVAE", points, settings={**settings(tmp_path), **more})
+    model = result.model
+    assert model.config["architecture"] == "mlp" and model.config["in_channels"] == 3
+    assert model.sample(5, "cpu").shape == (5, 3)
+    assert not (result.run_dir / "images").exists() or not list((result.run_dir / "images").glob("*.png"))
+    with pytest.raises(DataError, match=r"the value at \[2, 1\] is nan"):
+        bad = points.copy()
+        bad[2, 1] = np.nan
+        vaezoo.fit("VanillaVAE", bad, settings=settings(tmp_path / "bad"))

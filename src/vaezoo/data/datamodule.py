@@ -63,12 +63,15 @@ def check_config(config: DataConfig) -> None:
         (config.bad_files in BAD_FILES, "data.bad_files", config.bad_files, f"one of {list(BAD_FILES)}"),
         *(
             (
-                config.name == "vectors" or getattr(config, key) == default,
+                config.name in names or getattr(config, key) == default,
                 f"data.{key}",
                 getattr(config, key),
-                f"{default!r}: it applies to data.name 'vectors' only",
+                f"{default!r}: it applies to data.name {' or '.join(map(repr, names))} only",
             )
-            for key, default in (("label_column", None), ("standardize", False))
+            for key, default, names in (
+                ("label_column", None, ("vectors",)),
+                ("standardize", False, ("vectors", "in_memory")),  # vaezoo.fit on vectors
+            )
         ),
     ]
     for ok, key, value, expected in rules:

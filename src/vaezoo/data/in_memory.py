@@ -1,5 +1,6 @@
 """Images handed over in Python (``vaezoo.fit``): a tensor, a numpy array, a torch Dataset or a
-DataLoader, with or without labels; ``data.name: in_memory`` in the run's config.
+DataLoader, with or without labels; ``data.name: in_memory`` in the run's config. An (N, D) array
+(or items of shape (D,)) is read as vectors instead, as ``data.name: vectors`` reads a .npy.
 
 Whatever the form, the images are gathered once into one array and read as ``arrays`` reads a
 ``.npy`` (:mod:`vaezoo.data.arrays`): the same layouts ((N, H, W), (N, H, W, C), (N, C, H, W)), value
@@ -23,6 +24,7 @@ from vaezoo.config import DataConfig
 from vaezoo.data.arrays import ArrayDataset, ArrayImages, image_layout, pixel_scale, read_labels
 from vaezoo.data.common import DataSplits, split_indices
 from vaezoo.data.errors import DataError
+from vaezoo.data.vectors import vector_splits
 
 NAME = "in_memory"
 WHERE = "the images given to vaezoo.fit"
@@ -106,19 +108,17 @@ def collect(data: Any, labels: Any = None) -> tuple[np.ndarray, np.ndarray | Non
 
 
 def in_memory_splits(config: DataConfig, images: np.ndarray, labels: np.ndarray | None) -> DataSplits:
-    """Train/val splits (test = val) of an array of images, as ``arrays`` makes them of a file."""
+    """Train/val splits (test = val) of an array of images, as ``arrays`` makes them of a file; of
+    an (N, D) array of vectors, as ``vectors`` makes them of a .npy."""
+    if images.ndim == 2:
+        return vector_splits_of(config, images, labels)
     layout = image_layout(tuple(images.shape), WHERE)
     scale = pixel_scale(images, WHERE)
     stored = images.shape[1] if layout == "NCHW" else (images.shape[3] if layout == "NHWC" else 1)
     channels = config.channels or (1 if stored == 1 else 3)
     source = ArrayImages(images, layout, scale, config.image_size, channels, config.crop, config.normalize)
     count = len(source)
-    if labels is not None:
-        if labels.ndim == 2 and labels.shape[1] == 1 and labels.dtype.kind in "iu":
-            labels = labels[:, 0]  # a column of class indices
-        label_tensor, label_shape, num_classes = read_labels(labels, count, "vaezoo.fit")
-    else:
-        label_tensor, label_shape, num_classes = torch.zeros(count, dtype=torch.int64), (), 1
+    label_tensor, label_shape, num_classes = given_labels(labels, count)
     train, val = split_indices(config, count, WHERE)
     val_set = ArrayDataset(source, val, label_tensor)
     return DataSplits(
@@ -129,6 +129,29 @@ def in_memory_splits(config: DataConfig, images: np.ndarray, labels: np.ndarray 
         label_shape,
         num_classes=num_classes,
     )
+
+
+def given_labels(labels: np.ndarray | None, count: int) -> tuple[torch.Tensor, tuple[int, ...], int | None]:
+    """(labels, label_shape, num_classes) of the labels given, as ``arrays`` reads them; class 0 without."""
+    if labels is None:
+        return torch.zeros(count, dtype=torch.int64), (), 1
+    if labels.ndim == 2 and labels.shape[1] == 1 and labels.dtype.kind in "iu":
+        labels = labels[:, 0]  # a column of class indices
+    return read_labels(labels, count, "vaezoo.fit")
+
+
+def vector_splits_of(config: DataConfig, values: np.ndarray, labels: np.ndarray | None) -> DataSplits:
+    """An (N, D) array of numbers as vectors (models with ``architecture: mlp``)."""
+    where = f"{WHERE} (vectors, shape {values.shape})"
+    if values.dtype.kind not in "biuf":
+        raise DataError(f"{where}: dtype {values.dtype}; expected numbers")
+    finite = np.isfinite(values)
+    if not finite.all():
+        row, column = (int(i[0]) for i in np.nonzero(~finite))
+        raise DataError(
+            f"{where}: the value at [{row}, {column}] is {values[row, column]}; expected finite numbers"
+        )
+    return vector_splits(config, values.astype(np.float64), given_labels(labels, len(values)), where)
 
 
 def build_in_memory(config: DataConfig) -> DataSplits:

@@ -266,25 +266,34 @@ def build_vectors(config: DataConfig) -> DataSplits:
     if path.is_dir():
         raise DataError(f"data.path = '{path}' is a folder; expected {EXPECTED}")
     table = read_table(path, config.label_column)
-    count, dim = table.values.shape
+    labels = read_vector_labels(table.labels, str(path)) if table.labels is not None else None
+    return vector_splits(config, table.values, labels, str(path))
+
+
+def vector_splits(
+    config: DataConfig,
+    values: np.ndarray,
+    labels: tuple[torch.Tensor, tuple[int, ...], int | None] | None,
+    where: str,
+) -> DataSplits:
+    """Train/val splits (test = val) of (N, D) finite ``values`` and their ``(labels, label_shape,
+    num_classes)`` (None: class 0 for every row), standardised with ``data.standardize``."""
+    count, dim = values.shape
     if count == 0 or dim == 0:
-        raise DataError(f"{path}: {count} rows of {dim} features; expected at least one row and one feature")
-    labels, label_shape, num_classes = (
-        read_vector_labels(table.labels, str(path))
-        if table.labels is not None
-        else (torch.zeros(count, dtype=torch.int64), (), 1)  # no label column: class 0
+        raise DataError(f"{where}: {count} rows of {dim} features; expected at least one row and one feature")
+    label_tensor, label_shape, num_classes = (
+        labels if labels is not None else (torch.zeros(count, dtype=torch.int64), (), 1)
     )
-    train, val = split_indices(config, count, str(path))
-    values = table.values
+    train, val = split_indices(config, count, where)
     if config.standardize:
         mean, std = values[train].mean(axis=0), values[train].std(axis=0)
         values = (values - mean) / np.where(std > 0, std, 1.0)
     values_t = torch.from_numpy(values.astype(np.float32))
     train_t, val_t = torch.from_numpy(train), torch.from_numpy(val)
     low, high = float(values_t[train_t].min()), float(values_t[train_t].max())
-    val_set = VectorDataset(values_t[val_t], labels[val_t])
+    val_set = VectorDataset(values_t[val_t], label_tensor[val_t])
     return DataSplits(
-        VectorDataset(values_t[train_t], labels[train_t]),
+        VectorDataset(values_t[train_t], label_tensor[train_t]),
         val_set,
         val_set,
         dim,
