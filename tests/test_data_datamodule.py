@@ -42,6 +42,10 @@ def test_dataset_names():
         "arrays",
         "cifar10",
         "cifar100",
+        "shapes3d",
+        "mpi3d",
+        "smallnorb",
+        "cars3d",
     }
 
 

@@ -12,6 +12,7 @@ import torch
 
 from vaezoo.config import DataConfig
 from vaezoo.data.arrays import build_arrays
+from vaezoo.data.cars3d import build_cars3d
 from vaezoo.data.celeba import build_celeba
 from vaezoo.data.cifar import build_cifar
 from vaezoo.data.common import BAD_FILES, DataSplits, SplitDataset, collate, count_skipped
@@ -19,7 +20,10 @@ from vaezoo.data.dsprites import build_dsprites
 from vaezoo.data.errors import DataError
 from vaezoo.data.idx import build_idx
 from vaezoo.data.image_folder import build_image_folder
+from vaezoo.data.mpi3d import build_mpi3d
 from vaezoo.data.sampler import EpochSampler, ResumableLoader
+from vaezoo.data.shapes3d import build_shapes3d
+from vaezoo.data.smallnorb import build_smallnorb
 from vaezoo.data.transforms import check_normalize, value_range
 
 Builder = Callable[[DataConfig], DataSplits]
@@ -33,6 +37,10 @@ BUILDERS: dict[str, Builder] = {
     "arrays": build_arrays,
     "cifar10": build_cifar,
     "cifar100": build_cifar,
+    "shapes3d": build_shapes3d,
+    "mpi3d": build_mpi3d,
+    "smallnorb": build_smallnorb,
+    "cars3d": build_cars3d,
 }
 DATASETS: tuple[str, ...] = tuple(BUILDERS)
 
