@@ -9,6 +9,7 @@ its tests skip saying so, and fail under ``CI=true``.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import struct
 import sys
@@ -492,3 +493,24 @@ def test_the_disentanglement_metrics_apply(tmp_path: Path, name: str):
         warnings.simplefilter("ignore")
         scores = compute_disentanglement(dm.ground_truth, code, ["mig"], num_train=300, num_eval=100)
     assert scores["mig"] > 0.8, (scores, keep)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_on_mpi3d(tmp_path: Path, monkeypatch):
+    from helpers import TINY_RUN
+
+    from vaezoo.cli import main
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    data = write_mpi3d(tmp_path / "mpi3d_toy.npz", sizes=(2, 2, 2, 2, 2, 3, 5))  # 480 images
+    run = tmp_path / "run"
+    argv = ["train", "-c", "configs/vae.yaml", *TINY_RUN, "--data.name", "mpi3d", "--data.path", str(data)]
+    assert main([*argv, "--data.cache_dir", str(tmp_path / "cache"), "--run-dir", str(run)]) == 0
+    report = tmp_path / "report"
+    evaluate = ["evaluate", str(run), "-o", str(report), "--metrics", "disentanglement", "--no-progress"]
+    assert main([*evaluate, "--disentanglement-metrics", "mig", "--disentanglement-points", "200"]) == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert 0 <= metrics["metrics"]["disentanglement"]["mig"] <= 1 and not metrics["not_applicable"], metrics

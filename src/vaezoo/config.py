@@ -41,7 +41,9 @@ class ConfigError(ValueError):
 class DataConfig:
     """Which images to train on and how they are prepared."""
 
-    # dsprites | celeba | image_folder | mnist | fashion_mnist (IDX files) | arrays | cifar10 | cifar100
+    # dsprites | celeba | image_folder | mnist | fashion_mnist (IDX files) | arrays | cifar10 | cifar100;
+    # ground-truth factor sets: shapes3d (3dshapes.h5) | mpi3d (mpi3d_*.npz) | smallnorb (folder of
+    # the six .mat files) | cars3d (folder of car_*_mesh.mat)
     name: str = "dsprites"
     path: str | None = None  # dataset location; dsprites: optional official .npz file
     image_size: int = 64  # images are resized (after the optional centre crop) to this square size
