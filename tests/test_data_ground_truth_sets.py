@@ -338,6 +338,8 @@ def test_smallnorb_both_files_first_view_and_random_instance(tmp_path: Path, gz:
     shown = read_back(images, 5)
     assert np.array_equal(shown[:, [0, 2, 3, 4]], sampled)
     assert set(shown[:, 1]) == {0, 1}  # the instance is drawn at random
+    fixed = dm.ground_truth.sample_factors_matching(2, np.full(50, 1), np.random.default_rng(0))
+    assert (fixed[:, 2] == 1).all() and len(np.unique(fixed, axis=0)) > 1  # (also: no memoized codes)
     assert np.array_equal(dm.ground_truth.factor_classes(rows), classes[rows][:, [0, 2, 3, 4]])
 
 

@@ -172,6 +172,17 @@ class NuisanceGroundTruth:
         rng = np.random.default_rng(rng)
         return rng.integers(0, self.factor_sizes, size=(n, len(self.factor_sizes)), dtype=np.int64)
 
+    def sample_factors_matching(
+        self, factor: int, values: np.ndarray, rng: np.random.Generator | int | None = None
+    ) -> np.ndarray:
+        """Factor classes whose factor ``factor`` is ``values``, the others drawn uniformly, (n, F).
+
+        Its presence also tells the metrics not to memoize one code per combination
+        (``MemoizedCodes``): each image asked for has an instance drawn anew."""
+        classes = self.sample_factors(len(values), rng)
+        classes[:, factor] = np.asarray(values, dtype=np.int64)
+        return classes
+
     def images_from_factors(
         self, classes: np.ndarray, rng: np.random.Generator | None = None
     ) -> torch.Tensor:
