@@ -11,8 +11,10 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import struct
 import sys
+import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +23,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from vaezoo.config import DataConfig
 from vaezoo.data import DataError, VAEDataModule
@@ -516,3 +520,21 @@ def test_train_and_evaluate_on_mpi3d(tmp_path: Path, monkeypatch):
     assert main([*evaluate, "--disentanglement-metrics", "mig", "--disentanglement-points", "200"]) == 0
     metrics = json.loads((report / "metrics.json").read_text())
     assert 0 <= metrics["metrics"]["disentanglement"]["mig"] <= 1 and not metrics["not_applicable"], metrics
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=80), kind=st.sampled_from(["dat", "cat", "info"]))
+@example(data=struct.pack("<iii", 0x1E3D4C54, 1, 2**31 - 1), kind="cat")  # a size no file holds
+@example(data=struct.pack("<ii", 0x1E3D4C55, -3), kind="dat")
+def test_random_bytes_in_a_smallnorb_file_are_a_data_error(data: bytes, kind: str):
+    from vaezoo.data.smallnorb import dat_shape, first_views, read_matrix
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"smallnorb-x-{kind}.mat"
+        path.write_bytes(data)
+        with pytest.raises(DataError, match=re.escape(str(path))):
+            if kind == "dat":
+                dat_shape(path)
+                list(first_views(path))
+            else:
+                read_matrix(path, kind)

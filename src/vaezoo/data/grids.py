@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -43,7 +44,7 @@ class MappedRows:
         self.offset = int(offset)
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype)
-        needed = self.offset + int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        needed = self.offset + math.prod(self.shape) * self.dtype.itemsize
         size = self.path.stat().st_size
         if size < needed:
             raise DataError(

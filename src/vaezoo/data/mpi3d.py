@@ -16,6 +16,7 @@ into a uint8 cache. Labels are the factor classes (float32 vectors).
 
 from __future__ import annotations
 
+import math
 import struct
 import zipfile
 from pathlib import Path
@@ -97,7 +98,7 @@ def build_mpi3d(config: DataConfig) -> DataSplits:
     if len(shape) != 4 or shape[3] != 3 or dtype != np.uint8 or shape[0] == 0:
         raise DataError(f"{path}: array 'images' is {dtype} {shape}; expected {EXPECTED}")
     sizes = read_sizes(path, members)
-    count = int(np.prod(sizes))
+    count = math.prod(sizes)
     if count != shape[0]:
         raise DataError(
             f"{path}: array 'images' holds {shape[0]} images, but the factor grid "

@@ -21,6 +21,7 @@ classes category, instance, elevation, azimuth, lighting; the train/val split is
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from collections.abc import Iterator, Sequence
@@ -71,10 +72,17 @@ def open_stream(path: Path) -> IO[bytes]:
 
 
 def read_exactly(stream: IO[bytes], count: int, path: Path, what: str) -> bytes:
+    parts, left = [], count
     try:
-        data = stream.read(count)
+        while left > 0:  # in pieces: a header may promise far more than the file holds
+            part = stream.read(min(left, 1 << 26))
+            if not part:
+                break
+            parts.append(part)
+            left -= len(part)
     except (OSError, EOFError, zlib.error) as err:
         raise DataError(f"{path}: cannot read the file ({type(err).__name__}: {err})") from None
+    data = b"".join(parts)
     if len(data) != count:
         raise DataError(f"{path}: truncated: {what} needs {count} bytes, the file has {len(data)} left")
     return data
@@ -124,7 +132,7 @@ def read_matrix(path: Path, kind: str) -> np.ndarray:
     with open_stream(path) as stream:
         dtype, shape = read_header(stream, path)
         check_matrix(path, dtype, shape, kind)
-        count = int(np.prod(shape)) * dtype.itemsize
+        count = math.prod(shape) * dtype.itemsize  # Python ints: huge sizes do not overflow
         values = np.frombuffer(read_exactly(stream, count, path, f"{dtype} {shape}"), dtype).reshape(shape)
         check_end(stream, path, shape)
     return values.astype(np.int64)
