@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from vaezoo.config import DataConfig
 from vaezoo.data import DataError, VAEDataModule
-from vaezoo.data.grids import MappedRows
+from vaezoo.data.grids import FileRows
 from vaezoo.evaluation.disentanglement import compute_disentanglement
 
 SIDE = 8  # the images of every test file are 8x8
@@ -140,7 +140,7 @@ def test_shapes3d_grid_labels_and_ground_truth(tmp_path: Path, chunked: bool):
     assert np.array_equal(dm.ground_truth.factor_classes(rows), classes[rows])
     # The published layout is mapped where it lies; a chunked, compressed one goes to the cache.
     source = dm.splits.train.source.array
-    assert isinstance(source, MappedRows) and (source.path == path) != chunked
+    assert isinstance(source, FileRows) and (source.path == path) != chunked
     assert (tmp_path / "cache").is_dir() == chunked
 
 
@@ -282,13 +282,13 @@ def test_mpi3d_member_cut_inside_the_archive_is_named(tmp_path: Path):
     """A stored member whose bytes run past the end of the file (a damaged archive whose directory
     survived) is refused before it is mapped."""
     path = write_mpi3d(tmp_path / "mpi3d_toy.npz")
-    rows = MappedRows(path, 0, (10, 8, 8, 3), np.dtype(np.uint8), "array 'images'")
+    rows = FileRows(path, 0, (10, 8, 8, 3), np.dtype(np.uint8), "array 'images'")
     assert len(rows) == 10
     with pytest.raises(
         DataError,
         match=r"truncated: array 'images' uint8 \(1000, 8, 8, 3\) needs 192000 bytes, the file has 37442",
     ):
-        MappedRows(path, 0, (1000, 8, 8, 3), np.dtype(np.uint8), "array 'images'")
+        FileRows(path, 0, (1000, 8, 8, 3), np.dtype(np.uint8), "array 'images'")
 
 
 # --------------------------------------------------------------------------- SmallNORB
@@ -438,8 +438,21 @@ def test_cars3d_factors_and_ground_truth(tmp_path: Path):
     assert np.array_equal(dm.ground_truth.factor_classes(rows), labels.numpy().astype(np.int64))
     images, sampled = check_ground_truth(dm, ("elevation", "azimuth", "object"), (4, 24, 3))
     assert np.array_equal(shown(images), sampled)
+    (cache,) = (tmp_path / "cache").glob("*.npy")
+    stamp = cache.stat().st_mtime_ns
     module("cars3d", tmp_path / "cars", cache_dir=str(tmp_path / "cache"))  # the cache is used again
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
+    assert cache.stat().st_mtime_ns == stamp
+    expected = whole(dm)[1]
+    cut(cache, 5000)  # cut short while in use: a DataError when read, never a crash
+    with pytest.raises(DataError, match=r"u8\.npy: truncated at row \d+; expected 288 rows"):
+        whole(dm)
+    again = module("cars3d", tmp_path / "cars", cache_dir=str(tmp_path / "cache"))  # built again
+    assert torch.equal(whole(again)[1], expected) and cache.stat().st_size > 5000
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(
+        DataError, match=r"a_file/cache: cannot write the uint8 cache of .* there .*set data\.cache_dir"
+    ):
+        module("cars3d", tmp_path / "cars", cache_dir=str(tmp_path / "a_file" / "cache"))
 
 
 def test_cars3d_errors_name_the_file(tmp_path: Path):

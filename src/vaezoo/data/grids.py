@@ -1,8 +1,8 @@
 """What the ground-truth factor datasets share (Shapes3D, MPI3D, SmallNORB, Cars3D).
 
 Each of them is a complete grid of factor combinations with one image each, published in its own
-format. The images end up as uint8 rows in a file that is read by position: mapped where they lie
-(an uncompressed ``.npz`` member, a contiguous HDF5 dataset), or else converted once into a uint8
+format. The images end up as uint8 rows in a file that is read by position: where they lie (an
+uncompressed ``.npz`` member, a contiguous HDF5 dataset), or else converted once into a uint8
 ``.npy`` under ``data.cache_dir`` (a compressed member, gzipped or MATLAB files, one view of a
 stereo pair). Batches are made by ``ArrayImages`` (channels, centre crop, resize, normalize), and
 the factor interface of the disentanglement metrics is an ``ArrayGroundTruth``.
@@ -21,10 +21,11 @@ from typing import cast
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from vaezoo.config import DataConfig
 from vaezoo.data.arrays import ArrayDataset, ArrayGroundTruth, ArrayImages, Factors
-from vaezoo.data.cache import parse_npy_header, read_npy_header
+from vaezoo.data.cache import RowReader, parse_npy_header, read_npy_header
 from vaezoo.data.common import DataSplits, cache_dir, split_indices
 from vaezoo.data.errors import DataError
 from vaezoo.fileio import DiskFullError, atomic_path
@@ -32,41 +33,32 @@ from vaezoo.fileio import DiskFullError, atomic_path
 CACHE_VERSION = 1  # bump on any change of how a cache is laid out: renames (invalidates) the caches
 
 
-class MappedRows:
-    """Rows of an array stored contiguously (C order) in a file from byte ``offset`` on.
-
-    Memory-mapped read-only on first use, and mapped again after pickling (a DataLoader worker)
-    instead of copied. A file too short for the array is refused naming it and both sizes.
+class FileRows(RowReader):
+    """Rows of an array stored contiguously (C order) in a file from byte ``offset`` on, read by
+    position (``os.preadv``, as the image cache's rows; never a memory map: a file cut short while
+    in use is a DataError, not a SIGBUS). The descriptor is opened again after pickling (a
+    DataLoader worker). A file too short for the array is refused naming it and both sizes.
     """
 
     def __init__(self, path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype, what: str) -> None:
+        # The layout is given (an npz member, an HDF5 dataset), not read from a .npy header.
         self.path = Path(path)
         self.offset = int(offset)
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype)
-        needed = self.offset + math.prod(self.shape) * self.dtype.itemsize
+        self.row_shape = self.shape[1:]
+        self.row_bytes = math.prod(self.row_shape) * self.dtype.itemsize
+        self._fd = None
+        needed = self.offset + self.shape[0] * self.row_bytes
         size = self.path.stat().st_size
         if size < needed:
             raise DataError(
                 f"{self.path}: truncated: {what} {self.dtype} {self.shape} needs {needed} bytes, the file "
                 f"has {size}; the file was cut short (copy or download it again)"
             )
-        self._map: np.ndarray | None = None
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_map": None}
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    @property
-    def array(self) -> np.ndarray:
-        if self._map is None:
-            self._map = np.memmap(self.path, self.dtype, "r", self.offset, self.shape)
-        return self._map
 
     def __getitem__(self, rows: np.ndarray) -> np.ndarray:
-        return np.asarray(self.array[rows])
+        return self.read(rows)
 
 
 # --------------------------------------------------------------------------- the uint8 cache
@@ -88,7 +80,7 @@ def cached_rows(
     shape: tuple[int, ...],
     blocks: Callable[[], Iterator[np.ndarray]],
     what: str,
-) -> MappedRows:
+) -> FileRows:
     """uint8 rows ``shape`` converted once from ``sources`` into a ``.npy`` under ``data.cache_dir``.
 
     ``blocks()`` yields the rows in order, a block at a time; they are written to a temporary file
@@ -100,19 +92,21 @@ def cached_rows(
         try:
             found, dtype, offset = read_npy_header(npy)
             if found == shape and dtype == np.uint8:
-                return MappedRows(npy, offset, shape, np.dtype(np.uint8), what)
+                return FileRows(npy, offset, shape, np.dtype(np.uint8), what)
         except DataError:
             pass  # damaged: built again below
     header = {"descr": "|u1", "fortran_order": False, "shape": shape}
+    progress = tqdm(total=shape[0], desc=f"caching {what} into {npy}", unit="img", disable=None, leave=False)
     try:
-        with atomic_path(npy) as tmp, open(tmp, "wb") as out:
+        with atomic_path(npy) as tmp, open(tmp, "wb") as out, progress:
             np.lib.format.write_array_header_2_0(out, header)
             rows = 0
-            for block in blocks():
+            for block in read_blocks(blocks(), what):
                 if block.shape[1:] != shape[1:] or rows + len(block) > shape[0]:
                     raise DataError(f"{what}: rows {block.shape} do not fit the expected {shape}")
                 out.write(np.ascontiguousarray(block, dtype=np.uint8).tobytes())
                 rows += len(block)
+                progress.update(len(block))
             if rows != shape[0]:
                 raise DataError(f"{what}: {rows} rows read; expected {shape[0]}")
     except (DataError, DiskFullError):
@@ -122,7 +116,19 @@ def cached_rows(
             f"{npy.parent}: cannot write the uint8 cache of {what} there ({type(err).__name__}: {err}); "
             "set data.cache_dir or $VAEZOO_CACHE to a writable folder"
         ) from None
-    return MappedRows(npy, read_npy_header(npy)[2], shape, np.dtype(np.uint8), what)
+    return FileRows(npy, read_npy_header(npy)[2], shape, np.dtype(np.uint8), what)
+
+
+def read_blocks(blocks: Iterator[np.ndarray], what: str) -> Iterator[np.ndarray]:
+    """``blocks``, with a failure to read the source (an OSError) said as the source's, not the cache's."""
+    while True:
+        try:
+            block = next(blocks)
+        except StopIteration:
+            return
+        except OSError as err:
+            raise DataError(f"{what}: cannot read the source ({type(err).__name__}: {err})") from None
+        yield block
 
 
 def row_blocks(rows: int, step: int) -> Iterator[tuple[int, int]]:
@@ -151,7 +157,7 @@ def grid_ground_truth(images: ArrayImages, names: Sequence[str], sizes: Sequence
     return ArrayGroundTruth(images, factors, np.arange(len(factors.classes), dtype=np.int64))
 
 
-def image_source(rows: MappedRows, layout: str, config: DataConfig, channels: int) -> ArrayImages:
+def image_source(rows: FileRows, layout: str, config: DataConfig, channels: int) -> ArrayImages:
     """Batches of uint8 rows: channels converted, centre-cropped, resized to ``data.image_size``."""
     array = cast(np.ndarray, rows)  # ArrayImages only indexes it by rows and reads shape and dtype
     return ArrayImages(array, layout, 255.0, config.image_size, channels, config.crop, config.normalize)

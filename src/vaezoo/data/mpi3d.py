@@ -9,8 +9,8 @@ horizontal_axis 40 and vertical_axis 40, once, in row-major order (the dataset's
 declares a smaller grid in the same order (a subset you cut yourself, or a test file); either way
 the sizes must multiply to the number of images.
 
-An ``images`` member stored without compression (``np.savez``, as published) is memory-mapped
-inside the archive and never copied; a compressed one (``np.savez_compressed``) is converted once
+An ``images`` member stored without compression (``np.savez``, as published) is read
+inside the archive, never copied; a compressed one (``np.savez_compressed``) is converted once
 into a uint8 cache. Labels are the factor classes (float32 vectors).
 """
 
@@ -28,7 +28,7 @@ from vaezoo.data.cache import parse_npy_header
 from vaezoo.data.common import DataSplits, require_path
 from vaezoo.data.errors import DataError
 from vaezoo.data.grids import (
-    MappedRows,
+    FileRows,
     block_rows,
     cached_rows,
     check_file,
@@ -108,7 +108,7 @@ def build_mpi3d(config: DataConfig) -> DataSplits:
         )
     what = "array 'images'"
     if info.compress_type == zipfile.ZIP_STORED:
-        rows = MappedRows(path, stored_offset(path, info), shape, dtype, what)
+        rows = FileRows(path, stored_offset(path, info), shape, dtype, what)
     else:
         step = block_rows(int(np.prod(shape[1:])))
         rows = cached_rows(

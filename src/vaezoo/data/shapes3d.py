@@ -8,8 +8,8 @@ last factor fastest), as the dataset's README describes. The factor sizes are re
 equal its factor's value at every row of the grid. Reading it needs h5py (``pip install
 'vaezoo[shapes3d]'``).
 
-The published file stores ``images`` contiguously and uncompressed: it is memory-mapped where it
-lies and never copied. A chunked or compressed ``images`` is converted once into a uint8 cache
+The published file stores ``images`` contiguously and uncompressed: it is read where it
+lies, never copied. A chunked or compressed ``images`` is converted once into a uint8 cache
 (a block of rows at a time). Labels are the factor values of the file (float32, as dSprites');
 ``VAEDataModule.ground_truth`` has the factor classes.
 """
@@ -25,7 +25,7 @@ from vaezoo.config import DataConfig
 from vaezoo.data.common import DataSplits, require_path
 from vaezoo.data.errors import DataError
 from vaezoo.data.grids import (
-    MappedRows,
+    FileRows,
     block_rows,
     cached_rows,
     grid_classes,
@@ -90,13 +90,13 @@ def check_labels(labels: np.ndarray, path: Path) -> tuple[tuple[int, ...], np.nd
     return sizes, classes
 
 
-def read_images(config: DataConfig, path: Path, dataset: Any) -> MappedRows:
+def read_images(config: DataConfig, path: Path, dataset: Any) -> FileRows:
     """The images where they lie (contiguous, uncompressed), else converted into the uint8 cache."""
     shape = tuple(int(n) for n in dataset.shape)
     offset = dataset.id.get_offset() if dataset.chunks is None and not dataset.compression else None
     what = "dataset 'images'"
     if offset is not None:
-        return MappedRows(path, offset, shape, np.dtype(np.uint8), what)
+        return FileRows(path, offset, shape, np.dtype(np.uint8), what)
     step = block_rows(int(np.prod(shape[1:])))
 
     def blocks():  # called while the file is open
