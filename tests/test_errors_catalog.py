@@ -371,6 +371,14 @@ def shapes3d_without_labels(tmp: Path) -> list[str]:
     return train(tmp, *on_data("shapes3d", write_shapes3d(tmp / "3dshapes.h5", labels=None)))
 
 
+def run_without_h5py(argv: list[str], tmp: Path) -> Outcome:
+    """``run_cli`` as if h5py were not installed (an import of it fails)."""
+    from unittest import mock
+
+    with mock.patch.dict(sys.modules, {"h5py": None}):
+        return run_cli(argv, tmp)
+
+
 def shapes3d_truncated(tmp: Path) -> list[str]:
     path = write_shapes3d(tmp / "3dshapes.h5")
     cut(path, keep=4000)
@@ -711,6 +719,13 @@ CASES: list[Case] = [
         BAD_INPUT,
         shapes3d_without_labels,
         "3dshapes.h5: has no dataset 'labels' (found 'images'); expected 3dshapes.h5, an HDF5 file with datasets",
+    ),
+    Case(
+        "shapes3d-no-h5py",
+        BAD_INPUT,
+        lambda tmp: train(tmp, *on_data("shapes3d", write_shapes3d(tmp / "3dshapes.h5"))),
+        "reads the HDF5 file 3dshapes.h5 with h5py, which is not installed: pip install 'vaezoo[shapes3d]'",
+        run=run_without_h5py,
     ),
     Case(
         "shapes3d-truncated",
