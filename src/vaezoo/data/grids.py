@@ -151,9 +151,13 @@ def grid_classes(sizes: Sequence[int]) -> np.ndarray:
     return np.stack(np.unravel_index(np.arange(count), tuple(sizes)), axis=-1).astype(np.int64)
 
 
-def grid_ground_truth(images: ArrayImages, names: Sequence[str], sizes: Sequence[int]) -> ArrayGroundTruth:
-    """The ground truth of images stored in the row-major order of their factor grid."""
-    factors = Factors(grid_classes(sizes), tuple(int(s) for s in sizes), tuple(names))
+def grid_ground_truth(
+    images: ArrayImages, names: Sequence[str], sizes: Sequence[int], classes: np.ndarray | None = None
+) -> ArrayGroundTruth:
+    """The ground truth of images stored in the row-major order of their factor grid (``classes``:
+    that grid's ``grid_classes(sizes)``, if already at hand)."""
+    classes = grid_classes(sizes) if classes is None else classes
+    factors = Factors(classes, tuple(int(s) for s in sizes), tuple(names))
     return ArrayGroundTruth(images, factors, np.arange(len(factors.classes), dtype=np.int64))
 
 

@@ -9,9 +9,8 @@ horizontal_axis 40 and vertical_axis 40, once, in row-major order (the dataset's
 declares a smaller grid in the same order (a subset you cut yourself, or a test file); either way
 the sizes must multiply to the number of images.
 
-An ``images`` member stored without compression (``np.savez``, as published) is read
-inside the archive, never copied; a compressed one (``np.savez_compressed``) is converted once
-into a uint8 cache. Labels are the factor classes (float32 vectors).
+An ``images`` member stored without compression (``np.savez``) is read inside the archive,
+never copied; a compressed one (``np.savez_compressed``) is converted once into a uint8 cache. Labels are the factor classes (float32 vectors).
 """
 
 from __future__ import annotations

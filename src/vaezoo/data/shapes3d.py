@@ -8,9 +8,8 @@ last factor fastest), as the dataset's README describes. The factor sizes are re
 equal its factor's value at every row of the grid. Reading it needs h5py (``pip install
 'vaezoo[shapes3d]'``).
 
-The published file stores ``images`` contiguously and uncompressed: it is read where it
-lies, never copied. A chunked or compressed ``images`` is converted once into a uint8 cache
-(a block of rows at a time). Labels are the factor values of the file (float32, as dSprites');
+An ``images`` dataset stored contiguously and uncompressed is read where it lies, never copied; a
+chunked or compressed one is converted once into a uint8 cache (a block of rows at a time). Labels are the factor values of the file (float32, as dSprites');
 ``VAEDataModule.ground_truth`` has the factor classes.
 """
 
@@ -135,7 +134,7 @@ def build_shapes3d(config: DataConfig) -> DataSplits:
             rows = read_images(config, path, images)
         except OSError as err:
             raise DataError(f"{path}: cannot read the HDF5 file ({err}); expected {EXPECTED}") from None
-    sizes, _ = check_labels(values, path)
+    sizes, classes = check_labels(values, path)
     source = image_source(rows, "NHWC", config, config.channels or 3)
-    ground_truth = grid_ground_truth(source, FACTOR_NAMES, sizes)
+    ground_truth = grid_ground_truth(source, FACTOR_NAMES, sizes, classes)
     return grid_splits(config, source, values, ground_truth, str(path))
