@@ -547,3 +547,12 @@ def test_random_bytes_in_a_smallnorb_file_are_a_data_error(data: bytes, kind: st
                 list(first_views(path))
             else:
                 read_matrix(path, kind)
+
+
+def test_the_published_grids_multiply_to_the_published_counts():
+    from vaezoo.data import cars3d, mpi3d, shapes3d
+
+    assert np.prod(shapes3d.FACTOR_SIZES) == shapes3d.NUM_IMAGES == 480_000
+    assert np.prod(mpi3d.FACTOR_SIZES) == mpi3d.NUM_IMAGES == 1_036_800
+    assert cars3d.ELEVATIONS * cars3d.AZIMUTHS * cars3d.NUM_OBJECTS == 17_568
+    assert 5 * 10 * 9 * 18 * 6 == 2 * 24_300  # SmallNORB: both files, every combination once
