@@ -42,6 +42,15 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from test_data_cifar import make_cifar10, make_cifar100
+from test_data_ground_truth_sets import (
+    norb_matrix,
+    shapes_values,
+    write_cars3d,
+    write_mpi3d,
+    write_shapes3d,
+    write_smallnorb,
+)
 from test_data_idx import make_idx, write_idx
 
 from vaezoo.cli import main
@@ -367,6 +376,141 @@ def damaged_export(tmp: Path) -> list[str]:
     return sample(folder, tmp)
 
 
+def on_data(name: str, path: Path) -> list[str]:
+    return ["--data.name", name, "--data.path", str(path), "--data.subset", "null"]
+
+
+def arrays_file(tmp: Path, name: str = "mine.npz", **arrays: np.ndarray) -> list[str]:
+    np.savez(tmp / name, **arrays)
+    return train(tmp, *on_data("arrays", tmp / name))
+
+
+def arrays_pickle(tmp: Path) -> list[str]:
+    import pickle
+
+    (tmp / "mine.npy").write_bytes(pickle.dumps({"images": [1, 2, 3]}))
+    return train(tmp, *on_data("arrays", tmp / "mine.npy"))
+
+
+def cifar_folder(tmp: Path) -> Path:
+    make_cifar10(tmp / "cifar-10-batches-bin")
+    return tmp / "cifar-10-batches-bin"
+
+
+def cifar_python_version(tmp: Path) -> list[str]:
+    folder = tmp / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in ("data_batch_1", "test_batch", "batches.meta"):
+        (folder / name).write_bytes(b"\x80\x04 a pickle")
+    return train(tmp, *on_data("cifar10", folder))
+
+
+def cifar_truncated(tmp: Path) -> list[str]:
+    folder = cifar_folder(tmp)
+    cut(folder / "data_batch_3.bin", keep=-100)
+    return train(tmp, *on_data("cifar10", folder))
+
+
+def cifar_file_missing(tmp: Path) -> list[str]:
+    folder = cifar_folder(tmp)
+    (folder / "data_batch_3.bin").unlink()
+    return train(tmp, *on_data("cifar10", folder))
+
+
+def cifar_other_release(tmp: Path) -> list[str]:
+    make_cifar100(tmp / "cifar-100-binary")
+    return train(tmp, *on_data("cifar10", tmp / "cifar-100-binary"))
+
+
+def cifar_archive(tmp: Path) -> list[str]:
+    (tmp / "cifar-10-binary.tar.gz").write_bytes(b"\x1f\x8b")
+    return train(tmp, *on_data("cifar10", tmp / "cifar-10-binary.tar.gz"))
+
+
+def shapes3d_without_labels(tmp: Path) -> list[str]:
+    return train(tmp, *on_data("shapes3d", write_shapes3d(tmp / "3dshapes.h5", labels=None)))
+
+
+def run_without_h5py(argv: list[str], tmp: Path) -> Outcome:
+    """``run_cli`` as if h5py were not installed (an import of it fails)."""
+    from unittest import mock
+
+    with mock.patch.dict(sys.modules, {"h5py": None}):
+        return run_cli(argv, tmp)
+
+
+def shapes3d_truncated(tmp: Path) -> list[str]:
+    path = write_shapes3d(tmp / "3dshapes.h5")
+    cut(path, keep=4000)
+    return train(tmp, *on_data("shapes3d", path))
+
+
+def shapes3d_not_a_grid(tmp: Path) -> list[str]:
+    from test_data_ground_truth_sets import SHAPES_SIZES, grid
+
+    labels = shapes_values(grid(SHAPES_SIZES))
+    labels[[0, 1]] = labels[[1, 0]]
+    return train(tmp, *on_data("shapes3d", write_shapes3d(tmp / "3dshapes.h5", labels=labels)))
+
+
+def mpi3d_file(tmp: Path, **extra: object) -> list[str]:
+    return train(tmp, *on_data("mpi3d", write_mpi3d(tmp / "mpi3d_toy.npz", **extra)))
+
+
+def mpi3d_truncated(tmp: Path) -> list[str]:
+    path = write_mpi3d(tmp / "mpi3d_toy.npz")
+    cut(path, keep=2000)
+    return train(tmp, *on_data("mpi3d", path))
+
+
+def norb_folder(tmp: Path) -> Path:
+    write_smallnorb(tmp / "norb")
+    return tmp / "norb"
+
+
+def norb_file(folder: Path, split: str, kind: str) -> Path:
+    tag = "5x46789x9x18x6x2x96x96-training" if split == "training" else "5x01235x9x18x6x2x96x96-testing"
+    return folder / f"smallnorb-{tag}-{kind}.mat"
+
+
+def smallnorb_bad_magic(tmp: Path) -> list[str]:
+    folder = norb_folder(tmp)
+    cat = norb_file(folder, "training", "cat")
+    cat.write_bytes(norb_matrix(np.zeros(24, np.uint8)))  # bytes where int32 categories belong
+    return train(tmp, *on_data("smallnorb", folder))
+
+
+def smallnorb_truncated(tmp: Path) -> list[str]:
+    folder = norb_folder(tmp)
+    cut(norb_file(folder, "testing", "dat"), keep=-100)
+    return train(tmp, *on_data("smallnorb", folder))
+
+
+def smallnorb_missing(tmp: Path) -> list[str]:
+    folder = norb_folder(tmp)
+    norb_file(folder, "testing", "info").unlink()
+    return train(tmp, *on_data("smallnorb", folder))
+
+
+def cars3d_folder(tmp: Path, **variables: object) -> list[str]:
+    write_cars3d(tmp / "cars", count=2, **variables)
+    return train(tmp, *on_data("cars3d", tmp / "cars"))
+
+
+def cars3d_odd_file(tmp: Path, variables: dict) -> list[str]:
+    from scipy.io import savemat
+
+    write_cars3d(tmp / "cars", count=2)
+    savemat(tmp / "cars" / "car_003_mesh.mat", variables)
+    return train(tmp, *on_data("cars3d", tmp / "cars"))
+
+
+def cars3d_truncated(tmp: Path) -> list[str]:
+    write_cars3d(tmp / "cars", count=2)
+    cut(tmp / "cars" / "car_002_mesh.mat", keep=300)
+    return train(tmp, *on_data("cars3d", tmp / "cars"))
+
+
 # --------------------------------------------------------------------------- the cases
 
 CASES: list[Case] = [
@@ -636,6 +780,156 @@ CASES: list[Case] = [
         BAD_INPUT,
         lambda tmp: train(tmp, *on_vectors(vectors_csv(tmp)), "--model.name", "VQVAE"),
         "model VQVAE does not train on vectors (data.name 'vectors'): it works on images only",
+    ),
+    Case(
+        "arrays-pickle",
+        BAD_INPUT,
+        arrays_pickle,
+        "mine.npy: is a Python pickle, not a .npy or .npz file; vaezoo loads arrays with allow_pickle=False",
+    ),
+    Case(
+        "arrays-no-images",
+        BAD_INPUT,
+        lambda tmp: arrays_file(tmp, a=np.zeros(3), b=np.zeros(3)),
+        "mine.npz: has no array 'images' (found 'a', 'b')",
+    ),
+    Case(
+        "arrays-not-images",
+        BAD_INPUT,
+        lambda tmp: arrays_file(tmp, images=np.zeros((10, 5), np.uint8)),
+        "mine.npz: images shaped (10, 5); expected (N, H, W), (N, H, W, C) or (N, C, H, W) with C in 1, 3, 4",
+    ),
+    Case(
+        "arrays-float-range",
+        BAD_INPUT,
+        lambda tmp: arrays_file(tmp, images=np.linspace(-1, 1, 10 * 64).reshape(10, 8, 8)),
+        "float images hold values in [-1, 1]; expected [0, 1] or [0, 255]; for data in [-1, 1] save (images + 1) / 2",
+    ),
+    Case(
+        "arrays-factors-without-sizes",
+        BAD_INPUT,
+        lambda tmp: arrays_file(
+            tmp, images=np.zeros((4, 8, 8), np.uint8), factors=np.zeros((4, 2), np.int64)
+        ),
+        "mine.npz: has 'factors' but no 'factor_sizes'; expected 'factor_sizes' (2,) ints",
+    ),
+    Case(
+        "cifar-python-version",
+        BAD_INPUT,
+        cifar_python_version,
+        (
+            'this is the CIFAR-10 "python version" (pickled batches); vaezoo does not read it',
+            "cifar-10-binary.tar.gz",
+        ),
+    ),
+    Case(
+        "cifar-truncated",
+        BAD_INPUT,
+        cifar_truncated,
+        "data_batch_3.bin: 18338 bytes is not a whole number of CIFAR-10 records of 3073 bytes",
+    ),
+    Case(
+        "cifar-file-missing",
+        BAD_INPUT,
+        cifar_file_missing,
+        "data_batch_3.bin: file is missing; expected the CIFAR-10 binary version",
+    ),
+    Case(
+        "cifar-other-release",
+        BAD_INPUT,
+        cifar_other_release,
+        "cifar-100-binary: holds CIFAR-100 (train.bin), not CIFAR-10; use data.name cifar100",
+    ),
+    Case(
+        "cifar-archive",
+        BAD_INPUT,
+        cifar_archive,
+        "cifar-10-binary.tar.gz' is a file; extract it first (tar xzf cifar-10-binary.tar.gz)",
+    ),
+    Case(
+        "shapes3d-missing-dataset",
+        BAD_INPUT,
+        shapes3d_without_labels,
+        "3dshapes.h5: has no dataset 'labels' (found 'images'); expected 3dshapes.h5, an HDF5 file with datasets",
+    ),
+    Case(
+        "shapes3d-no-h5py",
+        BAD_INPUT,
+        lambda tmp: train(tmp, *on_data("shapes3d", write_shapes3d(tmp / "3dshapes.h5"))),
+        "reads the HDF5 file 3dshapes.h5 with h5py, which is not installed: pip install 'vaezoo[shapes3d]'",
+        run=run_without_h5py,
+    ),
+    Case(
+        "shapes3d-truncated",
+        BAD_INPUT,
+        shapes3d_truncated,
+        ("3dshapes.h5: not a readable HDF5 file (", "truncated file: eof = 4000"),
+    ),
+    Case(
+        "shapes3d-not-a-grid",
+        BAD_INPUT,
+        shapes3d_not_a_grid,
+        "3dshapes.h5: labels are not in row-major grid order",
+    ),
+    Case(
+        "mpi3d-missing-array",
+        BAD_INPUT,
+        lambda tmp: mpi3d_file(tmp, images=None, imgs=np.zeros((4, 8, 8, 3), np.uint8)),
+        "mpi3d_toy.npz: has no array 'images' (found 'factor_sizes', 'imgs')",
+    ),
+    Case(
+        "mpi3d-wrong-count",
+        BAD_INPUT,
+        lambda tmp: mpi3d_file(tmp, factor_sizes=None),
+        "mpi3d_toy.npz: array 'images' holds 192 images, but the factor grid 6 x 6 x 2 x 3 x 3 x 40 x 40 has 1036800",
+    ),
+    Case(
+        "mpi3d-truncated",
+        BAD_INPUT,
+        mpi3d_truncated,
+        "mpi3d_toy.npz: not a readable .npz file (BadZipFile",
+    ),
+    Case(
+        "smallnorb-wrong-type",
+        BAD_INPUT,
+        smallnorb_bad_magic,
+        "training-cat.mat: holds uint8 (24,); expected int32 (N,) categories",
+    ),
+    Case(
+        "smallnorb-truncated",
+        BAD_INPUT,
+        smallnorb_truncated,
+        "testing-dat.mat: truncated: image pairs 0..23 needs 3072 bytes, the file has 2972 left",
+    ),
+    Case(
+        "smallnorb-file-missing",
+        BAD_INPUT,
+        smallnorb_missing,
+        "testing-info.mat: file is missing (also looked for .gz)",
+    ),
+    Case(
+        "cars3d-no-files",
+        BAD_INPUT,
+        lambda tmp: train(tmp, *on_data("cars3d", random_folder(tmp))),
+        "downloads: no car_*_mesh.mat files found; expected a folder of the Cars3D files",
+    ),
+    Case(
+        "cars3d-missing-variable",
+        BAD_INPUT,
+        lambda tmp: cars3d_odd_file(tmp, {"images": np.zeros((2, 2), np.uint8)}),
+        "car_003_mesh.mat: has no variable 'im' (found 'images')",
+    ),
+    Case(
+        "cars3d-wrong-shape",
+        BAD_INPUT,
+        lambda tmp: cars3d_odd_file(tmp, {"im": np.zeros((8, 8, 3, 24, 2), np.uint8)}),
+        "car_003_mesh.mat: variable 'im' is uint8 (8, 8, 3, 24, 2); expected",
+    ),
+    Case(
+        "cars3d-truncated",
+        BAD_INPUT,
+        cars3d_truncated,
+        "car_002_mesh.mat: not a readable MATLAB file (",
     ),
 ]
 

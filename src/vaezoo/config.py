@@ -41,8 +41,10 @@ class ConfigError(ValueError):
 class DataConfig:
     """Which images to train on and how they are prepared."""
 
-    # dsprites | celeba | image_folder | mnist | fashion_mnist (IDX files) | arrays | cifar10 | cifar100
-    # | vectors (a .npy / .csv of N rows of D numbers, for models with architecture: mlp)
+    # dsprites | celeba | image_folder | mnist | fashion_mnist (IDX files) | arrays | cifar10 | cifar100;
+    # ground-truth factor sets: shapes3d (3dshapes.h5) | mpi3d (mpi3d_*.npz) | smallnorb (folder of
+    # the six .mat files) | cars3d (folder of car_*_mesh.mat); vectors (a .npy / .csv of N rows of D
+    # numbers, for models with architecture: mlp); in_memory (set by vaezoo.fit)
     name: str = "dsprites"
     path: str | None = None  # dataset location; dsprites: optional official .npz file
     image_size: int = 64  # images are resized (after the optional centre crop) to this square size

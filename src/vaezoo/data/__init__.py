@@ -4,11 +4,14 @@
 ``DATASETS``). Labels: dSprites -> float32 (5,) factor values; CelebA -> float32 (40,) attributes
 in {0, 1}; image_folder / mnist / fashion_mnist / cifar10 / cifar100 (fine label) -> int64 class
 index; arrays (a user's .npz / .npy) -> its ``labels`` (int64 class index or float32 vectors),
-else its ``factors`` as float32 vectors, else class 0; vectors (a user's .npy / .csv of (N, D)
-numbers, batches (N, D)) -> ``data.label_column`` as class indices or float32 (N, 1), else class 0.
-Ground-truth factors
-(``VAEDataModule.ground_truth``): dSprites (``DSpritesGroundTruth``) and arrays whose factors form a
-complete grid (``ArrayGroundTruth``).
+else its ``factors`` as float32 vectors, else class 0; shapes3d -> float32 (6,) factor values;
+mpi3d (7,), smallnorb (5,: category, instance, elevation, azimuth, lighting), cars3d (3,) ->
+float32 factor classes; vectors (a user's .npy / .csv of (N, D) numbers, batches (N, D)) ->
+``data.label_column`` as class indices or float32 (N, 1), else class 0. Ground-truth factors
+(``VAEDataModule.ground_truth``): dSprites (``DSpritesGroundTruth``), arrays whose factors form a
+complete grid (``ArrayGroundTruth``), and the published grids Shapes3D, MPI3D, Cars3D
+(``ArrayGroundTruth``) and SmallNORB (category, elevation, azimuth, lighting; the instance drawn at
+random, as disentanglement_lib).
 
 Every bad file, path or setting raises a ``DataError`` naming it (also from inside a DataLoader
 worker: the worker's traceback is dropped, its message kept). An unreadable image file (CelebA,

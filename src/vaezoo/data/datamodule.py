@@ -12,6 +12,7 @@ import torch
 
 from vaezoo.config import DataConfig
 from vaezoo.data.arrays import build_arrays
+from vaezoo.data.cars3d import build_cars3d
 from vaezoo.data.celeba import build_celeba
 from vaezoo.data.cifar import build_cifar
 from vaezoo.data.common import BAD_FILES, DataSplits, SplitDataset, collate, count_skipped
@@ -20,7 +21,10 @@ from vaezoo.data.errors import DataError
 from vaezoo.data.idx import build_idx
 from vaezoo.data.image_folder import build_image_folder
 from vaezoo.data.in_memory import build_in_memory
+from vaezoo.data.mpi3d import build_mpi3d
 from vaezoo.data.sampler import EpochSampler, ResumableLoader
+from vaezoo.data.shapes3d import build_shapes3d
+from vaezoo.data.smallnorb import build_smallnorb
 from vaezoo.data.transforms import check_normalize, value_range
 from vaezoo.data.vectors import build_vectors
 
@@ -37,6 +41,10 @@ BUILDERS: dict[str, Builder] = {
     "cifar100": build_cifar,
     "in_memory": build_in_memory,  # images given to vaezoo.fit (VAEDataModule's ``splits``)
     "vectors": build_vectors,
+    "shapes3d": build_shapes3d,
+    "mpi3d": build_mpi3d,
+    "smallnorb": build_smallnorb,
+    "cars3d": build_cars3d,
 }
 DATASETS: tuple[str, ...] = tuple(BUILDERS)
 

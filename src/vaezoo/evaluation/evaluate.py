@@ -316,8 +316,8 @@ def disentanglement_group(ctx: EvaluationContext, report: EvaluationReport) -> d
     if ground_truth is None:
         name = ctx.datamodule.config.name
         raise NotApplicable(
-            f"data '{name}' has no ground-truth factors (datasets with factors: dsprites, and arrays whose "
-            ".npz holds factors on a complete grid)"
+            f"data '{name}' has no ground-truth factors (datasets with factors: dsprites, shapes3d, mpi3d, "
+            "smallnorb, cars3d, and arrays whose .npz holds factors on a complete grid)"
         )
 
     def representation(images: Tensor) -> np.ndarray:

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 # The datasets of vaezoo whose data module exposes a ground truth (``datamodule.ground_truth``).
-# arrays: a .npz with factors on a complete grid (vaezoo.data.arrays)
-DATASETS_WITH_FACTORS: tuple[str, ...] = ("dsprites", "arrays")
+# arrays: a .npz with factors on a complete grid (vaezoo.data.arrays); the published grids Shapes3D,
+# MPI3D, SmallNORB and Cars3D (vaezoo.data.shapes3d, mpi3d, smallnorb, cars3d)
+DATASETS_WITH_FACTORS: tuple[str, ...] = ("dsprites", "arrays", "shapes3d", "mpi3d", "smallnorb", "cars3d")
 REQUIRED_MEMBERS: tuple[str, ...] = ("factor_names", "factor_sizes", "sample_factors", "images_from_factors")
 
 
