@@ -222,7 +222,9 @@ def test_beta_tcvae_warns_only_when_it_has_to_derive_the_data_set_size():
 
 def test_beta_tcvae_from_the_trainer_gets_the_data_set_size_from_the_data_and_no_warning():
     config = load_config(REPO / "configs" / "betatc_vae.yaml")
-    data = SimpleNamespace(channels=1, image_size=16, label_dim=0, num_train=737)
+    data = SimpleNamespace(
+        channels=1, image_size=16, label_dim=0, num_train=737, kind="images", output_activation=None
+    )
     kwargs = data_model_arguments(config, data)  # what training/run.py's prepare passes
     assert kwargs["dataset_size"] == 737
     kwargs = {key: value for key, value in kwargs.items() if key != "name"}

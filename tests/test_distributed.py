@@ -57,6 +57,8 @@ def test_ddp_on_two_cpu_processes_writes_one_run(tmp_path, isolated_cache):
         "reconstructions_epoch001.png",
         "samples_epoch000.png",
         "samples_epoch001.png",
+        "traversals_epoch000.gif",
+        "traversals_epoch001.gif",
     ]
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 6  # 3 steps an epoch on each process, in lockstep
