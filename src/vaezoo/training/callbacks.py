@@ -44,7 +44,7 @@ class ImageGrids(L.Callback):
             return
         if getattr(trainer.datamodule, "kind", "images") == "vectors":  # type: ignore[attr-defined]
             if not self._vectors_noted:
-                rank_zero_info("image grids: none for vector data (data.name: vectors)")
+                rank_zero_info("image grids and traversal GIFs: none for vector data (data.name: vectors)")
                 self._vectors_noted = True
             return
         model = cast("VAEModule", pl_module).inference_model  # the callback of VAEModule's runs

@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from vaezoo.config import Config, ConfigError
+from vaezoo.evaluation.disentanglement import DATASETS_WITH_FACTORS
 from vaezoo.evaluation.evaluate import NotApplicable
 from vaezoo.evaluation.training_metrics import EVAL_GROUPS, TrainingEvaluation
 from vaezoo.training.callbacks import RandomState
@@ -30,8 +31,9 @@ def check_eval_data(config: Config, datamodule: Any) -> None:
         raise ConfigError(
             f"logging.eval_groups = {log.eval_groups}: {', '.join(needing)} "
             f"{'needs' if len(needing) == 1 else 'need'} ground-truth factors, and "
-            f"data.name = {config.data.name!r} has none (datasets with factors: dsprites, and arrays whose "
-            ".npz holds factors on a complete grid); remove them from logging.eval_groups"
+            f"data.name = {config.data.name!r} has none (datasets with factors: "
+            f"{', '.join(DATASETS_WITH_FACTORS)}; arrays when the .npz holds factors on a complete grid); "
+            "remove them from logging.eval_groups"
         )
 
 

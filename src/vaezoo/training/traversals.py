@@ -66,8 +66,9 @@ class TraversalAnimation(L.Callback):
             or not trainer.is_global_zero
             or self.disabled
             or epoch == self.written_epoch
+            or getattr(trainer.datamodule, "kind", "images") == "vectors"  # type: ignore[attr-defined]
         ):
-            return
+            return  # (ImageGrids says once that vector data has no pictures)
         model = cast("VAEModule", pl_module).inference_model
         was_training = model.training
         model.eval()
