@@ -205,3 +205,10 @@ def test_an_array_of_vectors_trains_a_model_on_vectors(tmp_path):
         bad = points.copy()
         bad[2, 1] = np.nan
         vaezoo.fit("VanillaVAE", bad, settings=settings(tmp_path / "bad"))
+
+
+def test_channels_last_leaves_vector_batches_as_they_are(tmp_path):
+    points = np.random.default_rng(1).normal(size=(64, 4))
+    more = {"model.hidden_dims": [16, 8], "train.channels_last": True}
+    result = vaezoo.fit("VanillaVAE", points, settings={**settings(tmp_path), **more})
+    assert result.summary["global_step"] > 0 and result.model.config["architecture"] == "mlp"

@@ -116,7 +116,8 @@ class VAEModule(L.LightningModule):
         self, batch: tuple[Tensor, Tensor], batch_idx: int, model: BaseVAE | None = None
     ) -> tuple[Any, dict[str, Tensor], dict]:
         images, labels = batch
-        images = images.contiguous(memory_format=self.memory_format)
+        if images.dim() == 4:  # NHWC is a layout of image batches; vectors (B, D) stay as they are
+            images = images.contiguous(memory_format=self.memory_format)
         context = {"labels": labels, "global_step": self.batches_seen, "batch_idx": batch_idx}
         if model is None or model is self.model:
             output = to_float32(self._forward(images, context))
