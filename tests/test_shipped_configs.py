@@ -115,3 +115,10 @@ def test_vaezoo_list_descriptions_end_at_a_sentence_end(capsys):
     assert main(["list"]) == 0
     for name in list_models():
         assert first_sentence(get_model_class(name).__doc__ or "").endswith(".")
+
+
+def test_vaezoo_list_says_which_models_take_vectors(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # one table row per model
+    assert main(["list"]) == 0
+    rows = {line.split("│")[1].strip(): line for line in capsys.readouterr().out.splitlines() if "│" in line}
+    assert "│ yes " in rows["VanillaVAE"] and "│ no " in rows["VQVAE"]

@@ -504,9 +504,11 @@ def cmd_list(args: argparse.Namespace, overrides: list[str]) -> int:
     from vaezoo.text import first_sentence
 
     _no_overrides(overrides, "list")
-    table = Table("model", "aliases", "description")
+    table = Table("model", "aliases", "vectors", "description")
     for name in list_models():
-        table.add_row(name, ", ".join(aliases_of(name)), first_sentence(get_model_class(name).__doc__ or ""))
+        cls = get_model_class(name)
+        vectors = "yes" if cls.supports_vectors else "no"  # architecture: mlp (data.name vectors)
+        table.add_row(name, ", ".join(aliases_of(name)), vectors, first_sentence(cls.__doc__ or ""))
     Console().print(table)
     return 0
 
