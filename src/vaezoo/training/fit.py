@@ -47,7 +47,7 @@ def fit(
 ) -> FitResult:
     """Train ``model`` on ``data`` and return the run.
 
-    - ``model``: a registered name or alias (``"VanillaVAE"``, ``"betatc_vae"``'s model ...), or a
+    - ``model``: a registered name or alias (``"VanillaVAE"``, ``"BetaTCVAE"``, ``"VAE"`` ...), or a
       model object, which is trained in place (its constructor arguments go into the run's config).
     - ``data``: a tensor or numpy array of images ((N, H, W), (N, H, W, C) or (N, C, H, W); uint8,
       or floats in [0, 1] or [0, 255]), a torch Dataset or a DataLoader whose items or batches are
