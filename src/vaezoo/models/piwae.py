@@ -30,7 +30,8 @@ class PIWAE(MIWAE):
     holds them and the trainer zeroes their gradients before the auxiliary step.
     ``auxiliary_loss`` decodes the *detached* samples of the same forward pass again (the main
     step has freed that graph and changed the decoder's weights in place), so its gradient
-    reaches the decoder alone: one more decoder pass per step. It has no ``M_N`` from the
+    reaches the decoder alone: one more decoder pass per step (in training mode it updates the
+    decoder's BatchNorm statistics a second time, on the same samples). It has no ``M_N`` from the
     trainer: its weights use ``M_N`` = 1 unless given (the decoder's gradient does not
     otherwise depend on it). Loss keys: the IWAE's; the auxiliary dict has ``loss`` and
     ``IWAE_Bound`` (the decoder's bound, as ``loss`` with the opposite sign).
@@ -60,19 +61,13 @@ class PIWAE(MIWAE):
         return [p for p in self.parameters() if id(p) not in encoder]
 
     def auxiliary_loss(self, output: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
+        output = self.output_cls(*output[: len(self.output_cls._fields)])  # a plain tuple too
         z = output.z.detach()  # (B, S, D) the forward pass's samples, cut from the encoder
         all_recons, all_params = self.decode_with_params(z.flatten(0, 1))  # (B*S, C, H, W) each
-        redecoded = output._replace(
-            mu=output.mu.detach(),
-            log_var=output.log_var.detach(),
-            z=z,
-            all_recons=all_recons.unflatten(0, z.shape[:2]),
-            **(
-                {"recon_params": all_params.unflatten(0, z.shape[:2])}
-                if hasattr(output, "recon_params")
-                else {}
-            ),
-        )
-        recon, log_prior, log_posterior = self.sample_terms(redecoded)  # (B, S) each
+        fields = {"z": z, "mu": output.mu.detach(), "log_var": output.log_var.detach()}
+        fields["all_recons"] = all_recons.unflatten(0, z.shape[:2])
+        if "recon_params" in output._fields:  # a likelihood other than mse
+            fields["recon_params"] = all_params.unflatten(0, z.shape[:2])
+        recon, log_prior, log_posterior = self.sample_terms(output._replace(**fields))  # (B, S) each
         bound = multi_sample_bound(log_importance_weights(-recon, log_prior, log_posterior, M_N))  # IWAE-MK
         return {"loss": -bound.mean(), "IWAE_Bound": bound.mean().detach()}
