@@ -109,3 +109,13 @@ def test_a_model_trains_on_them_and_the_evaluation_reports_an_nll(name):
     report = likelihood_report(model.eval(), [x], num_samples=4, chunk_size=4)
     assert report.unnormalized_reason is None and report["likelihood_normalized"] == 1.0
     assert math.isfinite(report["nll"]) and "nll_discrete" in report  # densities, not masses
+
+
+def test_continuous_bernoulli_agrees_with_torch_away_from_one_half():
+    logits = torch.tensor([-4.0, -1.0, 0.7, 3.0], dtype=torch.float64)  # outside torch's Taylor band
+    x = torch.tensor([0.1, 0.5, 0.93, 0.0], dtype=torch.float64)
+    reference = torch.distributions.ContinuousBernoulli(logits=logits)
+    torch.testing.assert_close(
+        continuous_bernoulli_log_prob(x[None], logits[None])[0], reference.log_prob(x).sum()
+    )
+    torch.testing.assert_close(continuous_bernoulli_mean(logits), reference.mean)
