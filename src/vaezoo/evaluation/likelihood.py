@@ -189,7 +189,8 @@ def bounds_over_batches(
 
 MSE_REASON = (
     "the reconstruction loss has no normaliser (e.g. mse), so the bounds are not log-likelihoods; "
-    "train with model.likelihood bernoulli, gaussian or discretized_logistic for an NLL"
+    "train with model.likelihood bernoulli, continuous_bernoulli, gaussian, laplace or discretized_logistic "
+    "for an NLL"
 )
 
 

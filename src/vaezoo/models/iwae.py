@@ -100,10 +100,15 @@ class IWAE(VanillaVAE):
         posterior = DiagonalGaussian(output.mu.unsqueeze(1), output.log_var.unsqueeze(1))  # broadcast over S
         return recon.view(batch, samples), log_standard_normal(output.z), posterior.log_prob(output.z)
 
+    def bound(self, log_w: Tensor) -> Tensor:
+        """The objective per example, (B,), from the (B, S) log-weights: the IWAE-k bound (MIWAE:
+        the mean of its M bounds). The hook CIWAE overrides."""
+        return multi_sample_bound(log_w, self.num_estimates)
+
     def loss(self, output: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
         recon, log_prior, log_posterior = self.sample_terms(output)  # (B, S) each
         log_w = log_importance_weights(-recon, log_prior, log_posterior, M_N)  # (B, S)
-        loss = -multi_sample_bound(log_w, self.num_estimates).mean()
+        loss = -self.bound(log_w).mean()
         return {
             "loss": loss,
             "Reconstruction_Loss": recon.mean().detach(),

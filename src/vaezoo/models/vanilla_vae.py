@@ -74,10 +74,12 @@ class VanillaVAE(ConvAutoencoder):
 
     ``likelihood`` chooses p(x|z) (:mod:`vaezoo.nn.likelihoods`): ``"mse"`` (the default, the
     squared error above, no normaliser), ``"bernoulli"`` (the decoder outputs logits; data in
-    [0, 1], a likelihood for binary data), ``"gaussian"`` (N(x_hat, sigma^2 I)) or
-    ``"discretized_logistic"`` (8-bit data, Salimans et al. 2017). For the last two sigma is one
-    global value, ``likelihood_std`` (in data units), kept ``"fixed"`` or ``"learned"`` from that
-    start (``likelihood_scale``). With a likelihood the reconstruction term is -log p(x|z) summed
+    [0, 1], a likelihood for binary data), ``"continuous_bernoulli"`` (logits too; a density for
+    any data in [0, 1], Loaiza-Ganem & Cunningham 2019), ``"gaussian"`` (N(x_hat, sigma^2 I)),
+    ``"laplace"`` (an L1 error with its normaliser) or ``"discretized_logistic"`` (8-bit data,
+    Salimans et al. 2017). For the last three the scale is one global value, set by its standard
+    deviation ``likelihood_std`` (in data units), kept ``"fixed"`` or ``"learned"`` from that start
+    (``likelihood_scale``). With a likelihood the reconstruction term is -log p(x|z) summed
     over pixels, so ``recon_reduction`` must be ``"sum"`` (its default then; ``None`` means "mean"
     for mse and "sum" otherwise), ``M_N = 1`` is the exact negative ELBO, and ``forward``'s output
     gets a last field ``recon_params`` (e.g. the logits); ``recons`` and ``decode`` stay images.

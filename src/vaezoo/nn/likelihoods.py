@@ -30,8 +30,10 @@ from torch import Tensor, nn
 
 from vaezoo.losses.reconstruction import squared_error
 
-LikelihoodName = Literal["mse", "bernoulli", "gaussian", "discretized_logistic"]
-LIKELIHOODS = ("mse", "bernoulli", "gaussian", "discretized_logistic")
+LikelihoodName = Literal[
+    "mse", "bernoulli", "continuous_bernoulli", "gaussian", "laplace", "discretized_logistic"
+]
+LIKELIHOODS = ("mse", "bernoulli", "continuous_bernoulli", "gaussian", "laplace", "discretized_logistic")
 SCALES = ("fixed", "learned")
 DATA_RANGES = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}  # output activation -> the data's range
 NUM_LEVELS = 256  # 8-bit images
@@ -42,7 +44,7 @@ def bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
     """sum_pixels x log sigmoid(l) + (1 - x) log(1 - sigmoid(l)) = -BCE-with-logits, (B, ...) -> (B,).
 
     A log mass for binary x; for x in (0, 1) it is the usual cross-entropy score, not a likelihood
-    (the continuous Bernoulli of Loaiza-Ganem & Cunningham 2019 would be one).
+    (the continuous Bernoulli, :func:`continuous_bernoulli_log_prob`, is one).
     """
     nll = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
     return -nll.flatten(start_dim=1).sum(dim=1)
@@ -52,6 +54,62 @@ def gaussian_log_prob(x: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
     """sum_pixels log N(x; mean, exp(log_std)^2), (B, ...) -> (B,); ``log_std`` broadcasts."""
     standardized = (x - mean) * torch.exp(-log_std)
     log_density = -0.5 * standardized**2 - log_std - 0.5 * math.log(2 * math.pi)
+    return log_density.flatten(start_dim=1).sum(dim=1)
+
+
+# Below |l| / 2 = TAYLOR_BELOW (lambda in about (0.45, 0.55)) the continuous Bernoulli's closed forms
+# are 0/0; their series there are exact to 1e-10.
+TAYLOR_BELOW = 0.1
+
+
+def continuous_bernoulli_log_norm(logits: Tensor) -> Tensor:
+    """log C(lambda) of the continuous Bernoulli with lambda = sigmoid(l), elementwise.
+
+    Loaiza-Ganem & Cunningham 2019, "The continuous Bernoulli", Eq. 7:
+    C(lambda) = 2 artanh(1 - 2 lambda) / (1 - 2 lambda), and 2 at lambda = 1/2. In logits,
+    1 - 2 lambda = -tanh(u) and artanh(1 - 2 lambda) = -u with u = l / 2, so
+    log C = log 2 + log(u coth u): even in u, log 2 at u = 0, near |u| for large |u|. Near
+    u = 0 it is the series log(u coth u) = u^2/3 - 7 u^4/90 + 62 u^6/2835 (no 0/0, finite
+    gradient at lambda = 1/2); elsewhere log|u| - log tanh|u|, with log tanh a =
+    log(-expm1(-2a)) - log1p(exp(-2a)) free of cancellation.
+    """
+    u = 0.5 * logits
+    small = u.abs() < TAYLOR_BELOW
+    u2 = torch.where(small, u, torch.zeros_like(u)) ** 2
+    series = u2 / 3 - 7 * u2**2 / 90 + 62 * u2**3 / 2835
+    a = torch.where(small, torch.full_like(u, TAYLOR_BELOW), u.abs())  # the unused branch stays finite
+    closed = torch.log(a) - torch.log(-torch.expm1(-2 * a)) + torch.log1p(torch.exp(-2 * a))
+    return math.log(2.0) + torch.where(small, series, closed)
+
+
+def continuous_bernoulli_mean(logits: Tensor) -> Tensor:
+    """E[x] of the continuous Bernoulli with lambda = sigmoid(l), elementwise.
+
+    Loaiza-Ganem & Cunningham 2019, Sec. 3: E[x] = lambda / (2 lambda - 1) + 1 / (2 artanh(1 - 2 lambda)),
+    1/2 at lambda = 1/2 -- not lambda itself. With u = l / 2 it is 1/2 + (coth u - 1/u) / 2, and near
+    u = 0 the series coth u - 1/u = u/3 - u^3/45 + 2 u^5/945.
+    """
+    u = 0.5 * logits
+    small = u.abs() < TAYLOR_BELOW
+    us = torch.where(small, u, torch.zeros_like(u))
+    series = us / 3 - us**3 / 45 + 2 * us**5 / 945
+    safe = torch.where(small, torch.full_like(u, TAYLOR_BELOW), u)
+    closed = 1 / torch.tanh(safe) - 1 / safe
+    return 0.5 + 0.5 * torch.where(small, series, closed)
+
+
+def continuous_bernoulli_log_prob(x: Tensor, logits: Tensor) -> Tensor:
+    """sum_pixels log CB(x; lambda) = x log lambda + (1 - x) log(1 - lambda) + log C(lambda),
+    (B, ...) -> (B,): a normalised log density on [0, 1] (Loaiza-Ganem & Cunningham 2019, Eq. 6)."""
+    log_density = -F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    log_density = log_density + continuous_bernoulli_log_norm(logits)
+    return log_density.flatten(start_dim=1).sum(dim=1)
+
+
+def laplace_log_prob(x: Tensor, loc: Tensor, log_scale: Tensor) -> Tensor:
+    """sum_pixels log Laplace(x; loc, b) = -|x - loc| / b - log(2 b), (B, ...) -> (B,); ``log_scale``
+    (log b) broadcasts."""
+    log_density = -(x - loc).abs() * torch.exp(-log_scale) - log_scale - math.log(2.0)
     return log_density.flatten(start_dim=1).sum(dim=1)
 
 
@@ -144,7 +202,7 @@ class Bernoulli(Likelihood):
     def __init__(self, output_activation: str) -> None:
         if output_activation != "sigmoid":
             raise ValueError(
-                f"likelihood 'bernoulli' models pixels in [0, 1], but output_activation is "
+                f"likelihood '{self.name}' models pixels in [0, 1], but output_activation is "
                 f"{output_activation!r}: use 'sigmoid' (data.normalize: unit; for vectors, values in [0, 1] "
                 "without data.standardize)"
             )
@@ -161,12 +219,35 @@ class Bernoulli(Likelihood):
         if bool(((x != 0) & (x != 1)).any()):
             return (
                 "the data are not binary (pixels strictly between 0 and 1), so the Bernoulli score is a "
-                "cross-entropy, not a log-likelihood; use likelihood discretized_logistic or gaussian for an NLL"
+                "cross-entropy, not a log-likelihood; use likelihood continuous_bernoulli, discretized_logistic "
+                "or gaussian for an NLL"
             )
         return None
 
     def mean(self, params: Tensor) -> Tensor:
         return torch.sigmoid(params)
+
+
+class ContinuousBernoulli(Bernoulli):
+    """The continuous Bernoulli (Loaiza-Ganem & Cunningham 2019): the Bernoulli's form with its
+    normaliser C(lambda), a proper density for pixels anywhere in [0, 1] (grey levels too).
+
+    The decoder outputs logits, like :class:`Bernoulli`'s; ``mean`` (what ``decode`` returns) is the
+    distribution's mean, which is not sigmoid(l) (the paper's Sec. 3 warns of that bias).
+    """
+
+    name, discrete = "continuous_bernoulli", False
+
+    def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        return continuous_bernoulli_log_prob(x, params)
+
+    def unnormalized_on(self, x: Tensor) -> str | None:
+        if bool(((x < 0) | (x > 1)).any()):
+            return "the data leave [0, 1], the continuous Bernoulli's support, so its density is not theirs"
+        return None
+
+    def mean(self, params: Tensor) -> Tensor:
+        return continuous_bernoulli_mean(params)
 
 
 class ScaledLikelihood(Likelihood):
@@ -193,6 +274,19 @@ class Gaussian(ScaledLikelihood):
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
         return gaussian_log_prob(x, params, self.log_scale)
+
+
+class Laplace(ScaledLikelihood):
+    """Laplace(x; loc, b) per pixel, the decoder's location (in the data range) and a global scale b:
+    -log p is the L1 error / b plus D log(2b). ``std`` is its standard deviation, b * sqrt(2)."""
+
+    name = "laplace"
+
+    def __init__(self, output_activation: str, std: float = 0.1, learned: bool = True) -> None:
+        super().__init__(output_activation, std / math.sqrt(2), learned)
+
+    def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
+        return laplace_log_prob(x, params, self.log_scale)
 
 
 class DiscretizedLogistic(ScaledLikelihood):
@@ -242,7 +336,7 @@ def build_likelihood(
         raise ValueError(f"likelihood_scale '{scale}' is not one of {SCALES}")
     if name == "mse":
         return SquaredError(output_activation, reduction)
-    if name == "bernoulli":
-        return Bernoulli(output_activation)
-    cls = Gaussian if name == "gaussian" else DiscretizedLogistic
-    return cls(output_activation, std, learned=scale == "learned")
+    if name in ("bernoulli", "continuous_bernoulli"):
+        return (Bernoulli if name == "bernoulli" else ContinuousBernoulli)(output_activation)
+    scaled = {"gaussian": Gaussian, "laplace": Laplace, "discretized_logistic": DiscretizedLogistic}
+    return scaled[name](output_activation, std, learned=scale == "learned")
