@@ -119,7 +119,8 @@ class RAE_GP(RAE):
     ``"gaussian"`` (default) the unbiased one-product estimate of the Jacobian's squared Frobenius
     norm, ``"ones"`` the gradient of the summed output as in the authors' code. (pythae's RAE_GP
     differentiates with respect to the input x instead of z.) It costs one more decoder pass and a
-    double backward per step. Loss keys: ``loss``, ``Reconstruction_Loss``, ``Latent_Norm``,
+    double backward per step; in training mode that pass updates BatchNorm's running statistics a
+    second time, on the same codes. Loss keys: ``loss``, ``Reconstruction_Loss``, ``Latent_Norm``,
     ``Gradient_Penalty``.
     """
 
