@@ -149,3 +149,22 @@ def test_a_trained_model_generates_through_the_gmm(name):
     assert images.shape == (6, 1, 16, 16) and torch.isfinite(images).all()
     assert 0 <= images.min() and images.max() <= 1  # the sigmoid decoder's images
     torch.testing.assert_close(images, sample_images(model, sampler, 6, seed=0))  # seeded
+
+
+def test_training_a_model_without_a_prior_says_so_once_without_a_warning(tmp_path, caplog):
+    """A declared lack of prior (samples_from_prior False) is a note in the log, not a UserWarning."""
+    import logging
+    import warnings
+
+    from vaezoo.cli import main
+
+    args = ["train", "-c", "ae", "--model.hidden_dims", "[8, 16]", "--model.latent_dim", "3",
+            "--data.image_size", "16", "--data.subset", "200", "--train.batch_size", "16",
+            "--train.max_epochs", "2", "--train.limit_train_batches", "2", "--train.limit_val_batches", "1",
+            "--logging.progress_bar", "none", "--logging.num_images", "16",
+            "--logging.save_dir", str(tmp_path / "runs")]  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+        warnings.simplefilter("always")
+        assert main(args) == 0
+    assert not [w for w in caught if "no sample grid" in str(w.message)]
+    assert sum("no sample grid" in record.getMessage() for record in caplog.records) == 1

@@ -70,7 +70,9 @@ class ImageGrids(L.Callback):
                 grids["samples"] = model.sample(images.shape[0], device, labels=labels)
         except NotImplementedError as err:
             if not self._sample_warned:
-                warnings.warn(f"no sample grid: {err}", stacklevel=1)
+                # a model that declares it has no prior (AE, RAE, VQ-VAE) is told, not warned about
+                note = warnings.warn if model.samples_from_prior else rank_zero_info
+                note(f"no sample grid: {err}")
                 self._sample_warned = True
         for name, batch in grids.items():
             grid = make_grid(batch, nrow=self.nrow, value_range=self.value_range)  # (C, H', W') in [0, 1]
