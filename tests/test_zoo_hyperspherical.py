@@ -139,6 +139,9 @@ def test_householder_maps_e1_to_mu_and_keeps_lengths():
 def test_the_sampler_stops_with_a_clear_error_when_its_rounds_run_out():
     with pytest.raises(RuntimeError, match="unaccepted after 1 rounds"):
         wood_noise(torch.full((2000, 1), 500.0), dim=3, max_rounds=1)  # acceptance ~0.7 a round
+    # a diverged kappa is not an error here: its draw is NaN, for the trainer's nonfinite policy
+    z = VonMisesFisher(torch.eye(3)[:2], torch.tensor([[float("nan")], [2.0]])).rsample()
+    assert torch.isnan(z[0]).all() and torch.isfinite(z[1]).all()
 
 
 # -- the density and the KL -------------------------------------------------------------------------

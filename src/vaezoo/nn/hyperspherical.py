@@ -5,7 +5,8 @@ vMF(z; mu, kappa) = C_m(kappa) exp(kappa mu^T z) with C_m(kappa) = kappa^{m/2-1}
 I_{m/2-1}(kappa)), I_v the modified Bessel function of the first kind. Its normaliser and the
 mean resultant length A_m(kappa) = E[mu^T z] = I_{m/2}(kappa) / I_{m/2-1}(kappa) are computed from
 the exponentially scaled I_v(k) e^{-k} (``scipy.special.ive``, float64), whose logarithm is finite
-for kappa in the thousands where I_v itself overflows float32 (it does past kappa ~ 90).
+for kappa in the thousands where I_v itself overflows float32 (it does past kappa ~ 90). scipy
+runs on the CPU: a GPU batch's kappas (B numbers) are copied there and back.
 """
 
 from __future__ import annotations
@@ -98,14 +99,15 @@ def wood_noise(kappa: Tensor, dim: int, max_rounds: int = MAX_REJECTION_ROUNDS) 
     (Davidson et al. 2018, Algorithm 1), one per entry of ``kappa`` (not differentiated; float64).
 
     Accept when kappa w + (m - 1) log(1 - x0 w) - c >= log u, u ~ U(0, 1); every pending entry
-    draws anew each round, for at most ``max_rounds`` rounds.
+    draws anew each round, for at most ``max_rounds`` rounds. A non-finite kappa is not sampled
+    (its z comes out NaN, so the loss is NaN and the trainer's ``nonfinite`` policy handles it).
     """
     k = kappa.detach().double()
     b, x0, c = wood_envelope(k, dim)
     half = torch.full_like(k, (dim - 1) / 2.0)
     proposal = torch.distributions.Beta(half, half)
     noise = torch.zeros_like(k)
-    pending = torch.ones_like(k, dtype=torch.bool)
+    pending = torch.isfinite(k)
     for _ in range(max_rounds):
         eps = proposal.sample()
         w = wood_w(eps, b)
@@ -118,7 +120,7 @@ def wood_noise(kappa: Tensor, dim: int, max_rounds: int = MAX_REJECTION_ROUNDS) 
     raise RuntimeError(
         f"Wood's vMF sampler left {int(pending.sum())} of {pending.numel()} draws unaccepted after "
         f"{max_rounds} rounds (kappa in [{k.min().item():.3g}, {k.max().item():.3g}], dim {dim}): "
-        "a non-finite or extreme kappa?"
+        "an extreme kappa?"
     )
 
 
