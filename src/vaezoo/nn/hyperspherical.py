@@ -124,6 +124,22 @@ def wood_noise(kappa: Tensor, dim: int, max_rounds: int = MAX_REJECTION_ROUNDS) 
     )
 
 
+def wood_log_noise_density(eps: Tensor, kappa: Tensor, dim: int) -> Tensor:
+    """log pi(eps; kappa) + const, (..., 1): the density of the *accepted* noise, differentiable in
+    kappa with eps fixed, whose gradient is the score in the correction term g_cor (Naesseth et
+    al. 2017, Eq. 6; Davidson et al. 2018, Sec. 3). pi(eps) = q(w(eps, kappa)) |dw / deps|, where
+    q(w) = C_m(kappa) |S^{m-2}| e^{kappa w} (1 - w^2)^{(m-3)/2} is the law of w = mu^T z and
+    |dw / deps| = 2 b / (1 - (1 - b) eps)^2 (the constant |S^{m-2}| left out)."""
+    b = wood_envelope(kappa, dim)[0]
+    denominator = 1.0 - (1.0 - b) * eps
+    one_minus_w = 2.0 * b * eps / denominator
+    log_q = log_vmf_normalizer(kappa, dim) - kappa * one_minus_w  # log C_m + kappa w
+    sine_squared = (one_minus_w * (2.0 - one_minus_w)).clamp_min(torch.finfo(eps.dtype).tiny)
+    return (
+        log_q + 0.5 * (dim - 3) * torch.log(sine_squared) + torch.log(2.0 * b) - 2.0 * torch.log(denominator)
+    )
+
+
 def householder_to(mu: Tensor, x: Tensor) -> Tensor:
     """The reflection H = I - 2 u u^T / |u|^2 with u = e1 - mu (which maps e1 to mu) applied to x
     (..., m); the identity where mu = e1."""
@@ -175,7 +191,9 @@ class VonMisesFisher(Posterior):
         return [self.mu, self.kappa]
 
     def fields(self) -> dict[str, Tensor]:
-        return {"mu": self.mu, "kappa": self.kappa}
+        """mu and kappa, and after ``rsample`` the accepted noise eps of each draw as ``noise``."""
+        noise = getattr(self, "noise", None)
+        return {"mu": self.mu, "kappa": self.kappa, **({"noise": noise} if noise is not None else {})}
 
     def map(self, fn: Callable[[Tensor], Tensor]) -> VonMisesFisher:
         return VonMisesFisher(fn(self.mu), fn(self.kappa), self.max_rounds)
@@ -186,10 +204,12 @@ class VonMisesFisher(Posterior):
             mu, kappa = mu.float(), kappa.float()
         kappa = kappa.expand(*mu.shape[:-1], 1)
         eps = wood_noise(kappa, self.dim, self.max_rounds)  # (..., 1)
+        self.noise = eps  # the accepted noise, for the correction term (wood_log_noise_density)
         b = wood_envelope(kappa, self.dim)[0]
         w = wood_w(eps, b)  # (..., 1), differentiable in kappa
         one_minus_w = 2.0 * b * eps / (1.0 - (1.0 - b) * eps)  # 1 - w without cancellation
-        radius = torch.sqrt((one_minus_w * (2.0 - one_minus_w)).clamp_min(0.0))  # sqrt(1 - w^2)
+        sine_squared = (one_minus_w * (2.0 - one_minus_w)).clamp_min(torch.finfo(w.dtype).tiny)
+        radius = torch.sqrt(sine_squared)  # sqrt(1 - w^2), with a finite gradient
         v = uniform_sphere(tuple(mu.shape[:-1]), self.dim - 1, device=mu.device, dtype=mu.dtype)
         return householder_to(mu, torch.cat([w, radius * v], dim=-1))  # (..., m)
 
