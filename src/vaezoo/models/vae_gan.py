@@ -52,22 +52,23 @@ class VAEGAN(VanillaVAE):
         loss = M_N * KL + L_llike(x_hat) + (gamma - 1) * L_llike(x_hat_d) + G(x_hat_d) + G(x_p)
 
     where x_hat_d = Dec(z.detach()) is the same reconstruction decoded from a detached code (its
-    terms reach the decoder only) and G(x) = -log Dis(x) is the decoder's non-saturating form of
-    -L_GAN (Goodfellow et al. 2014's non-saturating generator loss). The encoder thus gets grad(KL + L_llike) and
-    the decoder grad(gamma * L_llike + G); the value is M_N * KL + gamma * L_llike + G. All these
-    run the discriminator with detached weights (:func:`~vaezoo.nn.discriminator.frozen`). The
-    second optimizer (``auxiliary_loss``, learning rate ``discriminator_lr``) then trains the
-    discriminator alone on BCE(Dis(x), 1) + BCE(Dis(x_hat), 0) + BCE(Dis(x_p), 0), the detached
-    images of the same forward pass. Differences from the paper: one optimizer for the encoder and
-    the decoder (one Adam state over both) instead of two; 3x3 kernels, LeakyReLU, no batch norm in
-    the discriminator; the decoder pays one extra pass (x_hat_d) per training step.
+    terms reach the decoder only) and G(x) = -log Dis(x), the non-saturating generator form of
+    -L_GAN (Goodfellow et al. 2014). The encoder thus gets grad(KL + L_llike) and the decoder
+    grad(gamma * L_llike + G); the value is M_N * KL + gamma * L_llike + G (plus the pixel term
+    below, if any). All these terms run the discriminator with detached weights
+    (:func:`~vaezoo.nn.discriminator.frozen`). The second optimizer (``auxiliary_loss``, learning rate ``discriminator_lr``) then trains the
+    discriminator alone on BCE(Dis(x), 1) + BCE(Dis(x_hat), 0) + BCE(Dis(x_p), 0) (= -L_GAN), on
+    the detached images of the same forward pass. Differences from the paper: one optimizer (one
+    Adam state) for the encoder and the decoder instead of two; 3x3 kernels, LeakyReLU and
+    per-image layer norm instead of batch norm in the discriminator; one extra decoder pass
+    (x_hat_d) per training step.
 
     ``gamma`` weighs reconstruction against fooling the discriminator in the decoder's objective.
     ``pixel_weight`` (0 in the paper) adds the pixel squared error (at ``recon_reduction`` scale)
-    to L_llike for the encoder and the decoder: early in training, with an untrained
-    discriminator, its features say little about the image, and the shipped config anchors the
-    reconstructions with it. The features Dis_l(x) are layer-normalised per image (the paper's
-    batch norm bounded their scale too), so the feature term is at most 2F for F features.
+    to L_llike(x_hat), for the encoder and the decoder alike (not to the gamma - 1 term): with a
+    discriminator still untrained, its features say little about the image, and the shipped config
+    anchors the reconstructions with it. The features Dis_l(x) are layer-normalised per image (the
+    paper's batch norm bounded their scale too), so the feature term is at most 2F for F features.
     ``likelihood`` must stay ``"mse"``: the feature term is not a normalised likelihood of x
     (``likelihood_is_normalized`` is False). ``Reconstruction_Loss`` is L_llike(x_hat) (batch
     mean), ``Generator_Loss`` is G(x_hat_d) + G(x_p); in the auxiliary dict, ``D_Loss`` and

@@ -55,10 +55,12 @@ class ImageDiscriminator(nn.Module):
 
     Larsen et al. (2016), Sec. 4: stride-2 convolutions (``hidden_dims``; the paper's 32, 128, 256,
     256 of 5x5 kernels), then a 512-unit dense layer and one logit. The features are the flattened
-    output of the last convolution, the layer l whose activations the VAE-GAN reconstructs. Here
-    the kernels are 3x3 (the shared stacks' geometry, so any size the stack halves works) with
-    LeakyReLU(0.2) and no batch norm: a score never depends on the rest of its batch, so real and
-    generated images can be scored in one concatenated pass.
+    output of the last convolution, the layer l whose activations the VAE-GAN reconstructs,
+    layer-normalised per image (mean 0, variance 1 over the F features, no affine map) so that
+    their scale cannot grow without bound as the discriminator trains. Here the kernels are 3x3
+    (the shared stacks' geometry, so any size the stack halves works) with LeakyReLU(0.2) and no
+    batch norm: a score never depends on the rest of its batch, so real and generated images can
+    be scored in one concatenated pass.
     """
 
     def __init__(
