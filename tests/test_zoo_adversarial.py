@@ -11,10 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vaezoo.config import TrainConfig
 from vaezoo.models.aae import AAE
 from vaezoo.models.vae_gan import VAEGAN
 from vaezoo.models.wae_mmd import AutoencoderOutput
 from vaezoo.registry import create_model
+from vaezoo.training import VAEModule
 
 TINY = {"hidden_dims": [8, 8], "image_size": 16, "recon_reduction": "sum"}
 
@@ -207,3 +209,14 @@ def test_aae_discriminator_separates_a_shifted_aggregate_posterior_from_the_prio
         accuracies.append(aux["D_Accuracy"].item())
     # the Bayes classifier of N(0, I) against N(2, I) in 4-D is right 1 - Phi(-2) ~ 97.7 % of the time
     assert sum(accuracies[:3]) / 3 < 0.8 < 0.9 < sum(accuracies[-10:]) / 10
+
+
+@pytest.mark.parametrize("build", [tiny_aae, tiny_vae_gan], ids=["AAE", "VAEGAN"])
+def test_the_trainer_gives_the_discriminator_its_own_optimizer(build):
+    model = build(discriminator_lr=3e-4)
+    main, auxiliary = VAEModule(model, TrainConfig(lr=1e-3, scheduler="none")).configure_optimizers()
+    discriminator = {id(p) for p in model.discriminator.parameters()}
+    main_params = {id(p) for group in main.param_groups for p in group["params"]}
+    assert main_params == {id(p) for p in model.parameters()} - discriminator
+    assert {id(p) for p in auxiliary.param_groups[0]["params"]} == discriminator
+    assert main.param_groups[0]["lr"] == 1e-3 and auxiliary.param_groups[0]["lr"] == 3e-4
