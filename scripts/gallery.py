@@ -100,7 +100,7 @@ def markdown(rows: list[dict], steps: int, batch_size: int, command: str) -> str
         "",
         f"Every model config under `configs/`, trained for {steps} optimisation steps of batch {batch_size} "
         "on each dataset with seed 1265 on 2 CPU cores, then validated on 20 batches. Produced by",
-        f"`{command}`; the losses are the final validation values at each model's own loss scale "
+        f"`{command}` (rows are added or redone with `--configs NAME ...`); the losses are the final validation values at each model's own loss scale "
         "(`recon MSE` is the mean squared error per pixel of the reconstructions, for all models alike, "
         "next to always predicting the mean training image).",
         "",
@@ -132,24 +132,44 @@ def markdown(rows: list[dict], steps: int, batch_size: int, command: str) -> str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="*", help="config stems (default: every configs/*.yaml)")
+    parser.add_argument(
+        "--configs",
+        nargs="*",
+        help="config stems to (re)train, the others' rows kept (default: every configs/*.yaml)",
+    )
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", type=Path, default=REPO / "docs")
     args = parser.parse_args()
     configs = sorted((REPO / "configs").glob("*.yaml"))
-    if args.configs:
+    results = args.out / "gallery" / "results.json"
+    kept: list[dict] = []
+    if args.configs:  # redo or add these rows; the others stay, so they must share the budget
+        unknown = sorted(set(args.configs) - {c.stem for c in configs})
+        if unknown:
+            parser.error(f"no config named {', '.join(unknown)} under configs/")
         configs = [c for c in configs if c.stem in args.configs]
+        kept = json.loads(results.read_text()) if results.is_file() else []
+        budgets = {(r["steps"], r.get("batch_size", 32)) for r in kept}
+        if budgets - {(args.steps, args.batch_size)}:
+            parser.error(
+                f"{results} holds rows of {sorted(budgets)} (steps, batch size); pass the same "
+                "--steps / --batch-size so the gallery stays comparable"
+            )
+        redone = {(c.stem, d) for c in configs for d in args.datasets}
+        kept = [r for r in kept if (r["config"], r["dataset"]) not in redone]
     rows = []
     for dataset in args.datasets:
         for config in configs:
             row = run_one(config, dataset, args.steps, args.batch_size, args.out / "gallery")
+            row["batch_size"] = args.batch_size
             print(json.dumps(row), flush=True)
             rows.append(row)
-    command = "python scripts/gallery.py " + " ".join(sys.argv[1:])
-    (args.out / "gallery.md").write_text(markdown(rows, args.steps, args.batch_size, command.strip()) + "\n")
-    (args.out / "gallery" / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    rows = sorted(kept + rows, key=lambda r: (list(DATASETS).index(r["dataset"]), r["config"]))
+    command = f"python scripts/gallery.py --steps {args.steps} --batch-size {args.batch_size}"
+    (args.out / "gallery.md").write_text(markdown(rows, args.steps, args.batch_size, command) + "\n")
+    results.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":
