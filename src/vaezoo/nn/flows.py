@@ -1,0 +1,264 @@
+"""Normalizing flows for richer posteriors: planar and radial flows (Rezende & Mohamed 2015) and
+inverse autoregressive flow steps on a MADE (Kingma et al. 2016; Germain et al. 2015).
+
+Every step maps latents (..., D) to ``(z', log|det dz'/dz|)`` with the log-determinant (...), and
+takes an optional ``context`` (..., F) that only the IAF steps read. :class:`FlowSequence` chains
+steps and sums their log-determinants; :class:`FlowPosterior` is q(z_K|x): a diagonal Gaussian
+q0(z_0|x) pushed through a flow, with the change of variables (Rezende & Mohamed 2015, Eq. 13)::
+
+    log q_K(z_K|x) = log q0(z_0|x) - sum_k log|det dz_k/dz_{k-1}|
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vaezoo.nn.distributions import DiagonalGaussian, Posterior
+
+# Keeps log(1 + x) finite where the constraints hold only up to rounding (x -> -1 from above).
+_LOG1P_FLOOR = -1.0 + 1e-6
+
+
+class PlanarFlow(nn.Module):
+    """f(z) = z + u_hat h(w^T z + b), h = tanh (Rezende & Mohamed 2015, Eq. 10), with the
+    log-determinant log|1 + u_hat^T psi(z)|, psi(z) = h'(w^T z + b) w (Eq. 11-12).
+
+    ``u_hat`` is ``u`` moved along ``w`` until w^T u_hat = -1 + softplus(w^T u) > -1, the condition
+    under which f is invertible (Appendix A.1); the determinant 1 + h' w^T u_hat is then positive.
+    The parameters are learned and shared by every input.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.u = nn.Parameter(0.1 * torch.randn(dim))
+        self.w = nn.Parameter(0.1 * torch.randn(dim))
+        self.b = nn.Parameter(torch.zeros(()))
+
+    def constrained_u(self) -> Tensor:
+        """u_hat = u + (m(w^T u) - w^T u) w / ||w||^2, m(a) = -1 + softplus(a): so w^T u_hat > -1."""
+        wu = self.w @ self.u
+        return self.u + (F.softplus(wu) - 1.0 - wu) * self.w / (self.w @ self.w)
+
+    def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        u_hat = self.constrained_u()  # (D,)
+        activation = torch.tanh(z @ self.w + self.b)  # (...)
+        z_new = z + u_hat * activation.unsqueeze(-1)  # (..., D)
+        slope = 1.0 - activation**2  # h'(w^T z + b), in (0, 1]
+        log_det = torch.log1p((slope * (self.w @ u_hat)).clamp(min=_LOG1P_FLOOR))  # (...)
+        return z_new, log_det
+
+
+class RadialFlow(nn.Module):
+    """f(z) = z + beta h(alpha, r) (z - z_0), h = 1 / (alpha + r), r = ||z - z_0|| (Rezende &
+    Mohamed 2015, Eq. 14), with the log-determinant of the same equation::
+
+        log|det| = (D - 1) log(1 + beta h) + log(1 + beta h + beta h'(alpha, r) r)
+
+    alpha = softplus(.) > 0 and beta = -alpha + softplus(.) >= -alpha, the invertibility condition
+    of Appendix A.2. The parameters are learned and shared by every input.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.z0 = nn.Parameter(0.1 * torch.randn(dim))
+        self.raw_alpha = nn.Parameter(torch.zeros(()))
+        self.raw_beta = nn.Parameter(torch.zeros(()))
+
+    def alpha_beta(self) -> tuple[Tensor, Tensor]:
+        """(alpha, beta) with alpha > 0 and beta >= -alpha."""
+        alpha = F.softplus(self.raw_alpha)
+        return alpha, -alpha + F.softplus(self.raw_beta)
+
+    def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        alpha, beta = self.alpha_beta()
+        diff = z - self.z0  # (..., D)
+        r = diff.norm(dim=-1)  # (...)
+        h = 1.0 / (alpha + r)
+        z_new = z + (beta * h).unsqueeze(-1) * diff
+        # 1 + beta h + beta h' r = 1 + beta alpha / (alpha + r)^2, with h' = -1 / (alpha + r)^2
+        radial = torch.log1p((beta * alpha * h**2).clamp(min=_LOG1P_FLOOR))
+        log_det = (self.dim - 1) * torch.log1p((beta * h).clamp(min=_LOG1P_FLOOR)) + radial
+        return z_new, log_det
+
+
+FLOWS: dict[str, Callable[[int], nn.Module]] = {"planar": PlanarFlow, "radial": RadialFlow}
+
+
+class MaskedLinear(nn.Linear):
+    """A linear layer whose weight is multiplied by a fixed 0/1 ``mask`` (out, in)."""
+
+    def __init__(self, mask: Tensor) -> None:
+        super().__init__(mask.shape[1], mask.shape[0])
+        self.register_buffer("mask", mask.float(), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight * self.mask, self.bias)
+
+
+class MADE(nn.Module):
+    """Masked autoencoder for distribution estimation (Germain et al. 2015, Sec. 4): an MLP from
+    (..., D) to ``outputs`` tensors (..., D) each, where output i depends only on inputs j < i.
+
+    Degrees (Eq. 12-13): input d has degree d in 1..D, hidden units cycle through 1..D-1, a unit
+    sees the units of the layer below with a degree <= its own, and output i sees hidden units of
+    degree < i. ``context`` (..., F), if ``context_features`` > 0, enters the first hidden layer
+    without a mask: it may inform every output (Kingma et al. 2016's h).
+    """
+
+    def __init__(
+        self, dim: int, hidden_dims: Sequence[int], context_features: int = 0, outputs: int = 2
+    ) -> None:
+        super().__init__()
+        if not hidden_dims:
+            raise ValueError("MADE needs at least one hidden layer")
+        self.dim, self.outputs = dim, outputs
+        degrees = [torch.arange(1, dim + 1)]  # the inputs' degrees
+        for width in hidden_dims:  # D = 1 leaves one output with no input: all degrees 0
+            degrees.append(torch.arange(width) % max(dim - 1, 1) + min(dim - 1, 1))
+        masks = [after[:, None] >= before[None, :] for before, after in zip(degrees[:-1], degrees[1:])]
+        output_mask = degrees[0][:, None] > degrees[-1][None, :]  # (D, H): strictly below i
+        self.hidden = nn.ModuleList(MaskedLinear(mask) for mask in masks)
+        self.context = nn.Linear(context_features, hidden_dims[0]) if context_features > 0 else None
+        self.output = MaskedLinear(output_mask.repeat(outputs, 1))  # (outputs * D, H)
+
+    def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, ...]:
+        h = self.hidden[0](z)  # (..., H)
+        if self.context is not None and context is not None:
+            h = h + self.context(context)
+        h = F.elu(h)
+        for layer in self.hidden[1:]:
+            h = F.elu(layer(h))
+        return self.output(h).chunk(self.outputs, dim=-1)  # ``outputs`` x (..., D)
+
+
+class IAFStep(nn.Module):
+    """One inverse autoregressive flow step (Kingma et al. 2016, Eq. 10-14, Algorithm 1)::
+
+        [m, s] = MADE(z, h);   sigma = sigmoid(s + gate_bias);   z' = sigma * z + (1 - sigma) * m
+
+    The LSTM-like gated update is the numerically stable form of Eq. 10; since dz'_i/dz_j = 0 for
+    j > i, the Jacobian is triangular with diagonal sigma and log|det| = sum_i log sigma_i
+    (log-sigmoid, finite for any s). ``gate_bias`` starts sigma near 1 (z' near z), as the paper
+    advises.
+    """
+
+    def __init__(
+        self, dim: int, hidden_dims: Sequence[int], context_features: int = 0, gate_bias: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.made = MADE(dim, hidden_dims, context_features, outputs=2)
+        self.gate_bias = gate_bias
+
+    def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        m, s = self.made(z, context)  # (..., D) each
+        s = s + self.gate_bias
+        sigma = torch.sigmoid(s)
+        z_new = sigma * z + (1.0 - sigma) * m
+        return z_new, F.logsigmoid(s).sum(-1)
+
+
+class Reverse(nn.Module):
+    """Reverses the order of the latent dimensions (log|det| = 0), between IAF steps so that each
+    variable is early in one step's order and late in the next's (Kingma et al. 2016, Sec. 4)."""
+
+    def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return z.flip(-1), z.new_zeros(z.shape[:-1])
+
+
+class FlowSequence(nn.Module):
+    """Steps applied in order; returns z_K and sum_k log|det dz_k/dz_{k-1}| (...)."""
+
+    def __init__(self, steps: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.steps = nn.ModuleList(steps)
+
+    def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        total = z.new_zeros(z.shape[:-1])
+        for step in self.steps:
+            z, log_det = step(z, context)
+            total = total + log_det
+        return z, total
+
+
+def planar_radial_flow(names: Sequence[str], dim: int) -> FlowSequence:
+    """The flow of ``names`` (each ``"planar"`` or ``"radial"``) over ``dim`` latents."""
+    if isinstance(names, str):
+        raise ValueError(
+            f"flows must be a list of flow types, e.g. [{names!r}, {names!r}], not the string {names!r}"
+        )
+    unknown = sorted(set(names) - set(FLOWS))
+    if unknown:
+        raise ValueError(f"unknown flow type(s) {unknown}; the flows are {sorted(FLOWS)}")
+    return FlowSequence([FLOWS[name](dim) for name in names])
+
+
+def inverse_autoregressive_flow(
+    num_steps: int, dim: int, hidden_dims: Sequence[int], context_features: int = 0
+) -> FlowSequence:
+    """``num_steps`` IAF steps on MADEs of ``hidden_dims``, the order reversed between steps."""
+    steps: list[nn.Module] = []
+    for index in range(num_steps):
+        if index > 0:
+            steps.append(Reverse())
+        steps.append(IAFStep(dim, hidden_dims, context_features))
+    return FlowSequence(steps)
+
+
+class FlowPosterior(Posterior):
+    """q(z_K|x): z_0 ~ q0 = N(mu, diag sigma^2) pushed through ``flow`` (with ``context`` from the
+    encoder, for IAF). It unpacks as ``[mu, log_var]``, the base Gaussian's parameters.
+
+    Its density is known only at its own samples (the flows have no closed-form inverse), so
+    :meth:`sample` returns each z_K with its log q; :meth:`log_prob` of an arbitrary z is refused.
+    """
+
+    def __init__(self, base: DiagonalGaussian, flow: FlowSequence, context: Tensor | None = None) -> None:
+        self.base, self.flow, self.context = base, flow, context
+
+    def sample(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(z_0, z_K, sum log|det|): one reparameterised draw through the flow."""
+        z0 = self.base.rsample()
+        z, log_det = self.flow(z0, self.context)
+        return z0, z, log_det
+
+    def log_prob_of_sample(self, z0: Tensor, log_det: Tensor) -> Tensor:
+        """log q_K(z_K|x) = log q0(z_0|x) - sum log|det| (Rezende & Mohamed 2015, Eq. 13), (...)."""
+        return self.base.log_prob(z0) - log_det
+
+    def rsample(self, global_step: int | None = None) -> Tensor:
+        return self.sample()[1]
+
+    def mode(self) -> Tensor:
+        """The flow's image of the base mean: a deterministic code (not the exact mode of q_K)."""
+        return self.flow(self.base.mu, self.context)[0]
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        raise NotImplementedError(
+            "a flow posterior's density is known only at its own samples (the flow has no closed-form "
+            "inverse): use sample() and log_prob_of_sample()"
+        )
+
+    def expand(self, num_samples: int) -> FlowPosterior:
+        """The same posterior over (B, S, D): ``num_samples`` independent draws per input."""
+
+        def repeat(t: Tensor) -> Tensor:
+            return t.unsqueeze(1).expand(t.shape[0], num_samples, *t.shape[1:])
+
+        base = DiagonalGaussian(repeat(self.base.mu), repeat(self.base.log_var))
+        context = None if self.context is None else repeat(self.context)
+        return FlowPosterior(base, self.flow, context)
+
+    def as_list(self) -> list[Tensor]:
+        return self.base.as_list()
+
+    def fields(self) -> dict[str, Tensor]:
+        return self.base.fields()
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> FlowPosterior:
+        context = None if self.context is None else fn(self.context)
+        return FlowPosterior(self.base.map(fn), self.flow, context)
