@@ -92,6 +92,8 @@ FLOWS: dict[str, Callable[[int], nn.Module]] = {"planar": PlanarFlow, "radial": 
 class MaskedLinear(nn.Linear):
     """A linear layer whose weight is multiplied by a fixed 0/1 ``mask`` (out, in)."""
 
+    mask: Tensor
+
     def __init__(self, mask: Tensor) -> None:
         super().__init__(mask.shape[1], mask.shape[0])
         self.register_buffer("mask", mask.float(), persistent=False)
