@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from vaezoo.models.vanilla_vae import VanillaVAE
+from vaezoo.nn.blocks import GaussianHead
 from vaezoo.nn.distributions import DiagonalGaussian
-from vaezoo.nn.flows import FlowPosterior, FlowSequence, planar_radial_flow
+from vaezoo.nn.flows import ContextGaussianHead, FlowPosterior, FlowSequence, planar_radial_flow
 from vaezoo.registry import register_model
 
 
@@ -33,6 +34,7 @@ class FlowOutput(NamedTuple):
 class FlowPosteriorVAE(VanillaVAE):
     """The shared pipeline of a VAE whose posterior is a Gaussian pushed through ``self.flow``
     (built by the subclass after this constructor). Not registered: a model sets ``self.flow``.
+    With ``context_features`` F > 0 the head also outputs a context h (B, F) that the flow reads.
 
     Loss (the negative ELBO with a single-sample Monte Carlo KL, Rezende & Mohamed 2015, Eq. 15)::
 
@@ -42,8 +44,7 @@ class FlowPosteriorVAE(VanillaVAE):
 
     ``decode`` and ``embed`` work on z_K; ``embed(x)`` is the flow's image of the base mean.
     ``log_importance_weights`` use log q(z_K|x) = log q0(z_0|x) - sum log|det| at each draw; there
-    is no ``kl_per_dimension`` (the flow mixes the dimensions of z). The head may return a third
-    tensor, the context h of the flow (IAF's). Loss keys: ``loss``, ``Reconstruction_Loss``,
+    is no ``kl_per_dimension`` (the flow mixes the dimensions of z). Loss keys: ``loss``, ``Reconstruction_Loss``,
     ``KLD`` (the estimate above) and ``Log_Det`` (the batch mean of sum_k log|det|).
     """
 
@@ -51,6 +52,26 @@ class FlowPosteriorVAE(VanillaVAE):
     loss_keys: tuple[str, ...] = ("loss", "Reconstruction_Loss", "KLD", "Log_Det")
     kl_terms: ClassVar[tuple[str, ...]] = ()  # a Monte Carlo KL through the flow
     flow: FlowSequence
+
+    def __init__(
+        self,
+        in_channels: int,
+        latent_dim: int,
+        hidden_dims: Sequence[int] | None = None,
+        *,
+        context_features: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        if context_features < 0:
+            raise ValueError(f"context_features must be 0 or more, got {context_features}")
+        self.context_features = context_features  # read by build_head, which the constructor calls
+        super().__init__(in_channels, latent_dim, hidden_dims, **kwargs)
+
+    def build_head(self, in_features: int, latent_dim: int) -> nn.Module:
+        """Encoder features -> (mu, log_var) of q0, and the flow's context h if ``context_features``."""
+        if self.context_features == 0:
+            return GaussianHead(in_features, latent_dim)
+        return ContextGaussianHead(in_features, latent_dim, self.context_features)
 
     def encode(self, input: Tensor) -> FlowPosterior:  # type: ignore[override]
         """q(z_K|x): the base Gaussian (B, D) and the flow, with the head's context if it gives one."""
@@ -94,12 +115,14 @@ class FlowVAE(FlowPosteriorVAE):
 
     ``flows`` names the K steps in order, each ``"planar"`` (Eq. 10, a contraction or expansion
     along a hyperplane) or ``"radial"`` (Eq. 14, around a point), e.g. ``["planar", "planar",
-    "radial"]``; their parameters are learned and shared by every input (pythae's choice; the paper
-    also lets the encoder output them). Both carry the paper's invertibility constraints
+    "radial"]``. With ``context_features`` = 0 their parameters are learned and shared by every
+    input (pythae's choice); with F > 0 the encoder also outputs a context h (B, F) and each step's
+    parameters are the shared ones plus a linear function of h, one flow per input, as the paper's
+    inference network outputs them (Sec. 4). Both carry the paper's invertibility constraints
     (Appendix A): w^T u_hat >= -1 and beta >= -alpha. The loss and evaluation are those of
     :class:`FlowPosteriorVAE`; ``flows=[]`` is the Gaussian VAE with a Monte Carlo KL.
 
-    Signature: ``(in_channels, latent_dim, hidden_dims, flows)``, then VanillaVAE's keyword-only
+    Signature: ``(in_channels, latent_dim, hidden_dims, flows, context_features)``, then VanillaVAE's keyword-only
     arguments.
     """
 
@@ -109,7 +132,8 @@ class FlowVAE(FlowPosteriorVAE):
         latent_dim: int,
         hidden_dims: Sequence[int] | None = None,
         flows: Sequence[str] = ("planar",) * 10,
+        context_features: int = 0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(in_channels, latent_dim, hidden_dims, **kwargs)
-        self.flow = planar_radial_flow(list(flows), latent_dim)
+        super().__init__(in_channels, latent_dim, hidden_dims, context_features=context_features, **kwargs)
+        self.flow = planar_radial_flow(list(flows), latent_dim, context_features)

@@ -5,25 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from torch import Tensor, nn
-
 from vaezoo.arguments import require_positive
 from vaezoo.models.flow_vae import FlowPosteriorVAE
-from vaezoo.nn.blocks import GaussianHead
 from vaezoo.nn.flows import inverse_autoregressive_flow
 from vaezoo.registry import register_model
-
-
-class ContextGaussianHead(GaussianHead):
-    """Flat features -> (mu, log_var, h): the base Gaussian and the context h the IAF steps read."""
-
-    def __init__(self, in_features: int, latent_dim: int, context_features: int) -> None:
-        super().__init__(in_features, latent_dim)
-        self.fc_context = nn.Sequential(nn.Linear(in_features, context_features), nn.ELU())
-
-    def forward(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
-        mu, log_var = super().forward(h)
-        return mu, log_var, self.fc_context(h)  # (B, D), (B, D), (B, F)
 
 
 @register_model(aliases=("VAE_IAF",))
@@ -55,13 +40,5 @@ class IAFVAE(FlowPosteriorVAE):
         **kwargs: Any,
     ) -> None:
         require_positive(num_iaf_steps=num_iaf_steps, made_hidden_dims=list(made_hidden_dims))
-        if context_features < 0:
-            raise ValueError(f"context_features must be 0 or more, got {context_features}")
-        self.context_features = context_features  # read by build_head, which the constructor calls
-        super().__init__(in_channels, latent_dim, hidden_dims, **kwargs)
+        super().__init__(in_channels, latent_dim, hidden_dims, context_features=context_features, **kwargs)
         self.flow = inverse_autoregressive_flow(num_iaf_steps, latent_dim, made_hidden_dims, context_features)
-
-    def build_head(self, in_features: int, latent_dim: int) -> nn.Module:
-        if self.context_features == 0:
-            return GaussianHead(in_features, latent_dim)
-        return ContextGaussianHead(in_features, latent_dim, self.context_features)

@@ -2,7 +2,8 @@
 inverse autoregressive flow steps on a MADE (Kingma et al. 2016; Germain et al. 2015).
 
 Every step maps latents (..., D) to ``(z', log|det dz'/dz|)`` with the log-determinant (...), and
-takes an optional ``context`` (..., F) that only the IAF steps read. :class:`FlowSequence` chains
+takes an optional ``context`` (..., F) from the encoder: the IAF steps' MADE reads it, and planar and
+radial steps built with ``context_features`` > 0 compute their parameters from it. :class:`FlowSequence` chains
 steps and sums their log-determinants; :class:`FlowPosterior` is q(z_K|x): a diagonal Gaussian
 q0(z_0|x) pushed through a flow, with the change of variables (Rezende & Mohamed 2015, Eq. 13)::
 
@@ -17,10 +18,49 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vaezoo.nn.blocks import GaussianHead
 from vaezoo.nn.distributions import DiagonalGaussian, Posterior
 
 # Keeps log(1 + x) finite where the constraints hold only up to rounding (x -> -1 from above).
 _LOG1P_FLOOR = -1.0 + 1e-6
+
+
+class AmortizedParameters(nn.Module):
+    """A flow step's parameters: learned and shared by every input, plus, with ``context_features``
+    > 0, an offset linear in the encoder's context h, so that each input gets its own (Rezende &
+    Mohamed 2015, Sec. 4: the inference network outputs the flow's parameters). The offset starts
+    at zero, so the step starts from the shared parameters."""
+
+    def __init__(self, sizes: dict[str, int], context_features: int = 0) -> None:
+        super().__init__()
+        self.sizes = sizes  # name -> length; 0 is a scalar
+        self.shared = nn.ParameterDict(
+            {
+                name: nn.Parameter(0.1 * torch.randn(size) if size else torch.zeros(()))
+                for name, size in sizes.items()
+            }
+        )
+        self.offset = (
+            nn.Linear(context_features, sum(max(n, 1) for n in sizes.values())) if context_features else None
+        )
+        if self.offset is not None:
+            nn.init.zeros_(self.offset.weight)
+            nn.init.zeros_(self.offset.bias)
+
+    def forward(self, context: Tensor | None = None) -> dict[str, Tensor]:
+        """name -> (..., size) or (...) for a scalar; (size,) / () without a context."""
+        if self.offset is None or context is None:
+            return dict(self.shared.items())
+        chunks = self.offset(context).split([max(n, 1) for n in self.sizes.values()], dim=-1)
+        return {
+            name: self.shared[name] + (chunk if size else chunk.squeeze(-1))
+            for (name, size), chunk in zip(self.sizes.items(), chunks)
+        }
+
+
+def dot(a: Tensor, b: Tensor) -> Tensor:
+    """The inner product over the last dimension, broadcasting the others."""
+    return (a * b).sum(-1)
 
 
 class PlanarFlow(nn.Module):
@@ -29,26 +69,26 @@ class PlanarFlow(nn.Module):
 
     ``u_hat`` is ``u`` moved along ``w`` until w^T u_hat = -1 + softplus(w^T u) > -1, the condition
     under which f is invertible (Appendix A.1); the determinant 1 + h' w^T u_hat is then positive.
-    The parameters are learned and shared by every input.
+    (u, w, b) are shared, or amortized over a context (:class:`AmortizedParameters`).
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, context_features: int = 0) -> None:
         super().__init__()
-        self.u = nn.Parameter(0.1 * torch.randn(dim))
-        self.w = nn.Parameter(0.1 * torch.randn(dim))
-        self.b = nn.Parameter(torch.zeros(()))
+        self.params = AmortizedParameters({"u": dim, "w": dim, "b": 0}, context_features)
 
-    def constrained_u(self) -> Tensor:
+    @staticmethod
+    def constrained_u(u: Tensor, w: Tensor) -> Tensor:
         """u_hat = u + (m(w^T u) - w^T u) w / ||w||^2, m(a) = -1 + softplus(a): so w^T u_hat > -1."""
-        wu = self.w @ self.u
-        return self.u + (F.softplus(wu) - 1.0 - wu) * self.w / (self.w @ self.w)
+        wu = dot(w, u).unsqueeze(-1)
+        return u + (F.softplus(wu) - 1.0 - wu) * w / dot(w, w).unsqueeze(-1)
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        u_hat = self.constrained_u()  # (D,)
-        activation = torch.tanh(z @ self.w + self.b)  # (...)
+        p = self.params(context)
+        u_hat = self.constrained_u(p["u"], p["w"])  # (..., D)
+        activation = torch.tanh(dot(z, p["w"]) + p["b"])  # (...)
         z_new = z + u_hat * activation.unsqueeze(-1)  # (..., D)
         slope = 1.0 - activation**2  # h'(w^T z + b), in (0, 1]
-        log_det = torch.log1p((slope * (self.w @ u_hat)).clamp(min=_LOG1P_FLOOR))  # (...)
+        log_det = torch.log1p((slope * dot(p["w"], u_hat)).clamp(min=_LOG1P_FLOOR))  # (...)
         return z_new, log_det
 
 
@@ -59,24 +99,24 @@ class RadialFlow(nn.Module):
         log|det| = (D - 1) log(1 + beta h) + log(1 + beta h + beta h'(alpha, r) r)
 
     alpha = softplus(.) > 0 and beta = -alpha + softplus(.) >= -alpha, the invertibility condition
-    of Appendix A.2. The parameters are learned and shared by every input.
+    of Appendix A.2. (z_0, alpha, beta) are shared, or amortized over a context.
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, context_features: int = 0) -> None:
         super().__init__()
         self.dim = dim
-        self.z0 = nn.Parameter(0.1 * torch.randn(dim))
-        self.raw_alpha = nn.Parameter(torch.zeros(()))
-        self.raw_beta = nn.Parameter(torch.zeros(()))
+        self.params = AmortizedParameters({"z0": dim, "alpha": 0, "beta": 0}, context_features)
 
-    def alpha_beta(self) -> tuple[Tensor, Tensor]:
+    @staticmethod
+    def alpha_beta(raw_alpha: Tensor, raw_beta: Tensor) -> tuple[Tensor, Tensor]:
         """(alpha, beta) with alpha > 0 and beta >= -alpha."""
-        alpha = F.softplus(self.raw_alpha)
-        return alpha, -alpha + F.softplus(self.raw_beta)
+        alpha = F.softplus(raw_alpha)
+        return alpha, -alpha + F.softplus(raw_beta)
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        alpha, beta = self.alpha_beta()
-        diff = z - self.z0  # (..., D)
+        p = self.params(context)
+        alpha, beta = self.alpha_beta(p["alpha"], p["beta"])  # (...) or ()
+        diff = z - p["z0"]  # (..., D)
         r = diff.norm(dim=-1)  # (...)
         h = 1.0 / (alpha + r)
         z_new = z + (beta * h).unsqueeze(-1) * diff
@@ -86,7 +126,7 @@ class RadialFlow(nn.Module):
         return z_new, log_det
 
 
-FLOWS: dict[str, Callable[[int], nn.Module]] = {"planar": PlanarFlow, "radial": RadialFlow}
+FLOWS: dict[str, Callable[[int, int], nn.Module]] = {"planar": PlanarFlow, "radial": RadialFlow}
 
 
 class MaskedLinear(nn.Linear):
@@ -187,8 +227,9 @@ class FlowSequence(nn.Module):
         return z, total
 
 
-def planar_radial_flow(names: Sequence[str], dim: int) -> FlowSequence:
-    """The flow of ``names`` (each ``"planar"`` or ``"radial"``) over ``dim`` latents."""
+def planar_radial_flow(names: Sequence[str], dim: int, context_features: int = 0) -> FlowSequence:
+    """The flow of ``names`` (each ``"planar"`` or ``"radial"``) over ``dim`` latents, its
+    parameters amortized over a context of ``context_features`` (0: shared)."""
     if isinstance(names, str):
         raise ValueError(
             f"flows must be a list of flow types, e.g. [{names!r}, {names!r}], not the string {names!r}"
@@ -196,7 +237,7 @@ def planar_radial_flow(names: Sequence[str], dim: int) -> FlowSequence:
     unknown = sorted(set(names) - set(FLOWS))
     if unknown:
         raise ValueError(f"unknown flow type(s) {unknown}; the flows are {sorted(FLOWS)}")
-    return FlowSequence([FLOWS[name](dim) for name in names])
+    return FlowSequence([FLOWS[name](dim, context_features) for name in names])
 
 
 def inverse_autoregressive_flow(
@@ -209,6 +250,20 @@ def inverse_autoregressive_flow(
             steps.append(Reverse())
         steps.append(IAFStep(dim, hidden_dims, context_features))
     return FlowSequence(steps)
+
+
+class ContextGaussianHead(nn.Module):
+    """Flat features -> (mu, log_var, h): the base Gaussian's parameters and the context h the flow
+    reads (ELU features, Kingma et al. 2016's h)."""
+
+    def __init__(self, in_features: int, latent_dim: int, context_features: int) -> None:
+        super().__init__()
+        self.gaussian = GaussianHead(in_features, latent_dim)
+        self.context = nn.Sequential(nn.Linear(in_features, context_features), nn.ELU())
+
+    def forward(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        mu, log_var = self.gaussian(h)
+        return mu, log_var, self.context(h)  # (B, D), (B, D), (B, F)
 
 
 class FlowPosterior(Posterior):
