@@ -44,8 +44,9 @@ class FlowPosteriorVAE(VanillaVAE):
 
     ``decode`` and ``embed`` work on z_K; ``embed(x)`` is the flow's image of the base mean.
     ``log_importance_weights`` use log q(z_K|x) = log q0(z_0|x) - sum log|det| at each draw; there
-    is no ``kl_per_dimension`` (the flow mixes the dimensions of z). Loss keys: ``loss``, ``Reconstruction_Loss``,
-    ``KLD`` (the estimate above) and ``Log_Det`` (the batch mean of sum_k log|det|).
+    is no ``kl_per_dimension`` (the flow mixes the dimensions of z). Loss keys: ``loss``,
+    ``Reconstruction_Loss``, ``KLD`` (the estimate above) and ``Log_Det`` (the batch mean of
+    sum_k log|det|).
     """
 
     output_cls: type[NamedTuple] = FlowOutput
@@ -73,7 +74,7 @@ class FlowPosteriorVAE(VanillaVAE):
             return GaussianHead(in_features, latent_dim)
         return ContextGaussianHead(in_features, latent_dim, self.context_features)
 
-    def encode(self, input: Tensor) -> FlowPosterior:  # type: ignore[override]
+    def encode(self, input: Tensor) -> FlowPosterior:  # type: ignore[override]  # not a Gaussian
         """q(z_K|x): the base Gaussian (B, D) and the flow, with the head's context if it gives one."""
         mu, log_var, *context = self.head(self.encoder(input))  # (B, D), (B, D)[, (B, F)]
         return FlowPosterior(DiagonalGaussian(mu, log_var), self.flow, context[0] if context else None)

@@ -2,10 +2,11 @@
 inverse autoregressive flow steps on a MADE (Kingma et al. 2016; Germain et al. 2015).
 
 Every step maps latents (..., D) to ``(z', log|det dz'/dz|)`` with the log-determinant (...), and
-takes an optional ``context`` (..., F) from the encoder: the IAF steps' MADE reads it, and planar and
-radial steps built with ``context_features`` > 0 compute their parameters from it. :class:`FlowSequence` chains
-steps and sums their log-determinants; :class:`FlowPosterior` is q(z_K|x): a diagonal Gaussian
-q0(z_0|x) pushed through a flow, with the change of variables (Rezende & Mohamed 2015, Eq. 13)::
+takes an optional ``context`` (..., F) from the encoder: the IAF steps' MADE reads it, and planar
+and radial steps built with ``context_features`` > 0 compute their parameters from it.
+:class:`FlowSequence` chains steps and sums their log-determinants; :class:`FlowPosterior` is
+q(z_K|x), a diagonal Gaussian q0(z_0|x) pushed through a flow, with the change of variables
+(Rezende & Mohamed 2015, Sec. 3.1)::
 
     log q_K(z_K|x) = log q0(z_0|x) - sum_k log|det dz_k/dz_{k-1}|
 """
@@ -80,7 +81,8 @@ class PlanarFlow(nn.Module):
     def constrained_u(u: Tensor, w: Tensor) -> Tensor:
         """u_hat = u + (m(w^T u) - w^T u) w / ||w||^2, m(a) = -1 + softplus(a): so w^T u_hat > -1."""
         wu = dot(w, u).unsqueeze(-1)
-        return u + (F.softplus(wu) - 1.0 - wu) * w / dot(w, w).unsqueeze(-1)
+        squared_norm = dot(w, w).clamp(min=1e-12).unsqueeze(-1)  # an amortized w may come near 0
+        return u + (F.softplus(wu) - 1.0 - wu) * w / squared_norm
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         p = self.params(context)
@@ -146,7 +148,7 @@ class MADE(nn.Module):
     """Masked autoencoder for distribution estimation (Germain et al. 2015, Sec. 4): an MLP from
     (..., D) to ``outputs`` tensors (..., D) each, where output i depends only on inputs j < i.
 
-    Degrees (Eq. 12-13): input d has degree d in 1..D, hidden units cycle through 1..D-1, a unit
+    Degrees: input d has degree d in 1..D, hidden units cycle through 1..D-1, a unit
     sees the units of the layer below with a degree <= its own, and output i sees hidden units of
     degree < i. ``context`` (..., F), if ``context_features`` > 0, enters the first hidden layer
     without a mask: it may inform every output (Kingma et al. 2016's h).
@@ -206,7 +208,7 @@ class IAFStep(nn.Module):
 
 class Reverse(nn.Module):
     """Reverses the order of the latent dimensions (log|det| = 0), between IAF steps so that each
-    variable is early in one step's order and late in the next's (Kingma et al. 2016, Sec. 4)."""
+    variable is early in one step's order and late in the next's, as Kingma et al. 2016 do."""
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return z.flip(-1), z.new_zeros(z.shape[:-1])
@@ -267,8 +269,8 @@ class ContextGaussianHead(nn.Module):
 
 
 class FlowPosterior(Posterior):
-    """q(z_K|x): z_0 ~ q0 = N(mu, diag sigma^2) pushed through ``flow`` (with ``context`` from the
-    encoder, for IAF). It unpacks as ``[mu, log_var]``, the base Gaussian's parameters.
+    """q(z_K|x): z_0 ~ q0 = N(mu, diag sigma^2) pushed through ``flow``, which reads ``context``
+    from the encoder if it has one. It unpacks as ``[mu, log_var]``, the base Gaussian's parameters.
 
     Its density is known only at its own samples (the flows have no closed-form inverse), so
     :meth:`sample` returns each z_K with its log q; :meth:`log_prob` of an arbitrary z is refused.
@@ -284,7 +286,7 @@ class FlowPosterior(Posterior):
         return z0, z, log_det
 
     def log_prob_of_sample(self, z0: Tensor, log_det: Tensor) -> Tensor:
-        """log q_K(z_K|x) = log q0(z_0|x) - sum log|det| (Rezende & Mohamed 2015, Eq. 13), (...)."""
+        """log q_K(z_K|x) = log q0(z_0|x) - sum log|det| (Rezende & Mohamed 2015, Sec. 3.1), (...)."""
         return self.base.log_prob(z0) - log_det
 
     def rsample(self, global_step: int | None = None) -> Tensor:
