@@ -114,6 +114,21 @@ def test_radial_constraint_keeps_beta_at_least_minus_alpha():
         assert torch.isfinite(log_det).all()
 
 
+def test_planar_log_det_near_the_constraint_is_exact_under_bf16_autocast():
+    """A guard: the trainer's bf16 path must not round 1 + h' w^T u_hat ~ 1e-3 into noise."""
+    flow = PlanarFlow(3)
+    with torch.no_grad():  # w^T u = -7: w^T u_hat = -1 + softplus(-7) = -0.99909, log-det ~ -7 at w^T z = 0
+        flow.params.shared["w"].copy_(torch.tensor([0.6, -0.3, 0.2]))
+        flow.params.shared["u"].copy_(-7.0 * flow.params.shared["w"] / 0.49)
+        flow.params.shared["b"].zero_()
+    z = torch.tensor([[0.1, 0.2, 0.0], [1.0, 0.5, -0.3]])
+    exact = flow(z)[1]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = flow(z.bfloat16())[1]
+    assert exact[0].item() == pytest.approx(-7.0, abs=0.05)
+    torch.testing.assert_close(mixed, exact, rtol=1e-2, atol=0.0)
+
+
 def test_unknown_or_misspelled_flow_types_are_errors():
     with pytest.raises(ValueError, match="unknown flow type"):
         planar_radial_flow(["planar", "sylvester"], 3)

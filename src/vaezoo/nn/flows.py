@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from vaezoo.nn.blocks import GaussianHead
 from vaezoo.nn.distributions import DiagonalGaussian, Posterior
+from vaezoo.nn.precision import full_precision
 
 # Keeps log(1 + x) finite where the constraints hold only up to rounding (x -> -1 from above).
 _LOG1P_FLOOR = -1.0 + 1e-6
@@ -70,7 +71,9 @@ class PlanarFlow(nn.Module):
 
     ``u_hat`` is ``u`` moved along ``w`` until w^T u_hat = -1 + softplus(w^T u) > -1, the condition
     under which f is invertible (Appendix A.1); the determinant 1 + h' w^T u_hat is then positive.
-    (u, w, b) are shared, or amortized over a context (:class:`AmortizedParameters`).
+    (u, w, b) are shared, or amortized over a context (:class:`AmortizedParameters`). It runs in
+    fp32 under autocast (an amortized step's offsets included): near the constraint,
+    1 + h' w^T u_hat is a difference that bf16 would cancel.
     """
 
     def __init__(self, dim: int, context_features: int = 0) -> None:
@@ -84,6 +87,7 @@ class PlanarFlow(nn.Module):
         squared_norm = dot(w, w).clamp(min=1e-12).unsqueeze(-1)  # an amortized w may come near 0
         return u + (F.softplus(wu) - 1.0 - wu) * w / squared_norm
 
+    @full_precision
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         p = self.params(context)
         u_hat = self.constrained_u(p["u"], p["w"])  # (..., D)
@@ -101,7 +105,8 @@ class RadialFlow(nn.Module):
         log|det| = (D - 1) log(1 + beta h) + log(1 + beta h + beta h'(alpha, r) r)
 
     alpha = softplus(.) > 0 and beta = -alpha + softplus(.) >= -alpha, the invertibility condition
-    of Appendix A.2. (z_0, alpha, beta) are shared, or amortized over a context.
+    of Appendix A.2. (z_0, alpha, beta) are shared, or amortized over a context. In fp32 under
+    autocast, as the planar flow.
     """
 
     def __init__(self, dim: int, context_features: int = 0) -> None:
@@ -115,6 +120,7 @@ class RadialFlow(nn.Module):
         alpha = F.softplus(raw_alpha)
         return alpha, -alpha + F.softplus(raw_beta)
 
+    @full_precision
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         p = self.params(context)
         alpha, beta = self.alpha_beta(p["alpha"], p["beta"])  # (...) or ()
@@ -199,7 +205,8 @@ class IAFStep(nn.Module):
         self.gate_bias = gate_bias
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        m, s = self.made(z, context)  # (..., D) each
+        # (..., D) each; the gate in at least fp32 (bf16 / fp16 under autocast are cast up)
+        m, s = (t.to(torch.promote_types(t.dtype, torch.float32)) for t in self.made(z, context))
         s = s + self.gate_bias
         sigma = torch.sigmoid(s)
         z_new = sigma * z + (1.0 - sigma) * m
