@@ -565,37 +565,54 @@ class ArrayGroundTruth:
 # --------------------------------------------------------------------------- the builder
 
 
+def array_images(config: DataConfig, array: np.ndarray, where: str, path: Path | None = None) -> ArrayImages:
+    """An image array as batches, its layout and value range checked: the channels are
+    ``data.channels``, else grey for one stored channel and RGB otherwise. ``path``: the ``.npy``
+    the array maps (see :class:`ArrayImages`)."""
+    layout = image_layout(tuple(array.shape), where)
+    scale = pixel_scale(array, where)
+    stored = array.shape[1] if layout == "NCHW" else (array.shape[3] if layout == "NHWC" else 1)
+    channels = config.channels or (1 if stored == 1 else 3)
+    return ArrayImages(array, layout, scale, config.image_size, channels, config.crop, config.normalize, path)
+
+
+def array_splits(
+    config: DataConfig,
+    images: ArrayImages,
+    labels: tuple[torch.Tensor, tuple[int, ...], int | None],
+    where: str,
+    ground_truth: ArrayGroundTruth | None = None,
+) -> DataSplits:
+    """The seeded train/val splits (test = val) of ``images`` with their ``(labels, label_shape,
+    num_classes)``; training images flipped with ``data.flip``."""
+    label_tensor, label_shape, num_classes = labels
+    train, val = split_indices(config, len(images), where)
+    val_set = ArrayDataset(images, val, label_tensor)
+    return DataSplits(
+        ArrayDataset(images, train, label_tensor, flip=bool(config.flip)),
+        val_set,
+        val_set,
+        images.channels,
+        label_shape,
+        ground_truth=ground_truth,
+        num_classes=num_classes,
+    )
+
+
 def build_arrays(config: DataConfig) -> DataSplits:
     """Train/val splits of the images of a ``.npz`` / ``.npy`` file; test = val."""
     path = require_path(config, EXPECTED)
     file = read_file(path)
     where = str(path)
-    layout = image_layout(tuple(file.images.shape), where)
-    scale = pixel_scale(file.images, where)
-    stored = file.images.shape[1] if layout == "NCHW" else (file.images.shape[3] if layout == "NHWC" else 1)
-    channels = config.channels or (1 if stored == 1 else 3)
-    images = ArrayImages(
-        file.images,
-        layout,
-        scale,
-        config.image_size,
-        channels,
-        config.crop,
-        config.normalize,
-        path if file.mapped else None,
-    )
+    images = array_images(config, file.images, where, path if file.mapped else None)
     count = len(images)
     factors = read_factors(file, count)
     if file.labels is not None:
-        labels, label_shape, num_classes = read_labels(file.labels, count, where)
+        labels = read_labels(file.labels, count, where)
     elif factors is not None:
-        labels, label_shape, num_classes = (
-            torch.from_numpy(factors.classes.astype(np.float32)),
-            (len(factors.sizes),),
-            None,
-        )
+        labels = (torch.from_numpy(factors.classes.astype(np.float32)), (len(factors.sizes),), None)
     else:
-        labels, label_shape, num_classes = torch.zeros(count, dtype=torch.int64), (), 1
+        labels = (torch.zeros(count, dtype=torch.int64), (), 1)
     ground_truth = None
     if factors is not None:
         rows = grid_rows(factors, where)
@@ -607,14 +624,4 @@ def build_arrays(config: DataConfig) -> DataSplits:
             )
         else:
             ground_truth = ArrayGroundTruth(images, factors, rows)
-    train, val = split_indices(config, count, where)
-    val_set = ArrayDataset(images, val, labels)
-    return DataSplits(
-        ArrayDataset(images, train, labels, flip=bool(config.flip)),
-        val_set,
-        val_set,
-        channels,
-        label_shape,
-        ground_truth=ground_truth,
-        num_classes=num_classes,
-    )
+    return array_splits(config, images, labels, where, ground_truth)

@@ -21,8 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from vaezoo.config import DataConfig
-from vaezoo.data.arrays import ArrayDataset, ArrayImages, image_layout, pixel_scale, read_labels
-from vaezoo.data.common import DataSplits, split_indices
+from vaezoo.data.arrays import array_images, array_splits, read_labels
+from vaezoo.data.common import DataSplits
 from vaezoo.data.errors import DataError
 from vaezoo.data.vectors import vector_splits
 
@@ -112,23 +112,8 @@ def in_memory_splits(config: DataConfig, images: np.ndarray, labels: np.ndarray 
     an (N, D) array of vectors, as ``vectors`` makes them of a .npy."""
     if images.ndim == 2:
         return vector_splits_of(config, images, labels)
-    layout = image_layout(tuple(images.shape), WHERE)
-    scale = pixel_scale(images, WHERE)
-    stored = images.shape[1] if layout == "NCHW" else (images.shape[3] if layout == "NHWC" else 1)
-    channels = config.channels or (1 if stored == 1 else 3)
-    source = ArrayImages(images, layout, scale, config.image_size, channels, config.crop, config.normalize)
-    count = len(source)
-    label_tensor, label_shape, num_classes = given_labels(labels, count)
-    train, val = split_indices(config, count, WHERE)
-    val_set = ArrayDataset(source, val, label_tensor)
-    return DataSplits(
-        ArrayDataset(source, train, label_tensor, flip=bool(config.flip)),
-        val_set,
-        val_set,
-        channels,
-        label_shape,
-        num_classes=num_classes,
-    )
+    source = array_images(config, images, WHERE)
+    return array_splits(config, source, given_labels(labels, len(source)), WHERE)
 
 
 def given_labels(labels: np.ndarray | None, count: int) -> tuple[torch.Tensor, tuple[int, ...], int | None]:
