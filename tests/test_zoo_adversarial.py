@@ -13,8 +13,8 @@ from torch import nn
 
 from vaezoo.config import TrainConfig
 from vaezoo.models.aae import AAE
+from vaezoo.models.autoencoder import PointMassOutput
 from vaezoo.models.vae_gan import VAEGAN
-from vaezoo.models.wae_mmd import AutoencoderOutput
 from vaezoo.registry import create_model
 from vaezoo.training import VAEModule
 
@@ -201,7 +201,7 @@ def test_aae_discriminator_separates_a_shifted_aggregate_posterior_from_the_prio
     accuracies = []
     for _ in range(60):
         codes = torch.randn(64, 4, generator=generator) + 2.0  # q(z) = N(2, I) against p(z) = N(0, I)
-        output = AutoencoderOutput(recons=torch.zeros(1), input=torch.zeros(1), z=codes)
+        output = PointMassOutput(recons=torch.zeros(1), input=torch.zeros(1), z=codes)
         aux = model.auxiliary_loss(output)
         optimizer.zero_grad()
         aux["loss"].backward()

@@ -5,26 +5,17 @@ it generates only through an ex-post sampler fitted on its codes (``--sampler gm
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from vaezoo.models.autoencoder import ConvAutoencoder
-from vaezoo.nn.distributions import PointMass
+from vaezoo.models.autoencoder import PointMassAutoencoder
 from vaezoo.registry import register_model
 
 
-class AEOutput(NamedTuple):
-    """``forward``'s result: ``[recons, input, z]``, with names."""
-
-    recons: Tensor  # (B, C, H, W)
-    input: Tensor  # (B, C, H, W)
-    z: Tensor  # (B, D)
-
-
 @register_model
-class AE(ConvAutoencoder):
+class AE(PointMassAutoencoder):
     """A deterministic autoencoder (Hinton & Salakhutdinov 2006, "Reducing the Dimensionality of
     Data with Neural Networks"): a point-mass "posterior" z = f(x) and the loss
 
@@ -43,7 +34,6 @@ class AE(ConvAutoencoder):
     Loss keys: ``loss``, ``Reconstruction_Loss``.
     """
 
-    output_cls = AEOutput
     samples_from_prior = False
     loss_keys: tuple[str, ...] = ("loss", "Reconstruction_Loss")
 
@@ -51,13 +41,6 @@ class AE(ConvAutoencoder):
         self, in_channels: int, latent_dim: int, hidden_dims: Sequence[int] | None = None, **kwargs: Any
     ) -> None:
         super().__init__(in_channels, latent_dim, hidden_dims, **kwargs)
-
-    def build_head(self, in_features: int, latent_dim: int) -> nn.Module:
-        return nn.Linear(in_features, latent_dim)  # a code, not a distribution's parameters
-
-    def encode(self, input: Tensor) -> PointMass:
-        """The code z = f(x), (B, D), as a point mass (no noise; unpacks as ``[z]``)."""
-        return PointMass(self.head(self.encoder(input)))
 
     def regularizer(self, output: Any, kl_weight: float, **kwargs: Any) -> tuple[Tensor, dict[str, Tensor]]:
         """None: reconstruction is the whole objective."""
@@ -70,15 +53,4 @@ class AE(ConvAutoencoder):
             "there is nothing to draw latents from. Fit a density on the codes of training images "
             "and decode its draws: `vaezoo sample --sampler gmm` (or `vaezoo evaluate --sampler gmm`); "
             "use generate(x) for reconstructions."
-        )
-
-    # -- evaluation: the code is the representation; there is no posterior ----------------------
-    def kl_per_dimension(self, x: Tensor, **kwargs: Any) -> Tensor:
-        raise NotImplementedError(
-            f"{type(self).__name__} has a deterministic encoder: no posterior q(z|x), so no KL per dimension"
-        )
-
-    def sample_latents(self, x: Tensor, num_samples: int, **kwargs: Any) -> tuple[Tensor, Tensor, Tensor]:
-        raise NotImplementedError(
-            f"{type(self).__name__} has a deterministic encoder: no posterior q(z|x), so no likelihood bound"
         )

@@ -39,7 +39,7 @@ from vaezoo.nn.blocks import (
     MLPDecoder,
     MLPEncoder,
 )
-from vaezoo.nn.distributions import Posterior
+from vaezoo.nn.distributions import PointMass, Posterior
 from vaezoo.nn.likelihoods import LikelihoodName
 
 ARCHITECTURES = ("conv", "mlp")
@@ -195,3 +195,38 @@ class ConvAutoencoder(BaseVAE):
         """The reconstruction term of the loss from its per-example values (B,): the batch mean
         (MSSIMVAE's ``size_average=False``: the sum)."""
         return per_example.mean()
+
+
+class PointMassOutput(NamedTuple):
+    """``forward``'s result for a deterministic encoder: PyTorch-VAE's ``[recons, input, z]``, with names."""
+
+    recons: Tensor  # (B, C, H, W)
+    input: Tensor  # (B, C, H, W)
+    z: Tensor  # (B, D)
+
+
+class PointMassAutoencoder(ConvAutoencoder):
+    """The pipeline with a deterministic encoder z = f(x): a linear code head and a point-mass
+    "posterior" (AE, RAE, the Wasserstein and adversarial autoencoders). ``embed`` is the code;
+    with no posterior there is no ``kl_per_dimension`` and no likelihood bound (both raise
+    ``NotImplementedError``, which evaluation reports as not applicable)."""
+
+    output_cls = PointMassOutput
+
+    def build_head(self, in_features: int, latent_dim: int) -> nn.Module:
+        return nn.Linear(in_features, latent_dim)  # a code, not a distribution's parameters
+
+    def encode(self, input: Tensor) -> PointMass:
+        """The code z = f(x), (B, D), as a point mass (no noise; unpacks as ``[z]``)."""
+        return PointMass(self.head(self.encoder(input)))
+
+    # -- evaluation: the code is the representation; there is no posterior ----------------------
+    def kl_per_dimension(self, x: Tensor, **kwargs: Any) -> Tensor:
+        raise NotImplementedError(
+            f"{type(self).__name__} has a deterministic encoder: no posterior q(z|x), so no KL per dimension"
+        )
+
+    def sample_latents(self, x: Tensor, num_samples: int, **kwargs: Any) -> tuple[Tensor, Tensor, Tensor]:
+        raise NotImplementedError(
+            f"{type(self).__name__} has a deterministic encoder: no posterior q(z|x), so no likelihood bound"
+        )

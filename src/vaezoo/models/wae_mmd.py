@@ -7,42 +7,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from vaezoo.losses.mmd import KERNELS, Kernel, mmd
-from vaezoo.models.autoencoder import ConvAutoencoder
-from vaezoo.nn.distributions import PointMass
+from vaezoo.models.autoencoder import PointMassAutoencoder
 from vaezoo.registry import register_model
 
 
-class AutoencoderOutput(NamedTuple):
-    """``forward``'s result: PyTorch-VAE's ``[recons, input, z]``, with names."""
-
-    recons: Tensor  # (B, C, H, W)
-    input: Tensor  # (B, C, H, W)
-    z: Tensor  # (B, D)
-
-
-class LatentMatchingAutoencoder(ConvAutoencoder):
+class LatentMatchingAutoencoder(PointMassAutoencoder):
     """Deterministic auto-encoder z = f(x) with prior p(z) = N(0, latent_var * I), trained on
 
         loss = mean_batch[ recon(x, x_hat) ] + reg_weight * divergence(q(z), p(z))
 
     where the divergence compares the batch of codes with as many prior draws. It is the
-    autoencoder pipeline (:class:`ConvAutoencoder`) with a linear code head, a point-mass
-    "posterior" and the divergence as ``regularizer``. There is no KL term, so
-    ``M_N`` (the KL weight) is accepted and ignored. Subclasses set ``divergence_key`` (and
-    ``loss_keys``) and implement :meth:`divergence`. ``embed`` is the code z = f(x); with no
-    posterior there is no ``kl_per_dimension`` and no ``log_importance_weights`` (both raise
-    ``NotImplementedError``). A ``likelihood`` other than mse makes the cost c = -log p(x|z).
+    deterministic-encoder pipeline (:class:`~vaezoo.models.autoencoder.PointMassAutoencoder`: a
+    linear code head, a point-mass "posterior", no KL per dimension, no likelihood bound) with the
+    divergence as ``regularizer``. There is no KL term, so ``M_N`` (the KL weight) is accepted and
+    ignored. Subclasses set ``divergence_key`` (and ``loss_keys``) and implement
+    :meth:`divergence`. A ``likelihood`` other than mse makes the cost c = -log p(x|z).
     ``reg_weight`` and ``latent_var`` are keyword-only here: each subclass puts them where
     PyTorch-VAE's constructor has them.
     """
 
-    output_cls = AutoencoderOutput
     divergence_key = "Divergence"  # the name of the divergence in the loss dict
     loss_keys: tuple[str, ...] = ("loss", "Reconstruction_Loss", "Divergence")
 
@@ -61,24 +50,6 @@ class LatentMatchingAutoencoder(ConvAutoencoder):
             raise ValueError(f"latent_var must be positive, got {latent_var}")
         self.reg_weight = reg_weight
         self.latent_var = latent_var
-
-    def build_head(self, in_features: int, latent_dim: int) -> nn.Module:
-        return nn.Linear(in_features, latent_dim)  # a code, not a distribution
-
-    def encode(self, input: Tensor) -> PointMass:
-        """The code z = f(x), (B, D), as a point mass (no noise; unpacks as ``[z]``)."""
-        return PointMass(self.head(self.encoder(input)))
-
-    # -- evaluation: the code is the representation; there is no posterior ----------------------
-    def kl_per_dimension(self, x: Tensor, **kwargs: Any) -> Tensor:
-        raise NotImplementedError(
-            f"{type(self).__name__} has a deterministic encoder: no posterior q(z|x), so no KL per dimension"
-        )
-
-    def sample_latents(self, x: Tensor, num_samples: int, **kwargs: Any) -> tuple[Tensor, Tensor, Tensor]:
-        raise NotImplementedError(
-            f"{type(self).__name__} has a deterministic encoder: no posterior q(z|x), so no likelihood bound"
-        )
 
     def sample_prior(self, num_samples: int, device: torch.device) -> Tensor:
         """z ~ N(0, latent_var * I), the prior the codes are matched to."""
