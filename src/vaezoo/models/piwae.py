@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -39,17 +38,6 @@ class PIWAE(MIWAE):
     Signature: ``(in_channels, latent_dim, hidden_dims, num_samples, num_estimates)`` (K and M, as
     MIWAE's), then VanillaVAE's keyword-only arguments.
     """
-
-    def __init__(
-        self,
-        in_channels: int,
-        latent_dim: int,
-        hidden_dims: Sequence[int] | None = None,
-        num_samples: int = 5,
-        num_estimates: int = 3,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(in_channels, latent_dim, hidden_dims, num_samples, num_estimates, **kwargs)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """phi: the encoder stack and the head that gives mu and log_var."""
