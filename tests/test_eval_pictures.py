@@ -361,7 +361,7 @@ def test_kl_bar_chart_draws_bars_and_the_threshold_line():
 def test_a_traversal_animation_has_a_frame_per_step_and_plays_as_a_gif(tmp_path):
     from PIL import Image
 
-    from vaezoo.evaluation.pictures import traversal_animation
+    from vaezoo.evaluation.pictures import frames_of_traversals, traversals
     from vaezoo.images import save_gif
 
     torch.manual_seed(0)
@@ -370,7 +370,7 @@ def test_a_traversal_animation_has_a_frame_per_step_and_plays_as_a_gif(tmp_path)
     model = VanillaVAE(in_channels=1, latent_dim=3, hidden_dims=[4, 8], image_size=16).eval()
     seeds = torch.rand(2, 1, 16, 16)
     with torch.no_grad():
-        frames = traversal_animation(model, seeds, order=[2, 0], steps=5)
+        frames = frames_of_traversals(traversals(model, seeds, order=[2, 0], steps=5))
     # 2 latent rows x 2 seed columns of 16-px images (2-px padding), one frame per traversal step
     assert frames.shape == (5, 1, 2 + 2 * 18, 2 + 2 * 18)
     assert not torch.equal(frames[0], frames[-1])  # the latent moves

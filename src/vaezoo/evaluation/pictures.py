@@ -218,24 +218,6 @@ def traversal_grid(
     )
 
 
-def traversal_animation(
-    model: BaseVAE,
-    seeds: Tensor,
-    order: Sequence[int] | None = None,
-    span: float = 3.0,
-    steps: int = 9,
-    max_dims: int = 10,
-    value_range: ValueRange = (0.0, 1.0),
-    low: Tensor | float | None = None,
-    high: Tensor | float | None = None,
-    labels: Tensor | None = None,
-) -> Tensor:
-    """The :func:`traversals` of ``seeds`` as ``steps`` frames (:func:`frames_of_traversals`)."""
-    return frames_of_traversals(
-        traversals(model, seeds, order, span, steps, max_dims, low, high, labels), value_range
-    )
-
-
 # -- interpolations -----------------------------------------------------------------------------------
 def lerp(z0: Tensor, z1: Tensor, t: Tensor | float) -> Tensor:
     """(1 - t) z0 + t z1, with ``t`` broadcast against ``z0[..., :1]``."""
