@@ -77,16 +77,25 @@ class ArrayFile:
     factor_names: np.ndarray | None = None
 
 
-def file_kind(path: Path) -> str:
-    """ "npy" or "npz", from the file's first bytes (whatever its suffix); anything else is refused."""
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def file_head(path: Path) -> bytes:
+    """The first 6 bytes of ``path`` (enough for the .npy and zip magic numbers); a DataError if unreadable."""
     try:
         with open(path, "rb") as f:
-            head = f.read(6)
+            return f.read(len(NPY_MAGIC))
     except OSError as err:
         raise DataError(f"{path}: cannot read the file ({type(err).__name__}: {err})") from None
-    if head == b"\x93NUMPY":
+
+
+def file_kind(path: Path) -> str:
+    """ "npy" or "npz", from the file's first bytes (whatever its suffix); anything else is refused."""
+    head = file_head(path)
+    if head == NPY_MAGIC:
         return "npy"
-    if head[:4] == b"PK\x03\x04":
+    if head.startswith(ZIP_MAGIC):
         return "npz"
     if head[:1] == b"\x80":  # the protocol opcode that starts a pickle (protocol 2 or later)
         raise DataError(f"{path}: is a Python pickle, not a .npy or .npz file; {PICKLE_REFUSED}")

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from vaezoo.config import DataConfig
-from vaezoo.data.arrays import file_kind, map_npy
+from vaezoo.data.arrays import NPY_MAGIC, ZIP_MAGIC, file_head, file_kind, map_npy
 from vaezoo.data.common import Batch, DataSplits, SplitDataset, require_path, split_indices
 from vaezoo.data.errors import DataError
 
@@ -188,14 +188,10 @@ def read_npy(path: Path, label_column: int | str | None) -> VectorTable:
 
 def read_table(path: Path, label_column: int | str | None) -> VectorTable:
     """A ``.npy`` (by its magic bytes) or else a CSV file."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(6)
-    except OSError as err:
-        raise DataError(f"{path}: cannot read the file ({type(err).__name__}: {err})") from None
-    if head == b"\x93NUMPY":
+    head = file_head(path)
+    if head == NPY_MAGIC:
         return read_npy(path, label_column)
-    if head[:4] == b"PK\x03\x04":
+    if head.startswith(ZIP_MAGIC):
         raise DataError(
             f"{path}: is a .npz (or a zip); expected {EXPECTED} (data.name arrays reads images from a .npz)"
         )
