@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+from collections.abc import Mapping
+from types import ModuleType
+
 import lightning as L
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -37,3 +43,15 @@ def fit_one_epoch(
     )
     trainer.fit(module, DataLoader(data, batch_size=8), DataLoader(data, batch_size=8))
     return trainer, module
+
+
+def require_package(module: str, extra: str, env: Mapping[str, str] = os.environ) -> ModuleType:
+    """``module`` imported; else a skip saying which extra installs it, or under ``CI=true`` a
+    failure (a CI image that lost a package cannot pass unnoticed)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        message = f"{module} is not installed: pip install 'vaezoo[{extra}]' (or `make test`, which installs .[dev])"
+        if env.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from helpers import require_package
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -91,16 +92,7 @@ SHAPES_NAMES = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orient
 
 def require_h5py(env: Mapping[str, str] = os.environ) -> Any:
     """h5py, or a skip (a failure under ``CI=true``) saying how to install it."""
-    try:
-        import h5py
-    except ImportError:
-        message = (
-            "h5py is not installed: pip install 'vaezoo[shapes3d]' (or `make test`, which installs .[dev])"
-        )
-        if env.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return h5py
+    return require_package("h5py", "shapes3d", env)
 
 
 def shapes_values(classes: np.ndarray) -> np.ndarray:

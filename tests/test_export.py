@@ -3,9 +3,7 @@ every command reading the folder, and the errors."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import pickle
 import struct
 from pathlib import Path
@@ -13,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import require_package
 from PIL import Image
 from test_zoo_contract import MODELS, build, dsprites_batch
 
@@ -282,19 +281,8 @@ def test_a_path_that_serves_only_the_loss_is_not_exported(tmp_path):
     assert torch.equal(outputs(loaded, x, labels)[0], outputs(model, x, labels)[0])
 
 
-def require(module: str, extra: str):
-    """``module``, or a skip saying how to install it (under ``CI=true`` a failure instead)."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        message = f"{module} is not installed: pip install 'vaezoo[{extra}]' (make test installs it)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-
-
 def test_the_card_is_a_hub_model_card(exported):
-    hub = require("huggingface_hub", "hub")
+    hub = require_package("huggingface_hub", "hub")
     card = hub.ModelCard.load(exported / "README.md")
     assert card.data.library_name == "vaezoo" and "variational-autoencoder" in card.data.tags
     assert card.data.pipeline_tag == "unconditional-image-generation"

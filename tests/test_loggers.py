@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from helpers import TINY_RUN
+from helpers import TINY_RUN, require_package
 
 from vaezoo.cli import main
 from vaezoo.config import ConfigError, LoggingConfig, load_config
@@ -30,16 +29,6 @@ ONE_EPOCH = [
     "--logging.log_every_n_steps",
     "1",
 ]  # 3 batches: steps 0-2; a resume to 2 epochs: 3-5
-
-
-def require(package: str, env: Mapping[str, str] = os.environ) -> None:
-    """Return if ``package`` is installed; else skip (or, when ``CI`` is ``true``, fail) saying how."""
-    if importlib.util.find_spec(package) is not None:
-        return
-    message = f"{package} is not installed: `pip install 'vaezoo[{package}]'` (or `make install`, which installs `.[dev]`)"
-    if env.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def train_and_resume(run: Path, logger: str) -> None:
@@ -114,7 +103,7 @@ def test_the_traversal_gif_is_a_logging_switch(on, tmp_path):
 def test_csv_and_mlflow_get_metrics_config_pictures_and_resume_continues_the_mlflow_run(
     tmp_path, monkeypatch, isolated_cache
 ):
-    require("mlflow")
+    require_package("mlflow", "mlflow")
     from mlflow.tracking import MlflowClient
 
     monkeypatch.chdir(REPO)
@@ -161,7 +150,7 @@ def test_csv_and_mlflow_get_metrics_config_pictures_and_resume_continues_the_mlf
 def test_tensorboard_shows_the_traversal_gif_and_wandb_writes_offline_files(
     tmp_path, monkeypatch, isolated_cache
 ):
-    require("wandb")
+    require_package("wandb", "wandb")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     monkeypatch.chdir(REPO)
