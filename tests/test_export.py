@@ -13,6 +13,7 @@ import pytest
 import torch
 from helpers import require_package
 from PIL import Image
+from test_eval_cli import TINY  # the tiny dSprites run evaluate's tests train
 from test_zoo_contract import MODELS, build, dsprites_batch
 
 import vaezoo
@@ -22,12 +23,6 @@ from vaezoo.io import load_checkpoint
 from vaezoo.pretrained import PretrainedError, from_pretrained
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = [
-    "--model.hidden_dims", "[8, 16, 32]", "--model.latent_dim", "4",
-    "--data.image_size", "32", "--data.subset", "600",
-    "--train.batch_size", "16", "--train.max_epochs", "1", "--train.limit_train_batches", "4",
-    "--train.limit_val_batches", "1", "--logging.num_images", "16", "--logging.progress_bar", "none",
-]  # fmt: skip
 
 
 def outputs(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
