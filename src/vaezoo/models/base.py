@@ -104,6 +104,9 @@ class BaseVAE(nn.Module):
     samples_from_prior: bool = True  # False: sample() raises NotImplementedError saying why (e.g. VQ-VAE)
     is_conditional: ClassVar[bool] = False  # True: forward/sample/generate need labels= (e.g. a CVAE)
     supports_vectors: ClassVar[bool] = False  # True: architecture="mlp" trains it on vectors (B, D)
+    # Where the latents live, for the samplers of a model's own geometry: "euclidean" (R^D),
+    # "hypersphere" (the unit sphere S^{D-1}, SVAE) or "poincare_ball" (the Poincare ball, PoincareVAE).
+    latent_geometry: ClassVar[str] = "euclidean"
     codebook_size: int | None = None  # K of a vector-quantised latent (its codes(x) are indices < K)
     # The loss terms that are KL(q(z|x) || p(z)) in closed form; kl_per_dimension's rows sum to them.
     kl_terms: ClassVar[tuple[str, ...]] = ()

@@ -81,6 +81,7 @@ class SVAE(ConvAutoencoder):
     """
 
     output_cls = SVAEOutput
+    latent_geometry = "hypersphere"
     loss_keys: tuple[str, ...] = ("loss", "Reconstruction_Loss", "KLD")
     kl_terms = ()  # the KL is closed-form but not a sum over latent dimensions
 
