@@ -234,6 +234,11 @@ class BaseVAE(nn.Module):
         """The discrete codes of ``x``: codebook indices (B, ...) for a model with a ``codebook_size``."""
         raise NotImplementedError(f"{type(self).__name__} has no discrete codes (no codebook)")
 
+    def latents_from_codes(self, codes: Tensor) -> Tensor:
+        """The way back from :meth:`codes`: the latents (B, D, ...) of codebook indices (B, ...), in the
+        form ``decode`` takes (e.g. codes drawn from a prior fitted over them)."""
+        raise NotImplementedError(f"{type(self).__name__} has no discrete codes (no codebook)")
+
     def kl_per_dimension(self, x: Tensor, **kwargs: Any) -> Tensor:
         """KL(q(z_d|x) || p(z_d)) of each latent dimension, (B, D)."""
         raise NotImplementedError(f"{type(self).__name__} defines no per-dimension KL")

@@ -224,22 +224,26 @@ class VQVAE(ConvAutoencoder):
         batch, dim, height, width = z_e.shape
         return self.quantizer.nearest(z_e.permute(0, 2, 3, 1).reshape(-1, dim)).view(batch, height, width)
 
+    def latents_from_codes(self, codes: Tensor) -> Tensor:
+        """The codebook rows (B, D, h, w) of a (B, h, w) index map: the quantised map ``decode`` takes."""
+        return self.quantizer.lookup(codes)
+
     def decode_codes(self, codes: Tensor) -> Tensor:
         """Images from a (B, h, w) map of code indices, e.g. drawn from a prior fitted over codes."""
-        return self.decode(self.quantizer.lookup(codes))
+        return self.decode(self.latents_from_codes(codes))
 
     def sample(self, num_samples: int, current_device: Device = None, **kwargs: Any) -> Tensor:
         raise NotImplementedError(
             "VQVAE has no prior over its codes: the codebook alone does not say which code maps are "
             "likely. Fit a prior over the codes of encoded training images (the paper uses a PixelCNN) "
-            "and decode its samples with decode_codes(codes), or use an ex-post sampler fitted on the "
-            "quantised maps (`vaezoo sample --sampler gmm`); use generate(x) for reconstructions."
+            "and decode its samples with decode_codes(codes): `vaezoo sample --sampler pixelcnn` (or "
+            "`--sampler gmm` on the quantised maps); use generate(x) for reconstructions."
         )
 
     # -- evaluation: the quantised map is the code; no posterior, no prior ------------------------
     def embed(self, x: Tensor, **kwargs: Any) -> Tensor:
         """The quantised map (B, D, h, w) of ``x``, without touching the codebook (no EMA update)."""
-        return self.quantizer.lookup(self.codes(x))
+        return self.latents_from_codes(self.codes(x))
 
     def kl_per_dimension(self, x: Tensor, **kwargs: Any) -> Tensor:
         raise NotImplementedError(
