@@ -162,6 +162,11 @@ def test_vaezoo_sample_with_the_pixelcnn_sampler(tmp_path, monkeypatch, capsys):
     assert "fitting the pixelcnn sampler (a gated PixelCNN of 2 layers x 8 channels over 8 codes" in said
     picture = np.asarray(Image.open(out))
     assert picture.shape[:2] == (2 * 34 + 2, 2 * 34 + 2) and np.isfinite(picture).all()  # 2 x 2 grid
+    monkeypatch.setattr(VQVAE, "codebook_size", None)  # as a model without a codebook: a user error
+    assert main([*args[:5], str(tmp_path / "none.png"), *args[6:]]) == 2
+    assert (
+        "cannot sample from VQVAE: the 'pixelcnn' sampler models codebook indices" in capsys.readouterr().err
+    )
 
 
 def test_decoded_samples_are_finite_images(vq):
