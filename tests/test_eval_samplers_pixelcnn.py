@@ -111,6 +111,9 @@ def test_fit_learns_a_known_code_distribution_and_samples_follow_it(vq):
     drawn = sampler.sample_indices(200, seed=1)  # (200, h, w)
     follows = drawn[:, 1:, :4] == drawn[:, :-1, 2:]  # code (i, j) == code (i - 1, j + 2)
     assert follows.float().mean() > 0.97
+    sampler.temperature = 0.1  # sharper: the determined codes always follow
+    cold = sampler.sample_indices(50, seed=1)
+    assert torch.equal(cold[:, 1:, :4], cold[:, :-1, 2:])
     samples = sampler.sample(8, seed=1)  # codebook rows, what model.decode takes
     assert torch.equal(samples, vq.latents_from_codes(sampler.sample_indices(8, seed=1)).detach())
 

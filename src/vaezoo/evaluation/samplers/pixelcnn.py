@@ -40,15 +40,17 @@ class PixelCNNSampler(LatentSampler):
 
     The codes it is fitted on are ``model.embed``'s quantised maps (N, D, h, w): every vector is
     a codebook row, turned back into its index exactly (a vector that is not a row is an error).
-    Samples are drawn position by position (``temperature`` divides the logits) and returned as
-    the codebook rows (n, D, h, w), ``model.latents_from_codes``, so ``model.decode`` takes them.
+    Samples are drawn position by position, h * w passes over all samples at once (``temperature``
+    divides the logits), and returned as the codebook rows (n, D, h, w),
+    ``model.latents_from_codes``, so ``model.decode`` takes them. A saved sampler keeps the codebook
+    it was fitted for and refuses to load beside a model with another one.
 
     Defaults are for the CPU: 64 channels and 6 layers of kernel 3 (about 0.5 M multiply-adds per
     position, 4 G for a batch of 32 maps of 16 x 16, the shipped VQ-VAE's) see 7 rows up, 6 columns
     to either side, and 7 codes to the left, most of a 16 x 16 map; 1000 steps of 32 maps see the
     default 10,000 fitted maps about 3 times. After the fit, ``bits_per_code`` is the prior's mean
-    cross-entropy in bits per position on (up to 1024 of) the fitted maps, to compare with
-    ``log2 K``, the bits of a uniform choice. Training is seeded, runs on the model's device and in
+    cross-entropy in bits per position on (up to 1024 of) the fitted maps (training data, so an
+    optimistic figure), to compare with ``log2 K``, the bits of a uniform choice. Training is seeded, runs on the model's device and in
     a forked RNG, leaving the global stream untouched; ``progress`` shows a progress bar.
     """
 
