@@ -189,8 +189,9 @@ class PixelCNNSampler(LatentSampler):
         saved = state["codebook"].to(codebook.device, codebook.dtype)
         if saved.shape != codebook.shape or not torch.allclose(saved, codebook, rtol=1e-5, atol=1e-6):
             raise ValueError(
-                f"this pixelcnn sampler was fitted for another codebook ({tuple(saved.shape)}) than "
-                f"{type(self.model).__name__}'s ({tuple(codebook.shape)}): refit it on this model's codes"
+                f"this pixelcnn sampler was fitted for another codebook than {type(self.model).__name__}'s "
+                f"(K x D: {tuple(saved.shape)}, the model's {tuple(codebook.shape)}): refit it on this "
+                "model's codes"
             )
         net = GatedPixelCNN(self.num_codes, self.channels, self.num_layers, self.kernel_size)
         net.load_state_dict({key[4:]: value for key, value in state.items() if key.startswith("net.")})
