@@ -46,6 +46,7 @@ from vaezoo.evaluation.samplers.gmm import (
     covariance_for,
     mixture_scale,
 )
+from vaezoo.evaluation.samplers.poincare_disk import PoincareDiskSampler
 from vaezoo.evaluation.samplers.prior import NormalSampler
 from vaezoo.evaluation.samplers.two_stage import TwoStageSampler, train_latent_vae
 
@@ -57,6 +58,7 @@ __all__ = [
     "LatentSampler",
     "ModelSampler",
     "NormalSampler",
+    "PoincareDiskSampler",
     "SamplerNotApplicableError",
     "SamplerNotFittedError",
     "SeedLike",
