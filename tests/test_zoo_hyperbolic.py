@@ -168,6 +168,8 @@ def test_model_declares_its_geometry_samples_inside_the_ball_and_checks_its_argu
     assert model.latent_geometry == "poincare_ball"
     z = model.sample_prior(200, torch.device("cpu"))
     assert z.shape == (200, 4) and (2.0 * z.norm(dim=-1) < 1).all()
+    with torch.no_grad():  # a traversal may step off the ball: the decoder pulls it back inside
+        assert torch.isfinite(model.decode(torch.full((2, 4), 5.0))).all()
     for bad in ({"curvature": 0.0}, {"prior_sigma": -1.0}, {"gyroplane_dim": 0}):
         with pytest.raises(ValueError, match="PoincareVAE needs|gyroplane_dim"):
             PoincareVAE(1, 4, [8, 16], image_size=16, **bad)

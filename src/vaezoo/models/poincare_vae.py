@@ -51,7 +51,7 @@ class PoincareVAE(ConvAutoencoder):
         loss = mean_batch[ recon(x, x_hat) ] + M_N * mean_batch[ log q(z|x) - log p(z) ],  z ~ q(z|x)
 
     The KL has no closed form: it is the single-sample Monte Carlo estimate at the reparameterised z
-    the decoder reconstructs from (their Sec. 3.2), logged as ``KLD`` (unbiased, so it may dip below 0
+    the decoder reconstructs from (their Sec. 3), logged as ``KLD`` (unbiased, so it may dip below 0
     in one batch). The decoder's first layer is the gyroplane layer (Sec. 3.3; Ganea et al. 2018's
     hyperbolic multinomial logistic regression, :class:`~vaezoo.nn.hyperbolic.GyroplaneLayer`):
     the signed distances of z to ``gyroplane_dim`` learned gyroplanes, then a LeakyReLU and the shared

@@ -6,7 +6,7 @@ The ball's metric is conformal to the Euclidean one, g_z = lambda_z^2 I with the
 lambda_z = 2 / (1 - c |z|^2); so lambda_0 = 2 and, as c -> 0, the ball becomes R^D with the metric
 4 I: x ⊕ y -> x + y, exp_x(u) -> x + u, log_x(y) -> y - x and d(x, y) -> 2 |x - y|. Formulas from
 Ganea, Bécigneul & Hofmann 2018 ("Hyperbolic Neural Networks", Sec. 2) and Mathieu et al. 2019
-(Sec. 2 and Appendix B).
+(Sec. 2 and 3).
 
 Numerical margins: points are kept strictly inside the ball by :func:`project`, which pulls any z
 with sqrt(c) |z| > 1 - margin back to that radius, margin ``BALL_MARGIN[dtype]`` (1e-5 in float64,
@@ -126,7 +126,7 @@ def log_sinhc(x: Tensor) -> Tensor:
 # -- the wrapped normal ------------------------------------------------------------------------------
 class WrappedNormal(Posterior):
     """The wrapped (Riemannian-exponential-pushed) normal N^W(mu, diag sigma^2) on B_c^D (Mathieu et
-    al. 2019, Sec. 3.1 and Appendix B.3; Nagano et al. 2019): v ~ N(0, diag sigma^2) in the tangent
+    al. 2019, Sec. 3.1 and their appendix; Nagano et al. 2019): v ~ N(0, diag sigma^2) in the tangent
     space at the origin (in coordinates where the metric there is the Euclidean one), moved to mu by
     parallel transport and mapped onto the ball, z = exp_mu(transport0(mu, v / lambda_0)).
 
@@ -205,7 +205,8 @@ class GyroplaneLayer(nn.Module):
 
     The offsets p_k = exp_0(b_k) and the normals a_k = transport0(p_k, w_k) are parameterised by
     Euclidean b_k, w_k in the tangent space at 0, so lambda_{p_k} |a_k| = 2 |w_k|. As c -> 0,
-    f_k(z) -> 4 <w_k, z - b_k>, an affine layer. Computed in at least float32 (outside autocast).
+    f_k(z) -> 4 <w_k, z - b_k>, an affine layer. Computed in at least float32 (outside autocast);
+    inputs outside the ball (a traversal's far end) are first pulled inside by :func:`project`.
     """
 
     def __init__(self, in_features: int, out_features: int, c: float = 1.0) -> None:
@@ -219,7 +220,7 @@ class GyroplaneLayer(nn.Module):
         c, sqrt_c = self.c, math.sqrt(self.c)
         dtype = torch.promote_types(z.dtype, torch.float32)
         with torch.autocast(z.device.type, enabled=False):
-            z = z.to(dtype).unsqueeze(-2)  # (..., 1, D)
+            z = project(z.to(dtype), c).unsqueeze(-2)  # (..., 1, D)
             weight, bias = self.weight.to(dtype), self.bias.to(dtype)
             offset = expmap0(bias, c)  # p_k, (K, D)
             normal = transport0(offset, weight, c)  # a_k, (K, D)
