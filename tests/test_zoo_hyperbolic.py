@@ -111,19 +111,21 @@ def test_a_gyroplane_through_the_origin_scores_the_geodesic_distance_to_it(c):
 
 def change_of_variables_log_density(q: WrappedNormal, v: torch.Tensor) -> torch.Tensor:
     """log of the Lebesgue density at z = push(v): log N(v; 0, sigma^2) - log |det dz/dv|, with the
-    Jacobian from autograd (D = 2)."""
+    Jacobian (D, D) from autograd."""
     normal = torch.distributions.Normal(torch.zeros_like(q.scale), q.scale).log_prob(v).sum(-1)
-    jacobians = torch.stack([torch.autograd.functional.jacobian(q.push, row) for row in v])  # (N, 2, 2)
+    jacobians = torch.stack([torch.autograd.functional.jacobian(q.push, row) for row in v])  # (N, D, D)
     return normal - torch.linalg.det(jacobians).abs().log()
 
 
-@pytest.mark.parametrize("c", (1.0, 2.5))
-def test_wrapped_normal_log_prob_is_the_change_of_variables_density(c):
-    mu = expmap0(torch.tensor([0.4, -0.3], dtype=f64), c)
-    q = WrappedNormal(mu, torch.tensor([0.5, 1.2], dtype=f64), c)
-    v = q.scale * torch.randn(40, 2, generator=torch.Generator().manual_seed(13), dtype=f64)
+@pytest.mark.parametrize(("c", "scale"), [(1.0, [0.5, 1.2]), (2.5, [0.5, 1.2]), (1.5, [0.3, 0.9, 0.6])])
+def test_wrapped_normal_log_prob_is_the_change_of_variables_density(c, scale):
+    """At D = 2 (and D = 3, where the log-det term (D - 1) log(sqrt(c) d / sinh(sqrt(c) d)) counts twice)."""
+    dim = len(scale)
+    mu = expmap0(torch.tensor([0.4, -0.3, 0.2][:dim], dtype=f64), c)
+    q = WrappedNormal(mu, torch.tensor(scale, dtype=f64), c)
+    v = q.scale * torch.randn(40, dim, generator=torch.Generator().manual_seed(13), dtype=f64)
     z = q.push(v)
-    riemannian_to_lebesgue = 2 * conformal_factor(z, c).squeeze(-1).log()  # dvol = lambda_z^D dz
+    riemannian_to_lebesgue = dim * conformal_factor(z, c).squeeze(-1).log()  # dvol = lambda_z^D dz
     torch.testing.assert_close(q.log_prob(z) + riemannian_to_lebesgue, change_of_variables_log_density(q, v))
 
 
