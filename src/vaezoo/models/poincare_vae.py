@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from vaezoo.arguments import require_positive
 from vaezoo.models.autoencoder import ConvAutoencoder
 from vaezoo.nn.blocks import ConvDecoder, MLPDecoder
 from vaezoo.nn.hyperbolic import GyroplaneLayer, WrappedNormal, expmap0, softplus_scale
@@ -82,14 +83,11 @@ class PoincareVAE(ConvAutoencoder):
         for name, value in (("curvature", curvature), ("prior_sigma", prior_sigma)):
             if not value > 0:
                 raise ValueError(f"PoincareVAE needs {name} > 0, got {value}")
-        if not (isinstance(gyroplane_dim, int) and gyroplane_dim > 0):
-            raise ValueError(f"gyroplane_dim = {gyroplane_dim!r} must be a positive integer")
+        require_positive(gyroplane_dim=gyroplane_dim)
         # read by build_head and build_decoder, which ConvAutoencoder's constructor calls
-        self.curvature, self.prior_sigma, self.gyroplane_dim = (
-            float(curvature),
-            float(prior_sigma),
-            gyroplane_dim,
-        )
+        self.curvature = float(curvature)
+        self.prior_sigma = float(prior_sigma)
+        self.gyroplane_dim = gyroplane_dim
         super().__init__(in_channels, latent_dim, hidden_dims, **kwargs)
 
     def build_head(self, in_features: int, latent_dim: int) -> nn.Module:
