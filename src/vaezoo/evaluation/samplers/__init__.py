@@ -47,6 +47,7 @@ from vaezoo.evaluation.samplers.gmm import (
     mixture_scale,
 )
 from vaezoo.evaluation.samplers.pixelcnn import PixelCNNSampler
+from vaezoo.evaluation.samplers.poincare_disk import PoincareDiskSampler
 from vaezoo.evaluation.samplers.prior import NormalSampler
 from vaezoo.evaluation.samplers.two_stage import TwoStageSampler, train_latent_vae
 
@@ -59,6 +60,7 @@ __all__ = [
     "ModelSampler",
     "NormalSampler",
     "PixelCNNSampler",
+    "PoincareDiskSampler",
     "SamplerNotApplicableError",
     "SamplerNotFittedError",
     "SeedLike",
