@@ -199,11 +199,11 @@ class EvaluationContext:
             return None
         from vaezoo.evaluation.samplers import fit_sampler, sampler_class
 
-        codes = None  # a sampler of the model's own needs none
-        if sampler_class(self.settings.sampler).needs_codes:
-            images, labels = self.datamodule.fixed_batch(self.settings.sampler_fit_examples, split="train")
-            codes = self.embed(images, labels)
-        progress = self.settings.progress and self.log is not None  # EM / stage-2 progress lines
+        if not sampler_class(self.settings.sampler).needs_codes:  # the model's own: nothing to fit
+            return fit_sampler(self.settings.sampler, self.model, None)
+        images, labels = self.datamodule.fixed_batch(self.settings.sampler_fit_examples, split="train")
+        codes = self.embed(images, labels)
+        progress = self.settings.progress and self.log is not None  # the fit's progress lines
         return fit_sampler(self.settings.sampler, self.model, codes, log=self.log, progress=progress)
 
     def generate(self, n: int) -> Tensor:

@@ -23,9 +23,6 @@ class PoincareDiskSampler(ModelSampler):
     name = "poincare_disk"
     summary = "the prior on the Poincare ball (models with latent_geometry poincare_ball)"
 
-    def __init__(self, model: BaseVAE, progress: bool = False) -> None:
-        super().__init__(model)  # ``progress``: evaluation passes it to every sampler; no draw here is slow
-
     @classmethod
     def check(cls, model: BaseVAE) -> None:
         geometry = getattr(model, "latent_geometry", "euclidean")
