@@ -149,15 +149,18 @@ class RHVAE(HamiltonianVAE):
         state: dict[str, Any] = {"k": 0}
 
         def step(z: Tensor, rho: Tensor) -> tuple[Tensor, Tensor]:
-            z, rho, state["grad"] = generalized_leapfrog(
-                z, rho, grad_u, metric, self.eps_lf, self.n_fixed_point, state.get("grad")
-            )
             state["k"] += 1
-            if not bool(torch.isfinite(z).all() and torch.isfinite(rho).all()):
-                raise FloatingPointError(
-                    f"RHVAE: generalized leapfrog step {state['k']} of {self.n_lf} gave a non-finite latent "
-                    f"or momentum (eps_lf = {float(self.eps_lf):.3g}); lower eps_lf or the learning rate"
+            try:
+                z, rho, state["grad"] = generalized_leapfrog(
+                    z, rho, grad_u, metric, self.eps_lf, self.n_fixed_point, state.get("grad")
                 )
+                if not bool(torch.isfinite(z).all() and torch.isfinite(rho).all()):
+                    raise FloatingPointError("gave a non-finite latent or momentum")
+            except FloatingPointError as err:
+                raise FloatingPointError(
+                    f"RHVAE: generalized leapfrog step {state['k']} of {self.n_lf}: {err} "
+                    f"(eps_lf = {float(self.eps_lf):.3g}); lower eps_lf or the learning rate"
+                ) from err
             return z, rho
 
         beta_zero = self.beta_zero
