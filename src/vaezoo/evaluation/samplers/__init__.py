@@ -46,6 +46,7 @@ from vaezoo.evaluation.samplers.gmm import (
     covariance_for,
     mixture_scale,
 )
+from vaezoo.evaluation.samplers.manifold import ManifoldSampler
 from vaezoo.evaluation.samplers.prior import NormalSampler
 from vaezoo.evaluation.samplers.two_stage import TwoStageSampler, train_latent_vae
 
@@ -55,6 +56,7 @@ __all__ = [
     "SAMPLERS",
     "GaussianMixtureSampler",
     "LatentSampler",
+    "ManifoldSampler",
     "ModelSampler",
     "NormalSampler",
     "SamplerNotApplicableError",
