@@ -69,8 +69,9 @@ class RHVAE(HamiltonianVAE):
     ``n_lf = 0`` it is zero and the ELBO is the VAE's. The loss and its keys are the Hamiltonian
     VAE's. A non-finite latent or momentum stops the flow with an error naming the leapfrog step.
 
-    Declares ``latent_metric``: ``metric_inverse(z)`` is the trained metric (the buffers'), and the
-    ``manifold`` sampler draws from the density proportional to sqrt(det G^{-1}(z)).
+    Declares ``latent_metric``: ``metric()`` is the trained metric (a
+    :class:`~vaezoo.nn.hamiltonian.KernelMetric` on the buffers; ``metric_inverse(z)`` its G^{-1}),
+    and the ``manifold`` sampler draws from the density proportional to sqrt(det G^{-1}(z)).
     """
 
     latent_metric: ClassVar[bool] = True

@@ -4,18 +4,26 @@ Autoencoders", Sec. 3.2)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 from torch import Tensor
 
 from vaezoo.evaluation.samplers.base import ModelSampler, SamplerNotApplicableError, register_sampler
-from vaezoo.nn.hamiltonian import leapfrog
+from vaezoo.nn.hamiltonian import KernelMetric, leapfrog
 
 if TYPE_CHECKING:
     from vaezoo.models.base import BaseVAE
 
 STARTS = ("centroids", "prior")
+
+
+class MetricModel(Protocol):
+    """What a model that declares ``latent_metric`` provides."""
+
+    def metric(self) -> KernelMetric: ...
+
+    def metric_centroids(self) -> tuple[Tensor, Tensor]: ...
 
 
 @register_sampler
@@ -58,6 +66,7 @@ class ManifoldSampler(ModelSampler):
             )
         self.mcmc_steps, self.n_lf, self.eps_lf = mcmc_steps, n_lf, eps_lf
         self.start, self.batch_size = start, batch_size
+        self.metric_model = cast(MetricModel, model)  # check() saw that it declares latent_metric
 
     @classmethod
     def check(cls, model: BaseVAE) -> None:
@@ -78,16 +87,15 @@ class ManifoldSampler(ModelSampler):
 
     def log_density(self, z: Tensor) -> Tensor:
         """log sqrt(det G^{-1}(z)), (B,): the target's log density up to a constant."""
-        return -0.5 * self.model.metric().log_det(z)
+        return -0.5 * self.metric_model.metric().log_det(z)
 
     def starts(self, num_samples: int, device: torch.device) -> Tensor:
         """The chains' first states, (n, D): random stored centroids, or prior draws."""
-        centroids = self.model.metric_centroids()[0] if self.start == "centroids" else None
+        centroids = self.metric_model.metric_centroids()[0] if self.start == "centroids" else None
         if centroids is None or centroids.shape[0] == 0:
             return self.model.sample_prior(num_samples, device)
-        return centroids[torch.randint(centroids.shape[0], (num_samples,), device=centroids.device)].to(
-            device
-        )
+        picks = torch.randint(centroids.shape[0], (num_samples,), device=centroids.device)
+        return centroids[picks].to(device)
 
     def draw(self, num_samples: int, device: torch.device) -> Tensor:
         chunks = [self.chains(self.starts(n, device)) for n in self.chunk_sizes(num_samples)]
@@ -99,7 +107,7 @@ class ManifoldSampler(ModelSampler):
 
     def chains(self, z: Tensor) -> Tensor:
         """``mcmc_steps`` HMC moves of the chains at z (n, D); their last states."""
-        metric = self.model.metric()
+        metric = self.metric_model.metric()
         potential = lambda q: 0.5 * metric.log_det(q)  # noqa: E731  U = -log sqrt(det G^{-1})
         zero = torch.zeros_like(z)
         grad_u = lambda q: metric.kinetic_grad(q, zero)  # noqa: E731  dK/dz at rho = 0 is dU/dz
