@@ -58,7 +58,8 @@ class HamiltonianVAE(VanillaVAE):
                - log q(z_0|x) - log N(rho_0; 0, I / beta_0) + (D/2) log beta_0
         and  - log N(rho_0; 0, I/beta_0) + (D/2) log beta_0 = - log N(gamma; 0, I)
 
-    so ``log_momentum`` = log N(rho_K; 0, I) - log N(gamma; 0, I), both normalised. With
+    so ``log_momentum`` = log N(rho_K; 0, I) - log N(gamma; 0, I), both normalised (pythae leaves
+    out the gamma term, which has no gradient and mean D/2 (1 + log 2 pi): its loss is shifted). With
     ``n_lf = 0`` the flow is the identity on z and rho_K = gamma: the ELBO is the VAE's at z_0.
     Loss: ``Reconstruction_Loss`` (-log p(x|z_K) at ``recon_reduction``'s scale, as the VAE's) +
     M_N * ``KLD``, the one-sample estimate log q(z_0|x) - log N(z_K) - ``log_momentum``; with
@@ -67,8 +68,9 @@ class HamiltonianVAE(VanillaVAE):
     ``eps_lf`` and ``beta_zero`` (in (0, 1]) are learned with ``learn_eps_lf`` /
     ``learn_beta_zero``, through their log and logit so they stay positive. Each training step
     differentiates through n_lf + 1 decoder gradients: several times a VAE step.
-    Sampling, embedding and the likelihood bound are the VAE's (the prior; the posterior mean; q(z_0|x)
-    as the importance proposal). Loss keys: ``loss``, ``Reconstruction_Loss``, ``KLD``.
+    Sampling, embedding, ``kl_per_dimension`` and the likelihood bound are the VAE's (the prior;
+    the posterior mean; q(z_0|x)'s closed-form KL, the encoder's, not the flow's; q(z_0|x) as the
+    importance proposal). Loss keys: ``loss``, ``Reconstruction_Loss``, ``KLD``.
     """
 
     output_cls: type[NamedTuple] = HamiltonianOutput
