@@ -107,6 +107,7 @@ class BaseVAE(nn.Module):
     # Where the latents live, for the samplers of a model's own geometry: "euclidean" (R^D),
     # "hypersphere" (the unit sphere S^{D-1}, SVAE) or "poincare_ball" (the Poincare ball, PoincareVAE).
     latent_geometry: ClassVar[str] = "euclidean"
+    latent_metric: ClassVar[bool] = False  # True: a learned metric on z, model.metric() (RHVAE)
     codebook_size: int | None = None  # K of a vector-quantised latent (its codes(x) are indices < K)
     # The loss terms that are KL(q(z|x) || p(z)) in closed form; kl_per_dimension's rows sum to them.
     kl_terms: ClassVar[tuple[str, ...]] = ()

@@ -46,6 +46,7 @@ from vaezoo.evaluation.samplers.gmm import (
     covariance_for,
     mixture_scale,
 )
+from vaezoo.evaluation.samplers.manifold import ManifoldSampler
 from vaezoo.evaluation.samplers.pixelcnn import PixelCNNSampler
 from vaezoo.evaluation.samplers.poincare_disk import PoincareDiskSampler
 from vaezoo.evaluation.samplers.prior import NormalSampler
@@ -57,6 +58,7 @@ __all__ = [
     "SAMPLERS",
     "GaussianMixtureSampler",
     "LatentSampler",
+    "ManifoldSampler",
     "ModelSampler",
     "NormalSampler",
     "PixelCNNSampler",
