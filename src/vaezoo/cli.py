@@ -336,6 +336,7 @@ def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def cmd_sample(args: argparse.Namespace, overrides: list[str]) -> int:
     from vaezoo.data.vectors import check_vector_output, write_vectors
+    from vaezoo.evaluation.evaluate import NotApplicable
     from vaezoo.evaluation.samplers import SamplerNotApplicableError
     from vaezoo.images import save_image
     from vaezoo.io import model_from_checkpoint
@@ -356,7 +357,8 @@ def cmd_sample(args: argparse.Namespace, overrides: list[str]) -> int:
                 samples = model.sample(args.num_samples, "cpu", labels=labels)
             else:
                 samples = _ex_post_samples(model, config, args)
-    except (NotImplementedError, SamplerNotApplicableError) as err:
+    except (NotImplementedError, SamplerNotApplicableError, NotApplicable) as err:
+        # NotApplicable: the evaluation context's form of a sampler that does not apply to the model
         raise ConfigError(f"cannot sample from {type(model).__name__}: {err}") from None
     if vectors:  # a table of samples, one row each
         path = write_vectors(args.output, samples, [f"x{k}" for k in range(samples.shape[1])])
