@@ -117,7 +117,10 @@ def test_flow_blocks_are_autoregressive_and_the_two_directions_invert_each_other
     assert torch.equal(torch.tril(matrix), matrix)  # one step: a triangular Jacobian
     batch = torch.randn(20, dim, dtype=torch.float64)
     u, log_det = flow.to_noise(batch)
-    torch.testing.assert_close(flow.to_data(u), batch)
+    torch.testing.assert_close(flow.to_data(u), batch)  # all D passes of a sequential direction
+    with torch.no_grad():  # stopping at the fixed point gives the same
+        torch.testing.assert_close(flow.to_data(u), batch)
+        torch.testing.assert_close(flow.to_noise(batch)[1], log_det)
     expected = torch.linalg.slogdet(jacobian(lambda v: flow.to_noise(v)[0], batch[0])).logabsdet
     assert log_det[0].item() == pytest.approx(expected.item(), abs=1e-9)
 

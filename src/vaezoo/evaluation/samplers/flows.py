@@ -30,10 +30,11 @@ from vaezoo.nn.flows import MADE
 # A step's log-scale a is bounded softly, |a| < 5 (a stretch of at most e^5 per step), so a
 # sequential inversion from an unlikely u cannot overflow.
 LOG_SCALE_BOUND = 5.0
-# IAF's density takes one MADE pass per code dimension, and a maximum-likelihood fit needs it at
-# every step: on D-dimensional codes its fit costs ~D times MAF's. Above this it is refused (use
-# MAF, whose fit is one pass, for flattened VQ-VAE maps of 4,096 dimensions).
-IAF_MAX_DIMS = 256
+# IAF's density takes one MADE pass per code dimension, and a maximum-likelihood fit needs it (and
+# its gradient) at every step: on D-dimensional codes its fit costs ~D times MAF's, some minutes
+# on a CPU for the default 2000 steps at D = 64 and ~4 times that at 128. Above this it is refused
+# (MAF fits in one pass a step: flattened VQ-VAE maps of 4,096 dimensions take a few minutes).
+IAF_MAX_DIMS = 64
 
 
 class AffineAutoregressiveFlow(nn.Module):
@@ -61,11 +62,15 @@ class AffineAutoregressiveFlow(nn.Module):
         return m, LOG_SCALE_BOUND * torch.tanh(raw / LOG_SCALE_BOUND)  # (..., D) each
 
     def solve(self, update: Callable[[Tensor], Tensor], like: Tensor) -> Tensor:
-        """The fixed point of an autoregressive ``update``: coordinate i is exact after i passes."""
+        """The fixed point of an autoregressive ``update``: coordinate i is exact after i passes.
+
+        Without gradients it stops at a fixed point (the only one: the map is triangular). With
+        them it takes all D passes: the gradient of fewer is the truncated series of (I - J)^-1.
+        """
         z = torch.zeros_like(like)
         for _ in range(self.dim):
             new = update(z)
-            if torch.equal(new, z):  # a fixed point: further passes change nothing
+            if not torch.is_grad_enabled() and torch.equal(new, z):
                 break
             z = new
         return z
