@@ -30,6 +30,7 @@ from vaezoo.evaluation.samplers import (
     SamplerNotApplicableError,
     SamplerNotFittedError,
     VampSampler,
+    fit_sampler,
     load_sampler,
 )
 from vaezoo.evaluation.samplers.flows import AffineAutoregressiveFlow
@@ -155,13 +156,20 @@ def test_iaf_refuses_codes_wider_than_its_limit_and_names_maf():
         IAFSampler(steps=1).fit(torch.randn(4, IAF_MAX_DIMS + 1))
 
 
-def test_a_fit_that_starts_says_what_it_builds_and_leaves_the_global_rng_alone():
-    codes = torch.randn(10, 3)
+def test_a_fit_says_what_it_builds_shows_progress_and_leaves_the_global_rng_alone(capsys):
+    codes, said = torch.randn(10, 3, 2, 2), []
     state = torch.random.get_rng_state()
-    IAFSampler(width=4, hidden_layers=1, steps=2).fit(codes).sample(2, seed=0)
+    sampler = fit_sampler(
+        "iaf", None, codes, log=said.append, width=4, hidden_layers=1, steps=2, progress=True
+    )
+    sampler.sample(2, seed=0)
     assert torch.equal(torch.random.get_rng_state(), state)
+    assert said == [
+        "fitting the iaf sampler (2 MADE blocks of 1 x 4 units, 2 steps, 12 passes per density) to 10 "
+        "latents of dimension 12 (maps of 3x2x2); this can take a while"
+    ]
+    assert "iaf sampler" in capsys.readouterr().out  # the progress bar
     assert MAFSampler().describe(16) == "2 MADE blocks of 3 x 128 units, 2000 steps"
-    assert IAFSampler().describe(16).endswith("16 passes per density")
 
 
 # -- the model samplers: VampPrior and the uniform on the hypersphere ------------------------------
