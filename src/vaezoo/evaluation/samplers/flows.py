@@ -11,7 +11,8 @@ side a step's MADE reads, and so in which direction costs one pass and which D p
 Defaults follow pythae's MAFSampler / IAFSampler: 2 MADE blocks of 3 hidden layers of 128 units.
 pythae trains them with its trainer's defaults (100 epochs of batch 64 at lr 1e-4); here, as for
 the two-stage sampler, 2000 minibatches of 128 at lr 1e-3 under a cosine decay (~25 epochs of
-10,000 codes): every step starts at the identity, and Adam at 1e-3 converges in far fewer steps.
+10,000 codes), every step starting at the identity: on 10,000 codes of two Gaussian blobs the
+loss levels off within ~1,500 steps, 0.08 nats above the true density's.
 """
 
 from __future__ import annotations
@@ -75,38 +76,41 @@ class AffineAutoregressiveFlow(nn.Module):
             z = new
         return z
 
-    def to_noise(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(u, log|det du/dx|), (..., D) and (...): MAF in one pass per step, IAF in D."""
-        log_det = x.new_zeros(x.shape[:-1])
-        for index, made in enumerate(self.mades):
-            y = x.flip(-1) if index > 0 else x
-            if self.reads_data:
-                m, a = self.shift_log_scale(made, y)
-                x = (y - m) * torch.exp(-a)
-            else:
-                x = self.solve(partial(self.inverse_update, made, y=y), y)
-                a = self.shift_log_scale(made, x)[1]
-            log_det = log_det - a.sum(-1)
-        return x, log_det
-
-    def inverse_update(self, made: nn.Module, v: Tensor, y: Tensor) -> Tensor:
-        m, a = self.shift_log_scale(made, v)
+    def noise_of(self, made: nn.Module, read: Tensor, y: Tensor) -> Tensor:
+        """v = (y - m) * exp(-a), [m, a] = MADE(read)."""
+        m, a = self.shift_log_scale(made, read)
         return (y - m) * torch.exp(-a)
 
-    def to_data(self, u: Tensor) -> Tensor:
-        """x of noise u (..., D): IAF in one pass per step, MAF in D."""
-        for index in reversed(range(len(self.mades))):
-            made = self.mades[index]
-            if self.reads_data:
-                u = self.solve(partial(self.forward_update, made, v=u), u)
-            else:
-                u = self.forward_update(made, u, u)
-            u = u.flip(-1) if index > 0 else u
-        return u
-
-    def forward_update(self, made: nn.Module, read: Tensor, v: Tensor) -> Tensor:
+    def data_of(self, made: nn.Module, read: Tensor, v: Tensor) -> Tensor:
+        """y = v * exp(a) + m, [m, a] = MADE(read)."""
         m, a = self.shift_log_scale(made, read)
         return v * torch.exp(a) + m
+
+    def to_noise(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(u, log|det du/dx|), (..., D) and (...): MAF in one pass per step, IAF in D."""
+        z, log_det = x, x.new_zeros(x.shape[:-1])
+        for index, made in enumerate(self.mades):  # from the data side
+            y = z.flip(-1) if index > 0 else z
+            if self.reads_data:  # MAF: [m, a] from y, one pass
+                m, a = self.shift_log_scale(made, y)
+                z = (y - m) * torch.exp(-a)
+            else:  # IAF: [m, a] from v itself, so v_i after v_<i
+                z = self.solve(partial(self.noise_of, made, y=y), y)
+                a = self.shift_log_scale(made, z)[1]
+            log_det = log_det - a.sum(-1)
+        return z, log_det
+
+    def to_data(self, u: Tensor) -> Tensor:
+        """The codes x of noise u (..., D): IAF in one pass per step, MAF in D."""
+        z = u
+        for index in reversed(range(len(self.mades))):  # from the noise side
+            made = self.mades[index]
+            if self.reads_data:  # MAF: [m, a] from y itself, so y_i after y_<i
+                y = self.solve(partial(self.data_of, made, v=z), z)
+            else:  # IAF: [m, a] from v, one pass
+                y = self.data_of(made, z, z)
+            z = y.flip(-1) if index > 0 else y
+        return z
 
     def log_prob(self, x: Tensor) -> Tensor:
         """log p(x) = log N(u; 0, I) + log|det du/dx|, (..., D) -> (...)."""
