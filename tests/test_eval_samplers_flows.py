@@ -141,6 +141,8 @@ def test_save_load_round_trip_gives_identical_samples(tmp_path, cls):
 def test_flow_samplers_refuse_bad_input_clearly(cls):
     with pytest.raises(SamplerNotFittedError):
         cls().sample(3)
+    with pytest.raises(SamplerNotFittedError):
+        cls().log_prob(torch.zeros(2, 3))
     codes = torch.randn(20, 3)
     codes[4, 1] = float("nan")
     with pytest.raises(ValueError, match="NaN or infinite"):

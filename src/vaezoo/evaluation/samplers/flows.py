@@ -5,7 +5,7 @@ autoregressive steps on MADEs (Germain et al. 2015), the order reversed between 
 fitted by maximum likelihood, log p(x) = log N(u; 0, I) + log|det du/dx|. They differ in which
 side a step's MADE reads, and so in which direction costs one pass and which D passes:
 
-- MAF (Papamakarios, Pavlakou & Murray 2017, Eq. 2-4): density in one pass, sampling in D;
+- MAF (Papamakarios, Pavlakou & Murray 2017, Sec. 3): density in one pass, sampling in D;
 - IAF (Kingma et al. 2016, Eq. 10): sampling in one pass, density (and so fitting) in D.
 
 Defaults follow pythae's MAFSampler / IAFSampler: 2 MADE blocks of 3 hidden layers of 128 units.
@@ -25,7 +25,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from vaezoo.evaluation.samplers.base import LatentSampler, evaluating, register_sampler
+from vaezoo.evaluation.samplers.base import (
+    LatentSampler,
+    SamplerNotFittedError,
+    evaluating,
+    register_sampler,
+)
 from vaezoo.nn.flows import MADE
 
 # A step's log-scale a is bounded softly, |a| < 5 (a stretch of at most e^5 per step), so a
@@ -219,6 +224,8 @@ class AutoregressiveFlowSampler(LatentSampler):
 
     def log_prob(self, codes: Tensor) -> Tensor:
         """The fitted log-density of codes (n, *code_shape) in the codes' own units, (n,)."""
+        if not self.fitted:
+            raise SamplerNotFittedError(f"{type(self).__name__}.log_prob called before fit(codes) or load")
         flat = codes.reshape(codes.shape[0], -1).float()
         with evaluating(self.flow):
             return self.flow.log_prob((flat - self.shift) / self.scale) - self.scale.log().sum()
@@ -242,7 +249,7 @@ class AutoregressiveFlowSampler(LatentSampler):
 @register_sampler
 class MAFSampler(AutoregressiveFlowSampler):
     """A masked autoregressive flow on the latents (Papamakarios, Pavlakou & Murray 2017, "Masked
-    Autoregressive Flow for Density Estimation", Eq. 2-4): x_i = u_i exp(a_i) + m_i with
+    Autoregressive Flow for Density Estimation", Sec. 3): x_i = u_i exp(a_i) + m_i with
     [m_i, a_i] = MADE(x_<i). Fitting reads the density in one pass; sampling takes D sequential
     passes (on 4,096-dimensional VQ-VAE maps, 8,192 MADE passes for a batch of samples)."""
 
