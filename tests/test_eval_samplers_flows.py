@@ -154,7 +154,7 @@ def test_flow_samplers_refuse_bad_input_clearly(cls):
 
 
 def test_iaf_refuses_codes_wider_than_its_limit_and_names_maf():
-    with pytest.raises(ValueError, match=f"at most {IAF_MAX_DIMS} dimensions.*use 'maf'"):
+    with pytest.raises(SamplerNotApplicableError, match=f"at most {IAF_MAX_DIMS} dimensions.*use 'maf'"):
         IAFSampler(steps=1).fit(torch.randn(4, IAF_MAX_DIMS + 1))
 
 

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from vaezoo.evaluation.samplers.base import (
     LatentSampler,
+    SamplerNotApplicableError,
     SamplerNotFittedError,
     evaluating,
     register_sampler,
@@ -181,8 +182,8 @@ class AutoregressiveFlowSampler(LatentSampler):
 
     def _fit(self, flat: Tensor) -> None:
         dims = flat.shape[1]
-        if self.max_dims is not None and dims > self.max_dims:
-            raise ValueError(
+        if self.max_dims is not None and dims > self.max_dims:  # a user error in the CLI, a note in evaluate
+            raise SamplerNotApplicableError(
                 f"the {self.name} sampler fits codes of at most {self.max_dims} dimensions (its density "
                 f"takes one pass per dimension at every training step), not {dims}; use 'maf' instead"
             )
