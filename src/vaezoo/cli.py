@@ -358,6 +358,7 @@ def cmd_sample(args: argparse.Namespace, overrides: list[str]) -> int:
             else:
                 samples = _ex_post_samples(model, config, args)
     except (NotImplementedError, SamplerNotApplicableError, NotApplicable) as err:
+        # NotApplicable: the evaluation context's form of a sampler that does not apply to the model
         raise ConfigError(f"cannot sample from {type(model).__name__}: {err}") from None
     if vectors:  # a table of samples, one row each
         path = write_vectors(args.output, samples, [f"x{k}" for k in range(samples.shape[1])])

@@ -158,10 +158,19 @@ class MADE(nn.Module):
     sees the units of the layer below with a degree <= its own, and output i sees hidden units of
     degree < i. ``context`` (..., F), if ``context_features`` > 0, enters the first hidden layer
     without a mask: it may inform every output (Kingma et al. 2016's h).
+
+    A layer narrower than D - 1 cycles through degrees 1..width only, so outputs past it see just
+    the first ``width`` inputs; ``spread_degrees`` spaces its degrees evenly over 1..D-1 instead
+    (for wide codes, e.g. the density samplers on flattened VQ-VAE maps).
     """
 
     def __init__(
-        self, dim: int, hidden_dims: Sequence[int], context_features: int = 0, outputs: int = 2
+        self,
+        dim: int,
+        hidden_dims: Sequence[int],
+        context_features: int = 0,
+        outputs: int = 2,
+        spread_degrees: bool = False,
     ) -> None:
         super().__init__()
         if not hidden_dims:
@@ -169,7 +178,10 @@ class MADE(nn.Module):
         self.dim, self.outputs = dim, outputs
         degrees = [torch.arange(1, dim + 1)]  # the inputs' degrees
         for width in hidden_dims:  # D = 1 leaves one output with no input: all degrees 0
-            degrees.append(torch.arange(width) % max(dim - 1, 1) + min(dim - 1, 1))
+            if spread_degrees and width < dim - 1:
+                degrees.append(1 + torch.arange(width) * (dim - 1) // width)
+            else:
+                degrees.append(torch.arange(width) % max(dim - 1, 1) + min(dim - 1, 1))
         masks = [after[:, None] >= before[None, :] for before, after in zip(degrees[:-1], degrees[1:])]
         output_mask = degrees[0][:, None] > degrees[-1][None, :]  # (D, H): strictly below i
         self.hidden = nn.ModuleList(MaskedLinear(mask) for mask in masks)

@@ -10,6 +10,14 @@ of ``--sampler``:
 - ``prior`` (:class:`NormalSampler`): the model's own prior, ``model.sample_prior``; the default.
 - ``gmm`` (:class:`GaussianMixtureSampler`): a K-component Gaussian mixture on the latents.
 - ``two_stage`` (:class:`TwoStageSampler`): a second VAE on the latents (Dai & Wipf 2019).
+- ``maf`` / ``iaf`` (:class:`MAFSampler`, :class:`IAFSampler`): autoregressive flows on the latents.
+- ``vamp`` (:class:`VampSampler`): a VampPrior's pseudo-input posteriors (VampVAE).
+- ``hypersphere`` (:class:`HypersphereUniformSampler`): uniform on the unit sphere (SVAE).
+- ``poincare_disk`` (:class:`PoincareDiskSampler`): the wrapped-normal prior on the Poincare ball
+  (PoincareVAE).
+- ``manifold`` (:class:`ManifoldSampler`): HMC on the Riemannian uniform density of a learned metric
+  (RHVAE).
+- ``pixelcnn`` (:class:`PixelCNNSampler`): a gated PixelCNN prior over a VQ model's code indices.
 
 Codes are what ``model.embed`` returns: (N, D) for most models, (N, D, h, w) for VQVAE. Fitted
 samplers fit the flattened (N, D*h*w) codes and return samples in the codes' shape, so
@@ -39,6 +47,7 @@ from vaezoo.evaluation.samplers.base import (
     sampler_help,
     sampler_names,
 )
+from vaezoo.evaluation.samplers.flows import IAF_MAX_DIMS, IAFSampler, MAFSampler
 from vaezoo.evaluation.samplers.gmm import (
     COVARIANCE_TYPES,
     FULL_COVARIANCE_MAX_DIMS,
@@ -46,18 +55,24 @@ from vaezoo.evaluation.samplers.gmm import (
     covariance_for,
     mixture_scale,
 )
+from vaezoo.evaluation.samplers.hypersphere import HypersphereUniformSampler
 from vaezoo.evaluation.samplers.manifold import ManifoldSampler
 from vaezoo.evaluation.samplers.pixelcnn import PixelCNNSampler
 from vaezoo.evaluation.samplers.poincare_disk import PoincareDiskSampler
 from vaezoo.evaluation.samplers.prior import NormalSampler
 from vaezoo.evaluation.samplers.two_stage import TwoStageSampler, train_latent_vae
+from vaezoo.evaluation.samplers.vamp import VampSampler
 
 __all__ = [
     "COVARIANCE_TYPES",
     "FULL_COVARIANCE_MAX_DIMS",
+    "IAF_MAX_DIMS",
     "SAMPLERS",
     "GaussianMixtureSampler",
+    "HypersphereUniformSampler",
+    "IAFSampler",
     "LatentSampler",
+    "MAFSampler",
     "ManifoldSampler",
     "ModelSampler",
     "NormalSampler",
@@ -67,6 +82,7 @@ __all__ = [
     "SamplerNotFittedError",
     "SeedLike",
     "TwoStageSampler",
+    "VampSampler",
     "as_generator",
     "covariance_for",
     "embed_batches",
