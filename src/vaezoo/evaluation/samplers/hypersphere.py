@@ -25,9 +25,6 @@ class HypersphereUniformSampler(ModelSampler):
     name = "hypersphere"
     summary = "uniform on the unit sphere (hyperspherical latents, SVAE)"
 
-    def __init__(self, model: BaseVAE, progress: bool = False) -> None:
-        super().__init__(model)  # ``progress``: nothing to fit, nothing to show
-
     @classmethod
     def check(cls, model: BaseVAE) -> None:
         geometry = getattr(model, "latent_geometry", "euclidean")

@@ -31,8 +31,8 @@ class ManifoldSampler(ModelSampler):
     """Draws z from the density proportional to sqrt(det G^{-1}(z)) of a model that declares
     ``latent_metric`` (the RHVAE): ``model.metric()`` is its trained metric, a
     :class:`~vaezoo.nn.hamiltonian.KernelMetric` (G^{-1}(z), log det G(z) and its gradient in
-    closed form), and ``model.metric_centroids()`` the training codes it is built on. G^{-1} is what the 2022 paper calls the metric G,
-    so this is its "Riemannian uniform" measure, high near the training codes (where G^{-1} is
+    closed form), and ``model.metric_centroids()`` the training codes it is built on. G^{-1} is
+    what the 2022 paper calls the metric G, so this is its "Riemannian uniform" measure, high near the training codes (where G^{-1} is
     large) and flat, lambda^{D/2}, far from them; pythae's RHVAESampler draws the same density.
 
     Each chain starts at a random stored centroid (``start="centroids"``; prior draws if the
@@ -41,8 +41,7 @@ class ManifoldSampler(ModelSampler):
     U(z) = -log sqrt(det G^{-1}(z)) = log det G(z) / 2 (its gradient in closed form: the
     kinetic energy's at rho = 0; no decoder is involved), and a
     Metropolis accept with probability min(1, exp(H_0 - H)), H = U + |rho|^2 / 2 (a non-finite
-    proposal is rejected). Chains run ``batch_size`` at a time. Nothing to fit; ``progress`` is
-    accepted for the evaluation driver and unused.
+    proposal is rejected). Chains run ``batch_size`` at a time. Nothing to fit.
     """
 
     name = "manifold"
@@ -56,7 +55,6 @@ class ManifoldSampler(ModelSampler):
         eps_lf: float = 0.03,
         start: str = "centroids",
         batch_size: int = 256,
-        progress: bool = False,
     ) -> None:
         super().__init__(model)
         if mcmc_steps < 0 or n_lf < 1 or eps_lf <= 0 or batch_size < 1 or start not in STARTS:

@@ -32,9 +32,6 @@ class VampSampler(ModelSampler):
     name = "vamp"
     summary = "the VampPrior: a pseudo-input's posterior (VampVAE)"
 
-    def __init__(self, model: BaseVAE, progress: bool = False) -> None:
-        super().__init__(model)  # ``progress``: nothing to fit, nothing to show
-
     @classmethod
     def check(cls, model: BaseVAE) -> None:
         if not isinstance(getattr(model, "prior", None), VampPrior):
