@@ -33,12 +33,15 @@ datasets:
 train: $(STAMP)
 	$(BIN)/vaezoo train -c configs/vae.yaml $(ARGS)
 
+# One pytest worker per core (pytest-xdist), each with one torch thread (tests/conftest.py): two
+# busy processes with two OpenMP threads each would wait on each other. PYTEST_WORKERS=0: serial.
+PYTEST_WORKERS ?= auto
 test: $(STAMP) datasets
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # The suite without the end-to-end runs marked slow (CI runs them all through `make test`).
 test-fast: $(STAMP) datasets
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 # Training throughput against a plain PyTorch-VAE step, side by side in one process; writes
 # benchmarks/results/throughput.md. Run it on an otherwise idle machine.

@@ -4,6 +4,12 @@ import os
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: one worker per core, one thread each
+    os.environ["OMP_NUM_THREADS"] = "1"  # also for the processes a test starts
+    import torch
+
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):

@@ -60,7 +60,7 @@ def test_only_models_with_a_learned_metric_are_accepted():
 
 def test_save_load_round_trip_and_seeds(tmp_path):
     model = bump_model()
-    sampler = fit_sampler("manifold", model, None, mcmc_steps=3, n_lf=3, batch_size=7, progress=True)
+    sampler = fit_sampler("manifold", model, None, mcmc_steps=3, n_lf=3, batch_size=7)
     loaded = load_sampler(sampler.save(tmp_path / "manifold.safetensors"), model)
     assert type(loaded) is ManifoldSampler and loaded.config() == sampler.config()
     assert torch.equal(loaded.sample(10, seed=3), sampler.sample(10, seed=3))  # two chunks of 7 and 3
