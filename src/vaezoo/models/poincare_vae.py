@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from vaezoo.arguments import require_positive
 from vaezoo.models.autoencoder import ConvAutoencoder
 from vaezoo.nn.blocks import ConvDecoder, MLPDecoder
-from vaezoo.nn.hyperbolic import GyroplaneLayer, WrappedNormal, expmap0, softplus_scale
+from vaezoo.nn.hyperbolic import GyroplaneLayer, WrappedNormal, expmap0, result_dtype, softplus_scale
 from vaezoo.registry import register_model
 
 
@@ -34,10 +34,8 @@ class WrappedNormalHead(nn.Module):
         self.fc_scale = nn.Linear(in_features, latent_dim)
 
     def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        mu = self.fc_mu(h)
-        if mu.dtype in (torch.bfloat16, torch.float16):  # exp_0 near the boundary needs fp32 at least
-            mu = mu.float()
-        return expmap0(mu, self.c), softplus_scale(self.fc_scale(h))  # (B, D), (B, D)
+        mu = self.fc_mu(h)  # exp_0 in float64: in float32 the ball's margin caps |mu| (nn.hyperbolic)
+        return expmap0(mu.double(), self.c).to(result_dtype(mu)), softplus_scale(self.fc_scale(h))
 
 
 @register_model(aliases=("PVAE",))

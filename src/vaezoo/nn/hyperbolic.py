@@ -11,6 +11,11 @@ Ganea, Bécigneul & Hofmann 2018 ("Hyperbolic Neural Networks", Sec. 2) and Math
 Numerical margins: points are kept strictly inside the ball by :func:`project`, which pulls any z
 with sqrt(c) |z| > 1 - margin back to that radius, margin ``BALL_MARGIN[dtype]`` (1e-5 in float64,
 4e-3 in lower precisions, where 1 - c |z|^2 would otherwise round to 0 and lambda_z to infinity).
+The wrapped normal and the gyroplane layer therefore compute in float64 whatever their inputs'
+dtype (a few numbers per example) and return the inputs' precision (at least float32): in float32
+the margin caps distances from the origin at 2 artanh(1 - 4e-3) / sqrt(c) = 6.2 / sqrt(c), inside
+the prior's bulk at D = 10, and a Monte Carlo KL of draws pulled in from beyond the cap is biased
+low (a model learns to exploit it: a negative KL); in float64 the cap is 12.2 / sqrt(c).
 artanh is evaluated on arguments clamped to |x| <= 1 - 1e-7 (float64) or 1 - 1e-5 (lower), and
 norms are clamped from below by ``MIN_NORM`` before they divide, so that the maps at 0 stay finite
 (with their correct limit there).
@@ -52,6 +57,11 @@ def project(x: Tensor, c: float) -> Tensor:
     max_norm = (1.0 - _margin(BALL_MARGIN, x.dtype, 4e-3)) / math.sqrt(c)
     length = norm(x)
     return torch.where(length > max_norm, x / length * max_norm, x)
+
+
+def result_dtype(x: Tensor) -> torch.dtype:
+    """The dtype a float64 computation on ``x`` is returned in: x's own, at least float32."""
+    return torch.promote_types(x.dtype, torch.float32)
 
 
 def conformal_factor(x: Tensor, c: float) -> Tensor:
@@ -161,13 +171,11 @@ class WrappedNormal(Posterior):
         return expmap(mu, transport0(mu, v / 2.0, self.c), self.c)
 
     def rsample(self, global_step: int | None = None) -> Tensor:
-        mu, scale = self.mu, self.scale
-        if mu.dtype in (torch.bfloat16, torch.float16):  # the ball's arithmetic needs fp32 at least
-            mu, scale = mu.float(), scale.float()
+        mu, scale = self.mu.double(), self.scale.double()  # the ball's arithmetic in float64
         v = scale * torch.randn(
             torch.broadcast_shapes(mu.shape, scale.shape), dtype=mu.dtype, device=mu.device
         )
-        return WrappedNormal(mu, scale, self.c).push(v)  # (..., D)
+        return WrappedNormal(mu, scale, self.c).push(v).to(result_dtype(self.mu))  # (..., D)
 
     def sample(self, num_samples: int) -> Tensor:
         """``num_samples`` draws of every distribution in the batch, (N, ..., D), not differentiated."""
@@ -179,12 +187,13 @@ class WrappedNormal(Posterior):
         return self.mu
 
     def log_prob(self, z: Tensor) -> Tensor:
-        c = self.c
-        mu = self.mu.expand_as(z)
+        c, dtype = self.c, result_dtype(z)
+        z, scale = z.double(), self.scale.double()  # in float64, as rsample
+        mu = self.mu.double().expand_as(z)
         v = transport_to0(mu, logmap(mu, z, c), c) * 2.0  # lambda_mu log_mu(z), (..., D)
-        gaussian = torch.distributions.Normal(torch.zeros_like(self.scale), self.scale).log_prob(v).sum(-1)
+        gaussian = torch.distributions.Normal(torch.zeros_like(scale), scale).log_prob(v).sum(-1)
         d = distance(mu, z, c)
-        return gaussian - (self.dim - 1) * log_sinhc(math.sqrt(c) * d)
+        return (gaussian - (self.dim - 1) * log_sinhc(math.sqrt(c) * d)).to(dtype)
 
 
 def wrapped_normal_prior(
@@ -205,7 +214,8 @@ class GyroplaneLayer(nn.Module):
 
     The offsets p_k = exp_0(b_k) and the normals a_k = transport0(p_k, w_k) are parameterised by
     Euclidean b_k, w_k in the tangent space at 0, so lambda_{p_k} |a_k| = 2 |w_k|. As c -> 0,
-    f_k(z) -> 4 <w_k, z - b_k>, an affine layer. Computed in at least float32 (outside autocast);
+    f_k(z) -> 4 <w_k, z - b_k>, an affine layer. Computed in float64 (outside autocast) and
+    returned in z's dtype, at least float32;
     inputs outside the ball (a traversal's far end) are first pulled inside by :func:`project`.
     """
 
@@ -218,7 +228,7 @@ class GyroplaneLayer(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         c, sqrt_c = self.c, math.sqrt(self.c)
-        dtype = torch.promote_types(z.dtype, torch.float32)
+        dtype, result = torch.float64, result_dtype(z)
         with torch.autocast(z.device.type, enabled=False):
             z = project(z.to(dtype), c).unsqueeze(-2)  # (..., 1, D)
             weight, bias = self.weight.to(dtype), self.bias.to(dtype)
@@ -229,7 +239,7 @@ class GyroplaneLayer(nn.Module):
             inner = (difference * normal).sum(-1)  # (..., K)
             shrink = (1 - c * difference.pow(2).sum(-1)).clamp_min(MIN_NORM)
             length = 2.0 * norm(weight).squeeze(-1)  # lambda_p |a| = 2 |w|, (K,)
-            return length / sqrt_c * torch.asinh(2 * sqrt_c * inner / (shrink * a_norm))
+            return (length / sqrt_c * torch.asinh(2 * sqrt_c * inner / (shrink * a_norm))).to(result)
 
     def extra_repr(self) -> str:
         return f"in_features={self.weight.shape[1]}, out_features={self.weight.shape[0]}, c={self.c}"
