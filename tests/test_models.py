@@ -126,6 +126,26 @@ def test_registry_names_aliases_and_errors():
         vaezoo.register_model(type("VanillaVAE", (BaseVAE,), {}))
 
 
+# pythae's model classes (benchmark_VAE's pythae.models) and vaezoo's model of each. Two more:
+# DisentangledBetaVAE is the BetaVAE with loss_type "B" (Burgess et al.'s capacity objective), and
+# pythae's HVAE is the HamiltonianVAE (PyTorch-VAE's hierarchical HVAE holds the name here).
+PYTHAE_MODELS = {
+    "AE": "AE", "VAE": "VanillaVAE", "BetaVAE": "BetaVAE",
+    "BetaTCVAE": "BetaTCVAE", "FactorVAE": "FactorVAE", "IWAE": "IWAE", "MIWAE": "MIWAE", "PIWAE": "PIWAE",
+    "CIWAE": "CIWAE", "MSSSIM_VAE": "MSSIMVAE", "WAE_MMD": "WAE_MMD", "INFOVAE_MMD": "InfoVAE",
+    "VAMP": "VampVAE", "SVAE": "SVAE", "PoincareVAE": "PoincareVAE", "Adversarial_AE": "AAE",
+    "VAEGAN": "VAEGAN", "VQVAE": "VQVAE", "RAE_L2": "RAE_L2", "RAE_GP": "RAE_GP", "RHVAE": "RHVAE",
+    "VAE_LinNF": "FlowVAE", "VAE_IAF": "IAFVAE",
+}  # fmt: skip
+
+
+def test_pythae_model_names_find_their_vaezoo_models():
+    for pythae_name, ours in PYTHAE_MODELS.items():
+        assert get_model_class(pythae_name).__name__ == ours, pythae_name
+    assert get_model_class("HamiltonianVAE").__name__ == "HamiltonianVAE"
+    assert get_model_class("HVAE").__name__ == "HVAE"  # PyTorch-VAE's hierarchical one
+
+
 def test_every_model_file_is_registered():
     import pkgutil
 

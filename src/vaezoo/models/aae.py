@@ -21,7 +21,7 @@ def real_logit(logits: Tensor) -> Tensor:
     return logits[:, 0] - logits[:, 1]
 
 
-@register_model(aliases=("AdversarialAutoencoder",))
+@register_model(aliases=("AdversarialAutoencoder", "Adversarial_AE"))
 class AAE(LatentMatchingAutoencoder):
     """Adversarial autoencoder: Makhzani et al. (2016), "Adversarial Autoencoders" (ICLR
     workshop), Sec. 2.

@@ -14,7 +14,7 @@ from vaezoo.models.vanilla_vae import VAEOutputWithZ, VanillaVAE
 from vaezoo.registry import register_model
 
 
-@register_model(aliases=("MMDVAE",))
+@register_model(aliases=("MMDVAE", "INFOVAE_MMD"))
 class InfoVAE(VanillaVAE):
     """InfoVAE, Zhao, Song & Ermon 2019, "InfoVAE: Balancing Learning and Inference in Variational
     Autoencoders" (AAAI), Eq. 6/7 with the divergence D = MMD (the MMD-VAE):

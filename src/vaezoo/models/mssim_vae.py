@@ -14,7 +14,7 @@ from vaezoo.registry import register_model
 DATA_RANGE = {"sigmoid": 1.0, "tanh": 2.0}  # the value range of each decoder output, hence of the data
 
 
-@register_model
+@register_model(aliases=("MSSSIM_VAE",))
 class MSSIMVAE(VanillaVAE):
     """Gaussian VAE whose reconstruction term is 1 - MS-SSIM, the multi-scale structural similarity
     of Wang, Simoncelli & Bovik 2003, "Multi-Scale Structural Similarity for Image Quality

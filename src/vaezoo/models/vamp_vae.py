@@ -14,7 +14,7 @@ from vaezoo.nn.priors import GaussianMixture, VampPrior, running_batch_norm
 from vaezoo.registry import register_model
 
 
-@register_model
+@register_model(aliases=("VAMP",))
 class VampVAE(VanillaVAE):
     """VAE with a VampPrior (Tomczak & Welling 2018, "VAE with a VampPrior", Eq. 9).
 
