@@ -117,8 +117,8 @@ class VQVAE(ConvAutoencoder):
     code frequencies, K at most) and ``Codebook_Usage`` (share of codes used in the batch).
 
     There is no prior over codes until one is fitted (the paper trains a PixelCNN on the codes: the
-    ``pixelcnn`` sampler), so :meth:`sample` raises ``NotImplementedError``. ``embed`` is the quantised map (B, D, h, w);
-    ``kl_per_dimension`` and ``log_importance_weights`` raise ``NotImplementedError`` (no posterior).
+    ``pixelcnn`` sampler), so :meth:`sample` raises ``NotImplementedError``. ``embed`` is the
+    quantised map (B, D, h, w); ``kl_per_dimension`` and ``log_importance_weights`` raise ``NotImplementedError`` (no posterior).
     ``likelihood`` (with ``likelihood_scale``, ``likelihood_std``) works as in :class:`VanillaVAE`;
     the codebook terms then use the sum, like the negative log-likelihood. Fixes to PyTorch-VAE: any image size and channel
     count, a clear error instead of ``Warning`` from ``sample``, EMA codebook, data-dependent
