@@ -111,9 +111,23 @@ def test_evaluate_names_what_is_missing(run_dir, tmp_path, capsys):
 def test_sample_with_an_ex_post_sampler(run_dir, tmp_path, sampler):
     out = tmp_path / f"{sampler}.png"
     args = ["sample", str(run_dir), "-n", "16", "-o", str(out), "--sampler", sampler, "--fit-examples", "200"]
-    assert main(args) == 0
+    options = {"gmm": ["num_components=3"], "two_stage": ["steps=50", "width=32"]}[sampler]
+    assert main([*args, *(f"--sampler-option={option}" for option in options)]) == 0
     picture = np.asarray(Image.open(out))
     assert picture.std() > 0
+
+
+def test_a_sampler_setting_it_does_not_take_is_refused_naming_the_ones_it_does(run_dir, tmp_path, capsys):
+    out = tmp_path / "never.png"
+    args = ["sample", str(run_dir), "-o", str(out), "--sampler", "two_stage", "--sampler-option", "stepz=5"]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert "the 'two_stage' sampler has no option 'stepz'; it takes: width, steps, batch_size" in error
+    assert main(["sample", str(run_dir), "-o", str(out), "--sampler-option", "steps"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+    assert main(["evaluate", str(run_dir), "--sampler", "gmm", "--sampler-option", "k=3"]) == 2
+    assert "the 'gmm' sampler has no option 'k'; it takes: num_components" in capsys.readouterr().err
+    assert not out.exists()
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from vaezoo.config import ConfigError, parse_overrides, set_dotted
+from vaezoo.config import ConfigError, parse_overrides, parse_value, set_dotted
 from vaezoo.registry import UnknownModelError
 
 if TYPE_CHECKING:
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--fit-examples", type=int, default=10_000, help="training images whose latents fit the sampler"
     )
+    add_sampler_option_argument(sample)
 
     recon = commands.add_parser(
         "reconstruct",
@@ -176,6 +177,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_sampler_option_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--sampler-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of the sampler, repeatable, e.g. --sampler-option steps=500 for a shorter fit "
+        "(values read as YAML; an unknown key is refused with the sampler's settings)",
+    )
+
+
+def sampler_options(pairs: list[str]) -> dict[str, object]:
+    """``['steps=500', 'lr=1e-3']`` -> ``{'steps': 500, 'lr': 0.001}``."""
+    options = {}
+    for pair in pairs:
+        key, eq, text = pair.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--sampler-option {pair!r}: expected KEY=VALUE, e.g. steps=500")
+        options[key] = parse_value(text)
+    return options
+
+
 DISENTANGLEMENT_CHOICES = ("beta_vae", "factor_vae", "mig", "dci", "sap", "modularity")
 
 
@@ -215,6 +238,7 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
         default="prior",
         help=f"latents of generated images: {sampler_help()}",
     )
+    add_sampler_option_argument(evaluate)
     evaluate.add_argument(
         "--disentanglement-metrics",
         nargs="+",
@@ -337,11 +361,15 @@ def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
 def cmd_sample(args: argparse.Namespace, overrides: list[str]) -> int:
     from vaezoo.data.vectors import check_vector_output, write_vectors
     from vaezoo.evaluation.evaluate import NotApplicable
-    from vaezoo.evaluation.samplers import SamplerNotApplicableError
+    from vaezoo.evaluation.samplers import SamplerNotApplicableError, check_sampler_options
     from vaezoo.images import save_image
     from vaezoo.io import model_from_checkpoint
 
     _no_overrides(overrides, "sample")
+    try:  # an unknown setting fails before the model loads
+        check_sampler_options(args.sampler, sampler_options(args.sampler_option))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     refuse_to_overwrite(args)
     model, config = model_from_checkpoint(args.checkpoint)
     vectors = getattr(model, "architecture", "conv") == "mlp"
@@ -375,7 +403,10 @@ def _ex_post_samples(model: BaseVAE, config: dict, args: argparse.Namespace) -> 
     from vaezoo.evaluation.samplers import sampler_class
 
     settings = EvaluationSettings(
-        sampler=args.sampler, sampler_fit_examples=args.fit_examples, seed=args.seed
+        sampler=args.sampler,
+        sampler_fit_examples=args.fit_examples,
+        sampler_options=sampler_options(args.sampler_option),
+        seed=args.seed,
     )
     datamodule = _data_module(config)
     context = EvaluationContext(model, datamodule, settings, log=print)
@@ -434,6 +465,7 @@ def cmd_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
         fid_samples=args.fid_samples,
         inception=args.inception,
         sampler=args.sampler,
+        sampler_options=sampler_options(args.sampler_option),
         embedding=args.embedding,
         seed=args.seed,
         progress=not args.no_progress,

@@ -64,6 +64,7 @@ class EvaluationSettings:
         "prior"  # a name of SAMPLERS (prior, gmm, two_stage, ...): where generated latents come from
     )
     sampler_fit_examples: int = 10_000  # training images whose latents fit an ex-post sampler
+    sampler_options: dict[str, Any] = field(default_factory=dict)  # the sampler's settings, e.g. steps
     embedding: str = "pca"  # pca or tsne, for the latent embedding plot
     batch_size: int = 100
     seed: int = 0
@@ -73,6 +74,12 @@ class EvaluationSettings:
         unknown = [name for name in self.metrics if name not in METRIC_GROUPS]
         if unknown:
             raise EvaluationError(f"unknown metric group(s) {unknown}; choose from {list(METRIC_GROUPS)}")
+        from vaezoo.evaluation.samplers import check_sampler_options
+
+        try:  # an unknown sampler or setting fails here, before any work
+            check_sampler_options(self.sampler, self.sampler_options)
+        except ValueError as err:
+            raise EvaluationError(str(err)) from None
         if self.embedding not in ("pca", "tsne"):
             raise EvaluationError(f"embedding must be 'pca' or 'tsne', got {self.embedding!r}")
         for name in ("num_examples", "likelihood_examples", "importance_samples", "batch_size"):
@@ -200,11 +207,14 @@ class EvaluationContext:
         from vaezoo.evaluation.samplers import fit_sampler, sampler_class
 
         if not sampler_class(self.settings.sampler).needs_codes:  # the model's own: nothing to fit
-            return fit_sampler(self.settings.sampler, self.model, None)
+            return fit_sampler(self.settings.sampler, self.model, None, **self.settings.sampler_options)
         images, labels = self.datamodule.fixed_batch(self.settings.sampler_fit_examples, split="train")
         codes = self.embed(images, labels)
         progress = self.settings.progress and self.log is not None  # the fit's progress lines
-        return fit_sampler(self.settings.sampler, self.model, codes, log=self.log, progress=progress)
+        options = self.settings.sampler_options
+        return fit_sampler(
+            self.settings.sampler, self.model, codes, log=self.log, progress=progress, **options
+        )
 
     def generate(self, n: int) -> Tensor:
         """``n`` generated images from the prior or the ex-post sampler (NotApplicable if neither works)."""

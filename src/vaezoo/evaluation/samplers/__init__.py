@@ -35,6 +35,7 @@ from vaezoo.evaluation.samplers.base import (
     SamplerNotFittedError,
     SeedLike,
     as_generator,
+    check_sampler_options,
     embed_batches,
     evaluating,
     fit_message,
@@ -46,6 +47,7 @@ from vaezoo.evaluation.samplers.base import (
     sampler_class,
     sampler_help,
     sampler_names,
+    sampler_options,
 )
 from vaezoo.evaluation.samplers.flows import IAF_MAX_DIMS, IAFSampler, MAFSampler
 from vaezoo.evaluation.samplers.gmm import (
@@ -84,6 +86,7 @@ __all__ = [
     "TwoStageSampler",
     "VampSampler",
     "as_generator",
+    "check_sampler_options",
     "covariance_for",
     "embed_batches",
     "evaluating",
@@ -97,5 +100,6 @@ __all__ = [
     "sampler_class",
     "sampler_help",
     "sampler_names",
+    "sampler_options",
     "train_latent_vae",
 ]

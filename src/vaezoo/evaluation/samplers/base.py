@@ -7,6 +7,7 @@ images (``model.embed``), then ``sample(n, seed)``. Samplers that are the model'
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -229,6 +230,21 @@ def sampler_help() -> str:
     return "; ".join(f"{name}: {SAMPLERS[name].summary or name}" for name in sampler_names())
 
 
+def sampler_options(name: str) -> list[str]:
+    """The settings sampler ``name`` takes (its constructor's keywords, the model aside)."""
+    parameters = inspect.signature(sampler_class(name).__init__).parameters
+    return [key for key in parameters if key not in ("self", "model", "progress")]
+
+
+def check_sampler_options(name: str, options: dict[str, Any]) -> None:
+    """Raise ValueError naming any key of ``options`` that sampler ``name`` does not take."""
+    known = sampler_options(name)
+    unknown = [key for key in options if key not in known]
+    if unknown:
+        takes = f"it takes: {', '.join(known)}" if known else "it takes none"
+        raise ValueError(f"the '{name}' sampler has no option {', '.join(map(repr, unknown))}; {takes}")
+
+
 def sampler_class(name: str) -> type[LatentSampler]:
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler '{name}'; known samplers: {', '.join(sampler_names())}")
@@ -240,6 +256,7 @@ def fit_sampler(
 ) -> LatentSampler:
     """Build sampler ``name`` (a key of ``SAMPLERS``) with ``kwargs`` and fit it to ``codes`` (N, D, ...);
     ``log`` gets one line saying what is fitted to what before a fit starts (:func:`fit_message`)."""
+    check_sampler_options(name, {key: value for key, value in kwargs.items() if key != "progress"})
     sampler = sampler_class(name).create(model, **kwargs)
     if codes is None:
         if not sampler.fitted:
