@@ -370,8 +370,10 @@ def test_missing_factors_error_names_what_is_missing():
     for metric in DISENTANGLEMENT_METRICS.values():  # each metric checks on its own too
         with pytest.raises(MissingFactorsError, match="has none"):
             metric(None, lambda x: x)
-    with pytest.raises(ValueError, match="unknown disentanglement metric.*'irs'.*valid names: beta_vae"):
-        compute_disentanglement(Grid(), lambda x: x, ["mig", "irs"])
+    with pytest.raises(
+        ValueError, match="unknown disentanglement metric.*'no_such_metric'.*valid names: beta_vae"
+    ):
+        compute_disentanglement(Grid(), lambda x: x, ["mig", "no_such_metric"])
 
 
 @pytest.mark.slow

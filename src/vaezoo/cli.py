@@ -199,7 +199,17 @@ def sampler_options(pairs: list[str]) -> dict[str, object]:
     return options
 
 
-DISENTANGLEMENT_CHOICES = ("beta_vae", "factor_vae", "mig", "dci", "sap", "modularity")
+DISENTANGLEMENT_CHOICES = (
+    "beta_vae",
+    "factor_vae",
+    "mig",
+    "dci",
+    "sap",
+    "modularity",
+    "irs",
+    "dcimig",
+    "unsupervised",
+)
 
 
 def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:

@@ -5,18 +5,22 @@ that samples observations with a fixed seed, and an array-level core (``*_from_c
 ``*_from_features``, ``*_from_votes``) for codes already in hand. ``representation_fn`` maps images
 ``(N, C, H, W)`` to codes ``(N, D)`` (e.g. ``mean_representation(model)``). Result keys:
 
-==============  ===========================================================================
-metric name     keys
-==============  ===========================================================================
-``beta_vae``    ``beta_vae_score`` (evaluation accuracy), ``beta_vae_train_accuracy``
-``factor_vae``  ``factor_vae_score`` (evaluation accuracy), ``factor_vae_train_accuracy``,
-                ``factor_vae_active_dims``
-``mig``         ``mig``
-``dci``         ``dci_disentanglement``, ``dci_completeness``, ``dci_informativeness_train``,
-                ``dci_informativeness_test``
-``sap``         ``sap``
-``modularity``  ``modularity``, ``explicitness_train``, ``explicitness_test``
-==============  ===========================================================================
+================  ===========================================================================
+metric name       keys
+================  ===========================================================================
+``beta_vae``      ``beta_vae_score`` (evaluation accuracy), ``beta_vae_train_accuracy``
+``factor_vae``    ``factor_vae_score`` (evaluation accuracy), ``factor_vae_train_accuracy``,
+                  ``factor_vae_active_dims``
+``mig``           ``mig``
+``dci``           ``dci_disentanglement``, ``dci_completeness``, ``dci_informativeness_train``,
+                  ``dci_informativeness_test``
+``sap``           ``sap``
+``modularity``    ``modularity``, ``explicitness_train``, ``explicitness_test``
+``irs``           ``irs``, ``irs_num_active_dims``
+``dcimig``        ``dcimig``
+``unsupervised``  ``gaussian_total_correlation``, ``gaussian_wasserstein_correlation``,
+                  ``gaussian_wasserstein_correlation_norm``, ``mutual_info_score``
+================  ===========================================================================
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from vaezoo.evaluation.disentanglement.common import (
     sample_factors,
 )
 from vaezoo.evaluation.disentanglement.dci import completeness, dci, dci_from_codes, disentanglement
+from vaezoo.evaluation.disentanglement.dcimig import dcimig, dcimig_from_codes, dcimig_from_info
 from vaezoo.evaluation.disentanglement.factor_vae import (
     factor_vae_from_votes,
     factor_vae_score,
@@ -49,6 +54,7 @@ from vaezoo.evaluation.disentanglement.ground_truth import (
     TableGroundTruth,
     check_ground_truth,
 )
+from vaezoo.evaluation.disentanglement.irs import irs, irs_from_codes, irs_matrix
 from vaezoo.evaluation.disentanglement.mig import mig, mig_from_codes
 from vaezoo.evaluation.disentanglement.modularity import (
     explicitness,
@@ -57,6 +63,13 @@ from vaezoo.evaluation.disentanglement.modularity import (
     modularity_explicitness_from_codes,
 )
 from vaezoo.evaluation.disentanglement.sap import sap_from_codes, sap_score, sap_score_matrix
+from vaezoo.evaluation.disentanglement.unsupervised import (
+    gaussian_total_correlation,
+    gaussian_wasserstein_correlation,
+    mutual_info_score,
+    unsupervised_from_codes,
+    unsupervised_scores,
+)
 
 DISENTANGLEMENT_METRICS: dict[str, Callable[..., dict[str, float]]] = {
     "beta_vae": beta_vae_score,
@@ -65,6 +78,9 @@ DISENTANGLEMENT_METRICS: dict[str, Callable[..., dict[str, float]]] = {
     "dci": dci,
     "sap": sap_score,
     "modularity": modularity_explicitness,
+    "irs": irs,
+    "dcimig": dcimig,
+    "unsupervised": unsupervised_scores,
 }
 
 AUTO_MEMOIZE_CELLS = 2_000_000  # dSprites has 737,280 combinations: 59 MB of float64 codes for D = 10
@@ -77,6 +93,9 @@ _SIZE_ARGUMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "dci": (("num_train",), ("num_test",)),
     "sap": (("num_train",), ("num_test",)),
     "modularity": (("num_train",), ("num_test",)),
+    "irs": (("num_train",), ()),
+    "dcimig": (("num_train",), ()),
+    "unsupervised": (("num_train",), ()),
 }
 
 
@@ -155,6 +174,9 @@ __all__ = [
     "compute_disentanglement",
     "dci",
     "dci_from_codes",
+    "dcimig",
+    "dcimig_from_codes",
+    "dcimig_from_info",
     "disentanglement",
     "encode_factors",
     "explicitness",
@@ -162,8 +184,13 @@ __all__ = [
     "factor_vae_from_votes",
     "factor_vae_score",
     "factor_vae_votes",
+    "gaussian_total_correlation",
+    "gaussian_wasserstein_correlation",
     "generate_batch",
     "histogram_discretize",
+    "irs",
+    "irs_from_codes",
+    "irs_matrix",
     "mean_representation",
     "mig",
     "mig_from_codes",
@@ -171,8 +198,11 @@ __all__ = [
     "modularity_explicitness",
     "modularity_explicitness_from_codes",
     "mutual_info_matrix",
+    "mutual_info_score",
     "sample_factors",
     "sap_from_codes",
     "sap_score",
     "sap_score_matrix",
+    "unsupervised_from_codes",
+    "unsupervised_scores",
 ]
