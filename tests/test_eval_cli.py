@@ -238,3 +238,12 @@ def test_the_sampler_fit_names_the_latents_it_really_uses(run_dir, tmp_path, cap
     assert (
         used is not None and int(used.group(1)) == 570
     )  # the run's whole training split (600 images), not 10,000
+
+
+def test_the_cli_offers_every_registered_disentanglement_metric():
+    from vaezoo.cli import (
+        DISENTANGLEMENT_CHOICES,
+    )  # a tuple: the CLI does not import scikit-learn to list them
+    from vaezoo.evaluation.disentanglement import DISENTANGLEMENT_METRICS
+
+    assert list(DISENTANGLEMENT_CHOICES) == list(DISENTANGLEMENT_METRICS)
