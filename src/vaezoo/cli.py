@@ -176,7 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-DISENTANGLEMENT_CHOICES = ("beta_vae", "factor_vae", "mig", "dci", "sap", "modularity")
+DISENTANGLEMENT_CHOICES = (
+    "beta_vae",
+    "factor_vae",
+    "mig",
+    "dci",
+    "sap",
+    "modularity",
+    "downstream_logreg",
+    "downstream_gbt",
+    "fairness",
+)
 
 
 def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:

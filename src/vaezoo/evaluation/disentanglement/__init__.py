@@ -5,18 +5,21 @@ that samples observations with a fixed seed, and an array-level core (``*_from_c
 ``*_from_features``, ``*_from_votes``) for codes already in hand. ``representation_fn`` maps images
 ``(N, C, H, W)`` to codes ``(N, D)`` (e.g. ``mean_representation(model)``). Result keys:
 
-==============  ===========================================================================
-metric name     keys
-==============  ===========================================================================
-``beta_vae``    ``beta_vae_score`` (evaluation accuracy), ``beta_vae_train_accuracy``
-``factor_vae``  ``factor_vae_score`` (evaluation accuracy), ``factor_vae_train_accuracy``,
-                ``factor_vae_active_dims``
-``mig``         ``mig``
-``dci``         ``dci_disentanglement``, ``dci_completeness``, ``dci_informativeness_train``,
-                ``dci_informativeness_test``
-``sap``         ``sap``
-``modularity``  ``modularity``, ``explicitness_train``, ``explicitness_test``
-==============  ===========================================================================
+=====================  ==============================================================================
+metric name            keys
+=====================  ==============================================================================
+``beta_vae``           ``beta_vae_score`` (evaluation accuracy), ``beta_vae_train_accuracy``
+``factor_vae``         ``factor_vae_score`` (evaluation accuracy), ``factor_vae_train_accuracy``,
+                       ``factor_vae_active_dims``
+``mig``                ``mig``
+``dci``                ``dci_disentanglement``, ``dci_completeness``, ``dci_informativeness_train``,
+                       ``dci_informativeness_test``
+``sap``                ``sap``
+``modularity``         ``modularity``, ``explicitness_train``, ``explicitness_test``
+``downstream_logreg``  ``downstream_logreg_<N>_{mean,min}_{train,test}_accuracy`` per training size N
+``downstream_gbt``     ``downstream_gbt_<N>_{mean,min}_{train,test}_accuracy``
+``fairness``           ``{mean,max}_fairness_{mean,max}_pred_{mean,max}_sens``, ``..._sens_..._pred``
+=====================  ==============================================================================
 """
 
 from __future__ import annotations
@@ -37,11 +40,18 @@ from vaezoo.evaluation.disentanglement.common import (
     sample_factors,
 )
 from vaezoo.evaluation.disentanglement.dci import completeness, dci, dci_from_codes, disentanglement
+from vaezoo.evaluation.disentanglement.downstream import (
+    downstream_from_codes,
+    downstream_gbt,
+    downstream_logreg,
+    downstream_task,
+)
 from vaezoo.evaluation.disentanglement.factor_vae import (
     factor_vae_from_votes,
     factor_vae_score,
     factor_vae_votes,
 )
+from vaezoo.evaluation.disentanglement.fairness import fairness, fairness_summary, inter_group_fairness
 from vaezoo.evaluation.disentanglement.ground_truth import (
     DATASETS_WITH_FACTORS,
     GroundTruth,
@@ -65,6 +75,9 @@ DISENTANGLEMENT_METRICS: dict[str, Callable[..., dict[str, float]]] = {
     "dci": dci,
     "sap": sap_score,
     "modularity": modularity_explicitness,
+    "downstream_logreg": downstream_logreg,
+    "downstream_gbt": downstream_gbt,
+    "fairness": fairness,
 }
 
 AUTO_MEMOIZE_CELLS = 2_000_000  # dSprites has 737,280 combinations: 59 MB of float64 codes for D = 10
@@ -77,6 +90,9 @@ _SIZE_ARGUMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "dci": (("num_train",), ("num_test",)),
     "sap": (("num_train",), ("num_test",)),
     "modularity": (("num_train",), ("num_test",)),
+    "downstream_logreg": (("num_train",), ("num_test",)),
+    "downstream_gbt": (("num_train",), ("num_test",)),
+    "fairness": (("num_train",), ()),
 }
 
 
@@ -156,14 +172,21 @@ __all__ = [
     "dci",
     "dci_from_codes",
     "disentanglement",
+    "downstream_from_codes",
+    "downstream_gbt",
+    "downstream_logreg",
+    "downstream_task",
     "encode_factors",
     "explicitness",
     "factor_entropy",
+    "fairness",
+    "fairness_summary",
     "factor_vae_from_votes",
     "factor_vae_score",
     "factor_vae_votes",
     "generate_batch",
     "histogram_discretize",
+    "inter_group_fairness",
     "mean_representation",
     "mig",
     "mig_from_codes",
