@@ -13,8 +13,9 @@ the (i, j) matrices summarised by a mean or max over targets ("pred") and sensit
 Keys: disentanglement_lib's summary keys with ``_`` for ``:``, ``{mean,max}_fairness_`` followed
 by ``{mean,max}_pred_{mean,max}_sens`` (over sensitive factors first, then targets) and
 ``{mean,max}_sens_{mean,max}_pred``; the per-pair and per-factor keys are dropped. A table of
-observations cannot hold the other factors fixed: there, ``do(j = c)`` draws rows with factor j
-equal to c (conditioning, not intervening).
+observations that lacks some of the intervened combinations cannot hold the other factors fixed:
+there, ``do(j = c)`` draws rows with factor j equal to c (conditioning, not intervening), and the
+scores include the sampling noise of the test points.
 """
 
 from __future__ import annotations
@@ -60,6 +61,28 @@ def fairness_summary(matrix: np.ndarray, prefix: str) -> dict[str, float]:
     return scores
 
 
+def interventions(
+    ground_truth: GroundTruth, n: int, factor: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Factors (n, F) under ``do(factor = c)`` for each class c: ``n`` points drawn once with only
+    ``factor`` changed. A table lacking some of these combinations gets, for every c, ``n`` rows
+    drawn with ``factor`` equal to c instead (conditioning)."""
+    original = sample_factors(ground_truth, n, rng)
+    cases = []
+    for c in range(int(ground_truth.factor_sizes[factor])):
+        intervened = original.copy()
+        intervened[:, factor] = c
+        cases.append(intervened)
+    if not hasattr(ground_truth, "sample_factors_matching"):
+        return cases  # a full grid renders every combination
+    try:
+        for intervened in cases:
+            ground_truth.rows_of(intervened)  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):  # no way to look rows up, or an absent combination
+        return [sample_factors(ground_truth, n, rng, factor, np.full(n, c)) for c in range(len(cases))]
+    return cases
+
+
 def fairness_matrices(
     ground_truth: GroundTruth,
     representation_fn: RepresentationFn,
@@ -76,20 +99,13 @@ def fairness_matrices(
     sizes = [int(size) for size in ground_truth.factor_sizes]
     num_factors, n = len(sizes), num_test_points_per_class
     mean, worst = np.zeros((num_factors, num_factors)), np.zeros((num_factors, num_factors))
-    grid = not hasattr(ground_truth, "sample_factors_matching")
     for i in range(num_factors):
         model = fit_predictor(predictor, codes_train, factors_train[:, i], random_state)
         for j in range(num_factors):
             if i == j:
                 continue
-            original = sample_factors(ground_truth, n, rng)
             counts = np.zeros((sizes[i], sizes[j]), dtype=np.int64)
-            for c in range(sizes[j]):
-                if grid:
-                    intervened = original.copy()
-                    intervened[:, j] = c
-                else:
-                    intervened = sample_factors(ground_truth, n, rng, j, np.full(n, c))
+            for c, intervened in enumerate(interventions(ground_truth, n, j, rng)):
                 codes = encode_factors(ground_truth, representation_fn, intervened, rng, encode_batch_size)
                 counts[:, c] = np.bincount(model.predict(codes), minlength=sizes[i])[: sizes[i]]
             mean[i, j], worst[i, j] = inter_group_fairness(counts)
