@@ -51,7 +51,7 @@ class EvaluationSettings:
     importance_samples: int = 1000  # k of the importance-weighted bound (Burda et al. 2016 use 5000)
     importance_chunk: int = 50  # latent samples per input decoded at a time: bounds memory
     importance_decode_batch: int = 800  # images per decoder call (whole groups of 16 inputs)
-    disentanglement: tuple[str, ...] | None = None  # metric names; None: all of them
+    disentanglement: tuple[str, ...] | None = None  # metric names; None: DEFAULT_METRICS (not the slow ones)
     disentanglement_train: int | None = None  # None: disentanglement_lib's 10,000
     disentanglement_eval: int | None = None  # None: disentanglement_lib's 5,000
     # Disentanglement codes from the inference copy (folded, channels_last): 321 -> 292 s on the dSprites

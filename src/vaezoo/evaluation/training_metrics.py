@@ -94,8 +94,10 @@ def disentanglement_sizes(name: str, subset: int) -> dict[str, int]:
         return {"num_variance_estimate": subset, "num_train": votes, "num_eval": max(MIN_VOTES, votes // 2)}
     if name == "beta_vae":
         return {"num_train": votes, "num_eval": max(MIN_VOTES, votes // 2)}
-    if name == "mig":
+    if name in ("mig", "irs", "dcimig", "unsupervised"):  # no test split
         return {"num_train": subset}
+    if name == "fairness":  # its test points are per (target, sensitive class): 1% of the subset each
+        return {"num_train": subset, "num_test_points_per_class": max(10, subset // 100)}
     return {"num_train": subset, "num_test": max(2, subset // 2)}
 
 
@@ -130,7 +132,20 @@ class EvalGroup:
     needs_ground_truth: bool = False
 
 
-DISENTANGLEMENT_GROUPS = ("mig", "factor_vae", "beta_vae", "sap", "dci", "modularity")
+DISENTANGLEMENT_GROUPS = (
+    "mig",
+    "factor_vae",
+    "beta_vae",
+    "sap",
+    "dci",
+    "modularity",
+    "irs",
+    "dcimig",
+    "unsupervised",
+    "downstream_logreg",
+    "downstream_gbt",
+    "fairness",
+)
 
 EVAL_GROUPS: dict[str, EvalGroup] = {
     "active_units": EvalGroup(active_units_group),

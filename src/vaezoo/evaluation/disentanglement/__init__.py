@@ -5,22 +5,25 @@ that samples observations with a fixed seed, and an array-level core (``*_from_c
 ``*_from_features``, ``*_from_votes``) for codes already in hand. ``representation_fn`` maps images
 ``(N, C, H, W)`` to codes ``(N, D)`` (e.g. ``mean_representation(model)``). Result keys:
 
-================  ===========================================================================
-metric name       keys
-================  ===========================================================================
-``beta_vae``      ``beta_vae_score`` (evaluation accuracy), ``beta_vae_train_accuracy``
-``factor_vae``    ``factor_vae_score`` (evaluation accuracy), ``factor_vae_train_accuracy``,
-                  ``factor_vae_active_dims``
-``mig``           ``mig``
-``dci``           ``dci_disentanglement``, ``dci_completeness``, ``dci_informativeness_train``,
-                  ``dci_informativeness_test``
-``sap``           ``sap``
-``modularity``    ``modularity``, ``explicitness_train``, ``explicitness_test``
-``irs``           ``irs``, ``irs_num_active_dims``
-``dcimig``        ``dcimig``
-``unsupervised``  ``gaussian_total_correlation``, ``gaussian_wasserstein_correlation``,
-                  ``gaussian_wasserstein_correlation_norm``, ``mutual_info_score``
-================  ===========================================================================
+=====================  ==============================================================================
+metric name            keys
+=====================  ==============================================================================
+``beta_vae``           ``beta_vae_score`` (evaluation accuracy), ``beta_vae_train_accuracy``
+``factor_vae``         ``factor_vae_score`` (evaluation accuracy), ``factor_vae_train_accuracy``,
+                       ``factor_vae_active_dims``
+``mig``                ``mig``
+``dci``                ``dci_disentanglement``, ``dci_completeness``, ``dci_informativeness_train``,
+                       ``dci_informativeness_test``
+``sap``                ``sap``
+``modularity``         ``modularity``, ``explicitness_train``, ``explicitness_test``
+``downstream_logreg``  ``downstream_logreg_<N>_{mean,min}_{train,test}_accuracy`` per training size N
+``downstream_gbt``     ``downstream_gbt_<N>_{mean,min}_{train,test}_accuracy``
+``fairness``           ``{mean,max}_fairness_{mean,max}_pred_{mean,max}_sens``, ``..._sens_..._pred``
+``irs``                ``irs``, ``irs_num_active_dims``
+``dcimig``             ``dcimig``
+``unsupervised``       ``gaussian_total_correlation``, ``gaussian_wasserstein_correlation``,
+                       ``gaussian_wasserstein_correlation_norm``, ``mutual_info_score``
+=====================  ==============================================================================
 """
 
 from __future__ import annotations
@@ -42,11 +45,18 @@ from vaezoo.evaluation.disentanglement.common import (
 )
 from vaezoo.evaluation.disentanglement.dci import completeness, dci, dci_from_codes, disentanglement
 from vaezoo.evaluation.disentanglement.dcimig import dcimig, dcimig_from_codes, dcimig_from_info
+from vaezoo.evaluation.disentanglement.downstream import (
+    downstream_from_codes,
+    downstream_gbt,
+    downstream_logreg,
+    downstream_task,
+)
 from vaezoo.evaluation.disentanglement.factor_vae import (
     factor_vae_from_votes,
     factor_vae_score,
     factor_vae_votes,
 )
+from vaezoo.evaluation.disentanglement.fairness import fairness, fairness_summary, inter_group_fairness
 from vaezoo.evaluation.disentanglement.ground_truth import (
     DATASETS_WITH_FACTORS,
     GroundTruth,
@@ -81,7 +91,15 @@ DISENTANGLEMENT_METRICS: dict[str, Callable[..., dict[str, float]]] = {
     "irs": irs,
     "dcimig": dcimig,
     "unsupervised": unsupervised_scores,
+    "downstream_logreg": downstream_logreg,
+    "downstream_gbt": downstream_gbt,
+    "fairness": fairness,
 }
+
+# Computed only when asked for by name: each fits boosted trees per factor, one tree per class and
+# round (4,000 for dSprites' 40 orientations), minutes at disentanglement_lib's sizes.
+OPT_IN_METRICS = ("downstream_gbt", "fairness")
+DEFAULT_METRICS = tuple(name for name in DISENTANGLEMENT_METRICS if name not in OPT_IN_METRICS)
 
 AUTO_MEMOIZE_CELLS = 2_000_000  # dSprites has 737,280 combinations: 59 MB of float64 codes for D = 10
 
@@ -96,16 +114,15 @@ _SIZE_ARGUMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "irs": (("num_train",), ()),
     "dcimig": (("num_train",), ()),
     "unsupervised": (("num_train",), ()),
+    "downstream_logreg": (("num_train",), ("num_test",)),
+    "downstream_gbt": (("num_train",), ("num_test",)),
+    "fairness": (("num_train",), ()),
 }
 
 
 def _metric_names(metrics: Sequence[str] | str | None) -> list[str]:
     names = (
-        list(DISENTANGLEMENT_METRICS)
-        if metrics is None
-        else [metrics]
-        if isinstance(metrics, str)
-        else list(metrics)
+        list(DEFAULT_METRICS) if metrics is None else [metrics] if isinstance(metrics, str) else list(metrics)
     )
     unknown = [name for name in names if name not in DISENTANGLEMENT_METRICS]
     if unknown:
@@ -128,7 +145,8 @@ def compute_disentanglement(
     memoize: bool | None = None,
     n_jobs: int | None = 1,
 ) -> dict[str, float]:
-    """Run the named metrics (default: all of ``DISENTANGLEMENT_METRICS``) and merge their results.
+    """Run the named metrics (default: ``DEFAULT_METRICS``, all of ``DISENTANGLEMENT_METRICS`` but the
+    slow ``OPT_IN_METRICS``) and merge their results.
 
     ``num_train`` / ``num_eval`` override every metric's training and evaluation sizes (FactorVAE's
     variance estimate follows ``num_train``); None keeps disentanglement_lib's 10,000 / 5,000.
@@ -159,6 +177,8 @@ def compute_disentanglement(
 
 
 __all__ = [
+    "DEFAULT_METRICS",
+    "OPT_IN_METRICS",
     "DATASETS_WITH_FACTORS",
     "DISENTANGLEMENT_METRICS",
     "GroundTruth",
@@ -178,16 +198,23 @@ __all__ = [
     "dcimig_from_codes",
     "dcimig_from_info",
     "disentanglement",
+    "downstream_from_codes",
+    "downstream_gbt",
+    "downstream_logreg",
+    "downstream_task",
     "encode_factors",
     "explicitness",
     "factor_entropy",
     "factor_vae_from_votes",
     "factor_vae_score",
     "factor_vae_votes",
+    "fairness",
+    "fairness_summary",
     "gaussian_total_correlation",
     "gaussian_wasserstein_correlation",
     "generate_batch",
     "histogram_discretize",
+    "inter_group_fairness",
     "irs",
     "irs_from_codes",
     "irs_matrix",
