@@ -138,7 +138,8 @@ class LoggingConfig:
     # eval/<metric> (and the evaluation's own wall time as eval/seconds) at that batch's step.
     eval_every_n_steps: int = 0
     # active_units, kl, elbo, codebook; on data with ground-truth factors (dsprites, shapes3d, mpi3d,
-    # smallnorb, cars3d, arrays with factors) also mig, factor_vae, beta_vae, sap, dci, modularity. A
+    # smallnorb, cars3d, arrays with factors) also mig, factor_vae, beta_vae, sap, dci, modularity,
+    # irs, dcimig, unsupervised, downstream_logreg, downstream_gbt, fairness (the DISENTANGLEMENT_METRICS). A
     # group the model lacks (no posterior for elbo, no codebook) is left out with one note.
     eval_groups: list[str] = field(default_factory=lambda: ["active_units", "elbo"])
     # Validation images for active_units, kl, elbo and codebook; ground-truth observations for the
