@@ -258,7 +258,7 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
         choices=DISENTANGLEMENT_CHOICES,
         metavar="METRIC",
         help=f"disentanglement metrics to compute: {', '.join(DISENTANGLEMENT_CHOICES)} (default: all but "
-        "downstream_gbt and fairness, whose boosted trees take minutes: ask for them by name)",
+        "downstream_logreg, downstream_gbt and fairness, whose classifiers take minutes: ask for them by name)",
     )
     evaluate.add_argument(
         "--disentanglement-points",

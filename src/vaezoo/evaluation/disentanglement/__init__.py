@@ -96,9 +96,10 @@ DISENTANGLEMENT_METRICS: dict[str, Callable[..., dict[str, float]]] = {
     "fairness": fairness,
 }
 
-# Computed only when asked for by name: each fits boosted trees per factor, one tree per class and
-# round (4,000 for dSprites' 40 orientations), minutes at disentanglement_lib's sizes.
-OPT_IN_METRICS = ("downstream_gbt", "fairness")
+# Computed only when asked for by name: each fits classifiers per factor at several sizes (dlib runs
+# them as evaluations of their own): boosted trees fit one tree per class and round (4,000 for
+# dSprites' 40 orientations), logistic regression 10 strengths x 5 folds per factor and size.
+OPT_IN_METRICS = ("downstream_logreg", "downstream_gbt", "fairness")
 DEFAULT_METRICS = tuple(name for name in DISENTANGLEMENT_METRICS if name not in OPT_IN_METRICS)
 
 AUTO_MEMOIZE_CELLS = 2_000_000  # dSprites has 737,280 combinations: 59 MB of float64 codes for D = 10
