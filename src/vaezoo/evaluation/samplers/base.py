@@ -207,6 +207,56 @@ class ModelSampler(LatentSampler):
         return self
 
 
+def standardization(flat: Tensor, standardize: bool) -> tuple[Tensor, Tensor]:
+    """(shift, scale), (M,) each, that map codes (N, M) to zero mean and unit variance per dimension
+    (or zeros and ones: no change) before a sampler's network is fitted to them."""
+    if standardize:
+        return flat.mean(0), flat.std(0).clamp_min(1e-6)
+    return torch.zeros(flat.shape[1]), torch.ones(flat.shape[1])
+
+
+@torch.enable_grad()  # callers often sample under no_grad; fitting needs gradients
+def fit_by_adam(
+    net: nn.Module,
+    batch_loss: Callable[[Tensor], Tensor],
+    num_examples: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    *,
+    description: str,
+    progress: bool = False,
+    cosine: bool = True,
+    diverged: str | None = None,
+) -> list[float]:
+    """Minimise ``batch_loss(rows)`` (a scalar) over minibatches of ``batch_size`` random row
+    indices < ``num_examples`` by Adam, under a cosine decay of the learning rate if ``cosine``;
+    the loss at every step. ``description`` labels the progress bar; ``diverged``, if given, is
+    the message of the error a non-finite loss raises (with the step appended)."""
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps) if cosine else None
+    batch_size = min(batch_size, num_examples)
+    iterator: Iterable[int] = range(steps)
+    if progress:
+        from rich.progress import track
+
+        iterator = track(iterator, description=description)
+    losses = []
+    net.train()
+    for step in iterator:
+        loss = batch_loss(torch.randint(num_examples, (batch_size,)))
+        if diverged is not None and not torch.isfinite(loss):
+            raise RuntimeError(f"{diverged} at step {step}; try a lower lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+        losses.append(loss.item())
+    net.eval()
+    return losses
+
+
 SAMPLERS: dict[str, type[LatentSampler]] = {}  # name -> class, filled by @register_sampler
 
 

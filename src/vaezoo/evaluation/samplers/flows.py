@@ -18,7 +18,7 @@ loss levels off within ~1,500 steps, 0.08 nats above the true density's.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import partial
 from typing import Any, ClassVar
 
@@ -30,7 +30,9 @@ from vaezoo.evaluation.samplers.base import (
     SamplerNotApplicableError,
     SamplerNotFittedError,
     evaluating,
+    fit_by_adam,
     register_sampler,
+    standardization,
 )
 from vaezoo.nn.flows import MADE
 
@@ -188,40 +190,26 @@ class AutoregressiveFlowSampler(LatentSampler):
                 f"takes one pass per dimension at every training step), not {dims}; use 'maf' instead"
             )
         flat = flat.float()  # (N, M)
-        if self.standardize:
-            self.shift, self.scale = flat.mean(0), flat.std(0).clamp_min(1e-6)  # (M,) each
-        else:
-            self.shift, self.scale = torch.zeros(dims), torch.ones(dims)
+        self.shift, self.scale = standardization(flat, self.standardize)  # (M,) each
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.flow = self.build(dims)
             data = (flat - self.shift) / self.scale  # (N, M)
             self.losses = self.train_flow(data)
 
-    @torch.enable_grad()  # callers often sample under no_grad; fitting needs gradients
     def train_flow(self, data: Tensor) -> list[float]:
         """Minimise the mean negative log-likelihood of ``data`` (N, M) by minibatch Adam."""
-        optimizer = torch.optim.Adam(self.flow.parameters(), lr=self.lr)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.steps)
-        batch_size = min(self.batch_size, data.shape[0])
-        iterator: Iterable[int] = range(self.steps)
-        if self.progress:
-            from rich.progress import track
-
-            iterator = track(iterator, description=f"{self.name} sampler")
-        losses = []
-        self.flow.train()
-        for step in iterator:
-            loss = -self.flow.log_prob(data[torch.randint(data.shape[0], (batch_size,))]).mean()
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"the {self.name} sampler's fit diverged at step {step}; try a lower lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-        self.flow.eval()
-        return losses
+        return fit_by_adam(
+            self.flow,
+            lambda rows: -self.flow.log_prob(data[rows]).mean(),
+            data.shape[0],
+            self.steps,
+            self.batch_size,
+            self.lr,
+            description=f"{self.name} sampler",
+            progress=self.progress,
+            diverged=f"the {self.name} sampler's fit diverged",
+        )
 
     def log_prob(self, codes: Tensor) -> Tensor:
         """The fitted log-density of codes (n, *code_shape) in the codes' own units, (n,)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -16,6 +15,7 @@ from vaezoo.evaluation.samplers.base import (
     SeedLike,
     as_generator,
     evaluating,
+    fit_by_adam,
     register_sampler,
 )
 from vaezoo.nn.pixelcnn import GatedPixelCNN
@@ -227,31 +227,23 @@ def codebook_indices(codes: Tensor, codebook: Tensor, chunk: int = 16384) -> Ten
     return torch.cat(indices).view(batch, height, width).cpu()
 
 
-@torch.enable_grad()  # callers often sample under no_grad; fitting needs gradients
 def train_pixelcnn(
     net: GatedPixelCNN, indices: Tensor, steps: int, batch_size: int, lr: float, progress: bool = False
 ) -> list[float]:
     """Minimise the cross-entropy of index maps (N, h, w) (on the CPU) by minibatch Adam; the mean
     nats per code at every step."""
     device = next(net.parameters()).device
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    batch_size = min(batch_size, len(indices))
-    iterator: Iterable[int] = range(steps)
-    if progress:
-        from rich.progress import track
-
-        iterator = track(iterator, description="pixelcnn sampler")
-    losses = []
-    net.train()
-    for _ in iterator:
-        batch = indices[torch.randint(len(indices), (batch_size,))].to(device)  # (B, h, w)
-        loss = net.nll(batch).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    net.eval()
-    return losses
+    return fit_by_adam(
+        net,
+        lambda rows: net.nll(indices[rows].to(device)).mean(),  # a batch (B, h, w)
+        len(indices),
+        steps,
+        batch_size,
+        lr,
+        description="pixelcnn sampler",
+        progress=progress,
+        cosine=False,
+    )
 
 
 @torch.no_grad()

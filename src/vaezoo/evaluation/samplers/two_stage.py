@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from vaezoo.evaluation.samplers.base import LatentSampler, evaluating, register_sampler
+from vaezoo.evaluation.samplers.base import (
+    LatentSampler,
+    evaluating,
+    fit_by_adam,
+    register_sampler,
+    standardization,
+)
 from vaezoo.losses import gaussian_kl, squared_error
 from vaezoo.nn.latent_vae import LatentVAE, learned_variance_nll
 
@@ -76,10 +81,7 @@ class TwoStageSampler(LatentSampler):
 
     def _fit(self, flat: Tensor) -> None:
         flat = flat.float()  # (N, M)
-        if self.standardize:
-            self.shift, self.scale = flat.mean(0), flat.std(0).clamp_min(1e-6)  # (M,) each
-        else:
-            self.shift, self.scale = torch.zeros(flat.shape[1]), torch.ones(flat.shape[1])
+        self.shift, self.scale = standardization(flat, self.standardize)  # (M,) each
         threads = torch.get_num_threads()
         try:
             torch.set_num_threads(1)
@@ -112,31 +114,26 @@ class TwoStageSampler(LatentSampler):
         self.net.eval()
 
 
-@torch.enable_grad()  # callers often sample under no_grad; fitting needs gradients
 def train_latent_vae(
     net: LatentVAE, data: Tensor, steps: int, batch_size: int, lr: float, progress: bool = False
 ) -> list[float]:
     """Fit stage 2 to codes ``data`` (N, M) by minibatch Adam with cosine decay; the loss per step."""
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    batch_size, dims = min(batch_size, data.shape[0]), data.shape[1]
-    iterator: Iterable[int] = range(steps)
-    if progress:
-        from rich.progress import track
+    dims = data.shape[1]
 
-        iterator = track(iterator, description="two-stage sampler")
-    losses = []
-    net.train()
-    for _ in iterator:
-        z = data[torch.randint(data.shape[0], (batch_size,))]  # (B, M)
+    def negative_elbo(rows: Tensor) -> Tensor:
+        z = data[rows]  # (B, M)
         posterior = net.encoder(z)  # q(u|z)
         z_hat = net.decoder(posterior.rsample())  # (B, M)
         nll = learned_variance_nll(squared_error(z_hat, z, "sum"), net.log_gamma, dims)  # (B,)
-        loss = (nll + gaussian_kl(posterior.mu, posterior.log_var)).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-    net.eval()
-    return losses
+        return (nll + gaussian_kl(posterior.mu, posterior.log_var)).mean()
+
+    return fit_by_adam(
+        net,
+        negative_elbo,
+        data.shape[0],
+        steps,
+        batch_size,
+        lr,
+        description="two-stage sampler",
+        progress=progress,
+    )
