@@ -212,6 +212,8 @@ DISENTANGLEMENT_CHOICES = (
     "downstream_logreg",
     "downstream_gbt",
     "fairness",
+    "flatness",
+    "factored_components",
 )
 
 
@@ -258,7 +260,8 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
         choices=DISENTANGLEMENT_CHOICES,
         metavar="METRIC",
         help=f"disentanglement metrics to compute: {', '.join(DISENTANGLEMENT_CHOICES)} (default: all but "
-        "downstream_logreg, downstream_gbt and fairness, whose classifiers take minutes: ask for them by name)",
+        "downstream_logreg, downstream_gbt, fairness, flatness and factored_components, which take minutes: "
+        "ask for them by name)",
     )
     evaluate.add_argument(
         "--disentanglement-points",

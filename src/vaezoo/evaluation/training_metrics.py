@@ -96,6 +96,8 @@ def disentanglement_sizes(name: str, subset: int) -> dict[str, int]:
         return {"num_train": votes, "num_eval": max(MIN_VOTES, votes // 2)}
     if name in ("mig", "irs", "dcimig", "unsupervised"):  # no test split
         return {"num_train": subset}
+    if name in ("flatness", "factored_components"):  # traversals of every factor: one per 64 points
+        return {"repeats": max(MIN_VOTES, subset // VOTE_SIZE)}
     if name == "fairness":  # its test points are per (target, sensitive class): 1% of the subset each
         return {"num_train": subset, "num_test_points_per_class": max(10, subset // 100)}
     return {"num_train": subset, "num_test": max(2, subset // 2)}
@@ -145,6 +147,8 @@ DISENTANGLEMENT_GROUPS = (
     "downstream_logreg",
     "downstream_gbt",
     "fairness",
+    "flatness",
+    "factored_components",
 )
 
 EVAL_GROUPS: dict[str, EvalGroup] = {

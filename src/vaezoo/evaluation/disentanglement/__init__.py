@@ -23,7 +23,13 @@ metric name            keys
 ``dcimig``             ``dcimig``
 ``unsupervised``       ``gaussian_total_correlation``, ``gaussian_wasserstein_correlation``,
                        ``gaussian_wasserstein_correlation_norm``, ``mutual_info_score``
+``flatness``           ``flatness``, ``flatness_l1``, ``flatness_l2``, ``flatness_{width,length}_{l1,l2}``
+``factored_components`` ``linearity_{axis_ratio,linear_ratio,axis_alignment,axis_ratio_ave}``,
+                       ``distances_{rsame,rcorr,lcorr}_ground_latent_{l1,l2}_{factor,global}``
 =====================  ==============================================================================
+
+UDR (:mod:`.udr`) compares several models, so it is not in ``DISENTANGLEMENT_METRICS``: call
+``udr`` / ``udr_from_codes`` with one representation per model.
 """
 
 from __future__ import annotations
@@ -56,7 +62,18 @@ from vaezoo.evaluation.disentanglement.factor_vae import (
     factor_vae_score,
     factor_vae_votes,
 )
+from vaezoo.evaluation.disentanglement.factored_components import (
+    factored_components,
+    factored_components_from_traversals,
+    linearity_from_traversals,
+)
 from vaezoo.evaluation.disentanglement.fairness import fairness, fairness_summary, inter_group_fairness
+from vaezoo.evaluation.disentanglement.flatness import (
+    all_factor_traversals,
+    factor_traversals,
+    flatness,
+    flatness_from_traversals,
+)
 from vaezoo.evaluation.disentanglement.ground_truth import (
     DATASETS_WITH_FACTORS,
     GroundTruth,
@@ -73,6 +90,7 @@ from vaezoo.evaluation.disentanglement.modularity import (
     modularity_explicitness_from_codes,
 )
 from vaezoo.evaluation.disentanglement.sap import sap_from_codes, sap_score, sap_score_matrix
+from vaezoo.evaluation.disentanglement.udr import UDRResult, relative_strength, udr, udr_from_codes
 from vaezoo.evaluation.disentanglement.unsupervised import (
     gaussian_total_correlation,
     gaussian_wasserstein_correlation,
@@ -94,12 +112,16 @@ DISENTANGLEMENT_METRICS: dict[str, Callable[..., dict[str, float]]] = {
     "downstream_logreg": downstream_logreg,
     "downstream_gbt": downstream_gbt,
     "fairness": fairness,
+    "flatness": flatness,
+    "factored_components": factored_components,
 }
 
 # Computed only when asked for by name: each fits classifiers per factor at several sizes (dlib runs
 # them as evaluations of their own): boosted trees fit one tree per class and round (4,000 for
 # dSprites' 40 orientations), logistic regression 10 strengths x 5 folds per factor and size.
-OPT_IN_METRICS = ("downstream_logreg", "downstream_gbt", "fairness")
+# disent's flatness and factored components encode 1024 traversals of every factor (116,736
+# observations on dSprites, one eigendecomposition per traversal) and need a full factor grid.
+OPT_IN_METRICS = ("downstream_logreg", "downstream_gbt", "fairness", "flatness", "factored_components")
 DEFAULT_METRICS = tuple(name for name in DISENTANGLEMENT_METRICS if name not in OPT_IN_METRICS)
 
 AUTO_MEMOIZE_CELLS = 2_000_000  # dSprites has 737,280 combinations: 59 MB of float64 codes for D = 10
@@ -118,6 +140,8 @@ _SIZE_ARGUMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "downstream_logreg": (("num_train",), ("num_test",)),
     "downstream_gbt": (("num_train",), ("num_test",)),
     "fairness": (("num_train",), ()),
+    "flatness": ((), ()),  # sized by repeats (traversals per factor), not by points
+    "factored_components": ((), ()),
 }
 
 
@@ -178,6 +202,17 @@ def compute_disentanglement(
 
 
 __all__ = [
+    "udr_from_codes",
+    "udr",
+    "relative_strength",
+    "linearity_from_traversals",
+    "flatness_from_traversals",
+    "flatness",
+    "factored_components_from_traversals",
+    "factored_components",
+    "factor_traversals",
+    "all_factor_traversals",
+    "UDRResult",
     "DEFAULT_METRICS",
     "OPT_IN_METRICS",
     "DATASETS_WITH_FACTORS",
