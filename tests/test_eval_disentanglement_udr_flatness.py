@@ -6,6 +6,7 @@ through all its values in order.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -216,3 +217,33 @@ def test_the_two_metrics_run_through_compute_disentanglement_the_cli_and_trainin
     assert result["distances_rcorr_ground_latent_l1_global"] > 0.95
     args = build_parser().parse_args(["evaluate", "run", "--disentanglement-metrics", *names])
     assert args.disentanglement_metrics == names
+
+
+# ---------------------------------------------------------------- vaezoo udr
+
+
+@pytest.mark.slow
+def test_vaezoo_udr_ranks_two_tiny_runs_and_writes_json(tmp_path, capsys):
+    from pathlib import Path
+
+    from vaezoo.cli import main
+
+    repo = Path(__file__).resolve().parents[1]
+    tiny = [
+        "--model.hidden_dims", "[8, 16, 32]", "--model.latent_dim", "4", "--data.image_size", "32",
+        "--data.subset", "600", "--train.batch_size", "16", "--train.max_epochs", "1",
+        "--train.limit_train_batches", "4", "--train.limit_val_batches", "1", "--logging.progress_bar", "none",
+    ]  # fmt: skip
+    for seed in (0, 1):
+        args = ["train", "-c", str(repo / "configs/vae.yaml"), *tiny, "--train.seed", str(seed)]
+        assert main([*args, "--logging.save_dir", str(tmp_path / f"runs{seed}")]) == 0
+    runs = [str(next((tmp_path / f"runs{seed}").glob("*/version_*"))) for seed in (0, 1)]
+    out = tmp_path / "udr.json"
+    assert main(["udr", *runs, "--points", "200", "-o", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert [row["run"] for row in summary["runs"]] == runs
+    assert all(0.0 <= row["udr"] <= 1.0 for row in summary["runs"])
+    assert np.array(summary["pairwise"]).shape == (2, 2)
+    assert main(["udr", *runs, "-o", str(out)]) == 2  # an existing output is kept
+    assert "exists" in capsys.readouterr().err
+    assert main(["udr", runs[0], "-o", str(tmp_path / "one.json")]) == 2

@@ -166,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--reevaluate", action="store_true", help="evaluate finished entries again, without retraining"
     )
+    add_udr_parser(commands)
     commands.add_parser("list", help="list the registered models")
     commands.add_parser(
         "configs",
@@ -175,6 +176,23 @@ def build_parser() -> argparse.ArgumentParser:
     for command in commands.choices.values():  # every option's help shows its default
         command.formatter_class = ShowDefaults
     return parser
+
+
+def add_udr_parser(commands: argparse._SubParsersAction) -> None:
+    udr = commands.add_parser(
+        "udr",
+        help="rank models trained on the same data by UDR (Duan et al. 2020), no ground truth needed",
+        description="Unsupervised Disentanglement Ranking: encode the same observations with every run, "
+        "compare each pair's codes (Lasso or Spearman similarity of dimensions with mean KL > 0.01) and "
+        "score each run by the median over its pairs. Observations come from the first run's data "
+        "(--data.key VALUE overrides it); it needs a dataset with factors to sample them.",
+    )
+    udr.add_argument("checkpoints", nargs="+", metavar="RUN", help=f"two or more runs: {CHECKPOINT_HELP}")
+    udr.add_argument("--points", type=int, default=10_000, help="observations every run encodes")
+    udr.add_argument("--correlation", choices=["lasso", "spearman"], default="lasso", help="similarity")
+    udr.add_argument("--seed", type=int, default=0, help="seed of the observations and the Lasso")
+    udr.add_argument("-o", "--output", default="udr.json", help="the JSON file to write")
+    udr.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
 
 
 def add_sampler_option_argument(command: argparse.ArgumentParser) -> None:
@@ -534,6 +552,50 @@ def _print_report(report) -> None:
     Console().print(table)
 
 
+def cmd_udr(args: argparse.Namespace, overrides: list[str]) -> int:
+    import json
+
+    from vaezoo.evaluation.disentanglement import MissingFactorsError, check_ground_truth, udr
+    from vaezoo.evaluation.disentanglement.udr import model_representation_and_kl
+    from vaezoo.io import load_run
+
+    refuse_to_overwrite(args)
+    if len(args.checkpoints) < 2:
+        raise ConfigError(f"udr compares runs: give at least 2, got {len(args.checkpoints)}")
+    runs = [load_run(path) for path in args.checkpoints]
+    first = runs[0]
+    datamodule = _run_data(first.model, first.config, None, overrides, args.checkpoints[0], "udr")
+    try:
+        ground_truth = check_ground_truth(datamodule.ground_truth, datamodule.config.name)
+    except MissingFactorsError as err:
+        raise ConfigError(f"udr samples observations from a dataset with factors: {err}") from None
+    conditional = [path for path, run in zip(args.checkpoints, runs, strict=True) if run.model.is_conditional]
+    if conditional:
+        raise ConfigError(
+            f"udr encodes observations without labels; conditional runs: {', '.join(conditional)}"
+        )
+    pairs = [model_representation_and_kl(run.model) for run in runs]
+    result = udr(
+        ground_truth,
+        [represent for represent, _ in pairs],
+        [kl for _, kl in pairs],
+        num_train=args.points,
+        correlation=args.correlation,
+        random_state=args.seed,
+    )
+    rows = [
+        {"run": path, "model": type(run.model).__name__, "udr": float(score)}
+        for path, run, score in zip(args.checkpoints, runs, result.model_scores, strict=True)
+    ]
+    for row in sorted(rows, key=lambda row: -row["udr"]):
+        print(f"{row['udr']:.4f}  {row['model']:<20} {row['run']}")
+    summary = {"correlation": args.correlation, "points": args.points, "data": datamodule.config.name}
+    summary |= {"runs": rows, "pairwise": result.pairwise.tolist()}
+    Path(args.output).write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace, overrides: list[str]) -> int:
     from vaezoo.export import export_model
 
@@ -638,6 +700,7 @@ COMMANDS = {
     "reconstruct": cmd_reconstruct,
     "evaluate": cmd_evaluate,
     "export": cmd_export,
+    "udr": cmd_udr,
     "benchmark": cmd_benchmark,
     "list": cmd_list,
     "configs": cmd_configs,

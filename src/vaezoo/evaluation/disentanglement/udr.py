@@ -19,7 +19,7 @@ A model's score is the median over the other models j of the pair (j, i).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from vaezoo.evaluation.disentanglement.common import (
     sample_factors,
 )
 from vaezoo.evaluation.disentanglement.ground_truth import GroundTruth, TableGroundTruth, check_ground_truth
+
+if TYPE_CHECKING:
+    from vaezoo.models.base import BaseVAE
 
 CORRELATIONS = ("lasso", "spearman")
 KLFn = Callable[[torch.Tensor], "np.ndarray | torch.Tensor"]  # images (N, C, H, W) -> KL per dim (N, D)
@@ -151,3 +154,23 @@ def udr(
     return udr_from_codes(
         arrays[:m], kls, correlation=correlation, kl_threshold=kl_threshold, random_state=random_state
     )
+
+
+def model_representation_and_kl(model: BaseVAE) -> tuple[RepresentationFn, KLFn]:
+    """A trained model's ``embed`` codes and ``kl_per_dimension`` (in eval mode, on its device) for
+    :func:`udr`; a model without a per-dimension KL (no posterior) keeps every dimension."""
+    if model.is_conditional:
+        raise ValueError(f"{type(model).__name__} is conditional: UDR encodes observations without labels")
+    model.eval()
+    device = next(model.parameters(), torch.empty(0)).device
+
+    def represent(images: torch.Tensor) -> torch.Tensor:
+        return model.embed(images.to(device)).flatten(start_dim=1)
+
+    def kl(images: torch.Tensor) -> torch.Tensor:
+        try:
+            return model.kl_per_dimension(images.to(device))
+        except NotImplementedError:  # no posterior: count every dimension as informative
+            return torch.ones_like(represent(images))
+
+    return represent, kl
