@@ -247,3 +247,40 @@ def test_vaezoo_udr_ranks_two_tiny_runs_and_writes_json(tmp_path, capsys):
     assert main(["udr", *runs, "-o", str(out)]) == 2  # an existing output is kept
     assert "exists" in capsys.readouterr().err
     assert main(["udr", runs[0], "-o", str(tmp_path / "one.json")]) == 2
+
+
+@pytest.mark.slow
+def test_a_benchmark_suite_with_udr_scores_its_entries_against_each_other(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import yaml
+
+    from vaezoo.cli import main
+    from vaezoo.config import ConfigError
+    from vaezoo.evaluation.benchmark import load_suite
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    small = {"model.hidden_dims": [8, 16, 32], "model.latent_dim": 3}
+    suite = {
+        "name": "udr",
+        "output": str(tmp_path / "results"),
+        "data": {"name": "dsprites", "subset": 400, "image_size": 32},
+        "train": {"max_epochs": 1, "limit_train_batches": 3, "limit_val_batches": 1, "batch_size": 16},
+        "logging": {"progress_bar": "none"},
+        "evaluate": {"metrics": ["latent"], "fid_samples": 0},
+        "udr": {"points": 200, "correlation": "spearman"},
+        "models": [
+            {"label": "VAE", "config": "configs/vae.yaml", "overrides": small},
+            {"label": "BetaVAE", "config": "configs/bbvae.yaml", "overrides": small},
+        ],
+    }
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    assert main(["benchmark", "-c", str(path)]) == 0
+    rows = json.loads((tmp_path / "results" / "results.json").read_text())["rows"]
+    scores = [rows[slug]["metrics"]["disentanglement/udr"] for slug in ("VAE", "BetaVAE")]
+    assert all(0.0 <= score <= 1.0 for score in scores)
+    assert "UDR" in (tmp_path / "results" / "results.md").read_text()
+    path.write_text(yaml.safe_dump({**suite, "udr": {"pionts": 10}}))
+    with pytest.raises(ConfigError, match="udr must be a mapping"):
+        load_suite(path)

@@ -9,9 +9,14 @@ A suite is a YAML file (see ``benchmarks/``)::
     data:  {name: dsprites, subset: 40000}   # merged over every config's data section
     train: {max_epochs: 3}                   # the budget, merged over every config's train section
     evaluate: {fid_samples: 0, disentanglement_train: 10000}   # EvaluationSettings fields
+    udr: {points: 10000, correlation: lasso}   # optional: a UDR column across the suite's runs
     models:
       - {label: VAE, config: configs/vae.yaml}
       - {label: BetaVAE-B, config: configs/bbvae.yaml, overrides: {model.latent_dim: 10}}
+
+With ``udr``, every unconditional entry is also scored by UDR (Duan et al. 2020) against the
+other entries of the suite trained so far (they share the data): the median similarity of its
+codes to theirs, recomputed whenever the suite runs.
 
 Each finished entry is stored in results.json at once, so an interrupted suite resumes where it
 stopped; ``--force`` retrains.
@@ -34,7 +39,19 @@ from vaezoo.config import ConfigError, from_dict, load_yaml, set_dotted
 from vaezoo.evaluation.evaluate import EvaluationSettings, evaluate, format_value
 from vaezoo.fileio import atomic_path, atomic_write_text
 
-SUITE_KEYS = {"name", "description", "output", "seed", "data", "train", "logging", "evaluate", "models"}
+SUITE_KEYS = {
+    "name",
+    "description",
+    "output",
+    "seed",
+    "data",
+    "train",
+    "logging",
+    "evaluate",
+    "models",
+    "udr",
+}
+UDR_KEYS = {"points", "correlation"}
 
 
 @dataclass
@@ -60,6 +77,7 @@ class Suite:
     evaluate: dict[str, Any]
     models: list[SuiteEntry]
     description: str = ""
+    udr: dict[str, Any] | None = None  # {points, correlation}: a UDR column across the entries
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -85,6 +103,9 @@ def load_suite(path: str | Path) -> Suite:
         entries.append(
             SuiteEntry(str(item.get("label", config.stem)), config, dict(item.get("overrides") or {}))
         )
+    udr = raw.get("udr")
+    if udr is not None and (not isinstance(udr, dict) or set(udr) - UDR_KEYS):
+        raise ConfigError(f"{path}: udr must be a mapping with keys among {sorted(UDR_KEYS)}, got {udr!r}")
     labels = [entry.slug for entry in entries]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{path}: model labels must be unique, got {labels}")
@@ -100,6 +121,7 @@ def load_suite(path: str | Path) -> Suite:
         evaluate=dict(raw.get("evaluate") or {}),
         models=entries,
         description=str(raw.get("description", "")),
+        udr=dict(udr) if udr is not None else None,
     )
 
 
@@ -227,11 +249,44 @@ def run_suite(
             print(f"benchmark: training and evaluating {entry.label} ...")
             row = run_entry(suite, entry, output)
         done = save_row(results_file, suite, entry.slug, row)["rows"]
+    if suite.udr is not None:
+        for slug, score in suite_udr(suite, output, done).items():
+            done[slug].setdefault("metrics", {})["disentanglement/udr"] = score
+            done = save_row(results_file, suite, slug, done[slug])["rows"]
     rows = [done[e.slug] for e in suite.models if e.slug in done]
     atomic_write_text(output / "results.md", render_results(suite, rows))
     if rows:
         plot_results(rows, output / "results.png")
     return output / "results.md"
+
+
+def suite_udr(suite: Suite, output: Path, done: dict[str, Any]) -> dict[str, float]:
+    """UDR of each finished unconditional entry against the others, on observations of the suite's
+    data ({} for fewer than two such entries)."""
+    from vaezoo.data import VAEDataModule
+    from vaezoo.evaluation.disentanglement import check_ground_truth, udr
+    from vaezoo.evaluation.disentanglement.udr import model_representation_and_kl
+    from vaezoo.io import load_run
+
+    entries = [entry for entry in suite.models if entry.slug in done]
+    runs = {e.slug: load_run(Path(done[e.slug]["run_dir"]) / "checkpoints" / "last.ckpt") for e in entries}
+    runs = {slug: run for slug, run in runs.items() if not run.model.is_conditional}
+    if len(runs) < 2:
+        return {}
+    config = entry_config(suite, entries[0], output / "runs")
+    datamodule = VAEDataModule(config.data, batch_size=config.train.batch_size)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    pairs = [model_representation_and_kl(run.model) for run in runs.values()]
+    result = udr(
+        check_ground_truth(datamodule.ground_truth, config.data.name),
+        [represent for represent, _ in pairs],
+        [kl for _, kl in pairs],
+        num_train=int(suite.udr.get("points", 10_000)) if suite.udr else 10_000,
+        correlation=str(suite.udr.get("correlation", "lasso")) if suite.udr else "lasso",
+        random_state=suite.seed,
+    )
+    return {slug: float(score) for slug, score in zip(runs, result.model_scores, strict=True)}
 
 
 # --------------------------------------------------------------------------- the table and the plot
@@ -252,6 +307,7 @@ COLUMNS = (  # (header, metric key) in the order of the table; a column is shown
     ("DCI dis.", "disentanglement/dci_disentanglement"),
     ("SAP", "disentanglement/sap"),
     ("Modularity", "disentanglement/modularity"),
+    ("UDR", "disentanglement/udr"),
     ("FID", "sample_quality/fid"),
 )
 
