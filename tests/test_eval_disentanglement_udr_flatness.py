@@ -17,6 +17,7 @@ from vaezoo.cli import build_parser
 from vaezoo.evaluation.disentanglement import (
     DISENTANGLEMENT_METRICS,
     OPT_IN_METRICS,
+    MissingFactorsError,
     TableGroundTruth,
     compute_disentanglement,
     factored_components_from_traversals,
@@ -169,7 +170,7 @@ def test_flatness_needs_a_factor_with_two_values_and_a_full_grid():
     with pytest.raises(ValueError, match="at least 2 values"):
         flatness_from_traversals([np.zeros((4, 1, 3))])
     table = TableGroundTruth(torch.zeros(2, 1, 2, 2), np.array([[0, 0], [1, 1]]), ("a", "b"))
-    with pytest.raises(ValueError, match="full grid"):
+    with pytest.raises(MissingFactorsError, match="full grid"):
         compute_disentanglement(table, lambda x: x.flatten(1), "flatness")
 
 

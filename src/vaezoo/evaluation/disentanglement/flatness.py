@@ -14,7 +14,7 @@ length over the factors with more than one value (a factor whose codes do not mo
 the L1 norm, so it also rewards axis alignment: a straight traversal along a diagonal of d axes
 scores ``1 / sqrt(d)``. ``flatness_l1`` and ``flatness_l2`` use one norm for both. As disent:
 1024 repeats per factor. Traversals need every combination of factors: a table ground truth
-raises ValueError.
+raises MissingFactorsError (``vaezoo evaluate`` reports the metric as not applicable).
 """
 
 from __future__ import annotations
@@ -31,7 +31,11 @@ from vaezoo.evaluation.disentanglement.common import (
     make_rng,
     sample_factors,
 )
-from vaezoo.evaluation.disentanglement.ground_truth import GroundTruth, check_ground_truth
+from vaezoo.evaluation.disentanglement.ground_truth import (
+    GroundTruth,
+    MissingFactorsError,
+    check_ground_truth,
+)
 
 
 def factor_traversals(
@@ -45,7 +49,7 @@ def factor_traversals(
     """Codes (repeats, S_k, D) of ``repeats`` traversals of ``factor`` (disent's
     ``sample_random_factor_traversal``): other factors random, ``factor`` = 0 .. S_k - 1 in order."""
     if hasattr(ground_truth, "sample_factors_matching"):
-        raise ValueError(
+        raise MissingFactorsError(
             "factor traversals need every combination of factors (a full grid); this ground truth is a table"
         )
     if repeats < 1:
