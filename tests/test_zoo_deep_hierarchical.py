@@ -187,3 +187,19 @@ def test_iwae_bound_is_a_logmeanexp_above_the_elbo():
     # the k = 1 bound is the ELBO estimate
     single = importance_weighted_bounds(model, x, num_samples=1)
     torch.testing.assert_close(single["iwae"], single["elbo"])
+
+
+def test_train_max_time_is_validated_and_reaches_the_trainer(tmp_path):
+    from vaezoo.config import ConfigError, load_config
+    from vaezoo.training.run import build_trainer
+
+    with pytest.raises(ConfigError, match="train.max_time.*positive number of seconds"):
+        load_config(None, ["--train.max_time", "0"])
+    config = load_config(None, ["--train.max_time", "90", "--logging.progress_bar", "none"])
+    assert config.train.max_time == 90
+    trainer = build_trainer(config, tmp_path, (0.0, 1.0))
+    timers = [c for c in trainer.callbacks if type(c).__name__ == "Timer"]
+    assert len(timers) == 1 and timers[0]._duration == 90
+    assert not any(
+        type(c).__name__ == "Timer" for c in build_trainer(load_config(None), tmp_path, (0.0, 1.0)).callbacks
+    )

@@ -69,7 +69,8 @@ class TopDownGroup(nn.Module):
         self.merge = nn.Conv2d(latent_channels, channels, kernel_size=1)
         for head in (self.prior, self.posterior):  # start at the standard normal, q = p
             nn.init.zeros_(head.weight)
-            nn.init.zeros_(head.bias)
+            if head.bias is not None:
+                nn.init.zeros_(head.bias)
 
     def prior_of(self, h: Tensor) -> DiagonalGaussian:
         mu, log_var = self.prior(h).chunk(2, dim=1)  # (B, C_z, H, W) each
@@ -124,6 +125,7 @@ class DeepHierarchicalVAE(BaseVAE):
     """
 
     output_cls: type[NamedTuple] = HierarchyOutput
+    group_sizes: Tensor  # (L,) latents per group, a buffer
     kl_terms = ()  # KLs against the learned top-down priors, not against N(0, I)
 
     def __init__(
@@ -260,7 +262,8 @@ class DeepHierarchicalVAE(BaseVAE):
         parameters (B, C, H, W), and per group z_l, q (or None) and p, top-down."""
         h = self.h_top.expand(batch, -1, -1, -1)
         latents, posteriors, priors = [], [], []
-        for index, (spec, group) in enumerate(zip(self.groups, self.down_groups)):
+        groups: list[TopDownGroup] = list(self.down_groups)  # type: ignore[arg-type]
+        for index, (spec, group) in enumerate(zip(self.groups, groups)):
             if index and spec.scale > self.groups[index - 1].scale:
                 h = self.scale_up[spec.scale - 1](h)
             h = group.cells(h)
@@ -280,7 +283,8 @@ class DeepHierarchicalVAE(BaseVAE):
         features = [f.repeat_interleave(repeats, dim=0) for f in self.bottom_up(x)]
 
         def posterior(index: int, h: Tensor, prior: DiagonalGaussian) -> tuple[Tensor, DiagonalGaussian]:
-            q = self.down_groups[index].posterior_of(h, features[index], prior)
+            group: TopDownGroup = self.down_groups[index]  # type: ignore[assignment]
+            q = group.posterior_of(h, features[index], prior)
             return (q.rsample() if stochastic else q.mu), q
 
         return self.top_down(x.shape[0] * repeats, posterior)
@@ -305,7 +309,7 @@ class DeepHierarchicalVAE(BaseVAE):
 
     def forward(self, input: Tensor, **kwargs: Any) -> NamedTuple:  # HierarchyOutput (+ recon_params)
         params, latents, posteriors, priors = self.infer(input)
-        return self.pack(
+        values: dict[str, Any] = dict(  # tensors, and per-group tuples of latents and distributions
             recons=self.likelihood.mean(params),
             recon_params=params,
             input=input,
@@ -315,6 +319,7 @@ class DeepHierarchicalVAE(BaseVAE):
             posteriors=tuple(posteriors),
             priors=tuple(priors),
         )
+        return self.pack(**values)
 
     def loss(self, output: Any, M_N: float = 1.0, **kwargs: Any) -> dict[str, Tensor]:
         recon = self.reconstruction_loss(self.recon_params(output), output.input).mean()

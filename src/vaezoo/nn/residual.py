@@ -25,7 +25,8 @@ class ResidualCell(nn.Module):
         last = self.branch[-1]
         assert isinstance(last, nn.Conv2d)
         nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
+        if last.bias is not None:
+            nn.init.zeros_(last.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.branch(x)
