@@ -85,6 +85,10 @@ class TrainConfig:
     val_batch_size: int | None = None  # None: batch_size
     max_epochs: int | None = 10
     max_steps: int = -1
+    # A wall-clock budget in seconds (Lightning's Trainer(max_time=...)): training stops, validates and
+    # checkpoints at the first batch past it, whichever of max_epochs, max_steps, max_time comes first.
+    # It gives models of different speeds the same training time (benchmarks). None: no limit.
+    max_time: float | None = None
     # "auto": bf16-mixed where the hardware computes bf16 natively (CPUs with AVX512-BF16 or AMX,
     # CUDA GPUs of compute capability >= 8.0), else 32-true; or any Lightning precision string.
     precision: str = "auto"
@@ -335,6 +339,12 @@ def check_values(config: Config, source: str, overridden: collections.abc.Collec
             "train.max_epochs",
             t.max_epochs,
             "a positive integer or null",
+        ),
+        (
+            t.max_time is None or t.max_time > 0,
+            "train.max_time",
+            t.max_time,
+            "a positive number of seconds or null",
         ),
         (t.precision in PRECISIONS, "train.precision", t.precision, f"one of {list(PRECISIONS)}"),
         (d.image_size > 0, "data.image_size", d.image_size, "a positive integer"),

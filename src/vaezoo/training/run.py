@@ -20,6 +20,7 @@ over. A run folder holds::
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import re
@@ -284,6 +285,7 @@ def build_trainer(
         max_epochs=train.max_epochs,
         # train.max_steps counts batches, Lightning's optimizer steps
         max_steps=train.max_steps * steps_per_batch if train.max_steps > 0 else -1,
+        max_time=None if train.max_time is None else datetime.timedelta(seconds=train.max_time),
         precision=precision,
         # with manual optimisation VAEModule clips itself (Lightning refuses to)
         gradient_clip_val=train.gradient_clip_val if automatic_optimization else None,
