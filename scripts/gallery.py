@@ -35,9 +35,17 @@ NEEDS_FACTORS = "n/a (needs factors)"
 
 def run_one(config: Path, dataset: str, steps: int, batch_size: int, out_root: Path) -> dict:
     """Train one config on one dataset for ``steps`` batches; return its row of the table."""
-    if dataset not in DATASETS_WITH_FACTORS and yaml.safe_load(config.read_text()).get("data", {}).get("pairs_k"):
+    if dataset not in DATASETS_WITH_FACTORS and yaml.safe_load(config.read_text()).get("data", {}).get(
+        "pairs_k"
+    ):
         # a weakly-supervised model trains on pairs that share factors: none without factors
-        return {"config": config.stem, "dataset": dataset, "steps": steps, "seconds": 0, "skipped": NEEDS_FACTORS}
+        return {
+            "config": config.stem,
+            "dataset": dataset,
+            "steps": steps,
+            "seconds": 0,
+            "skipped": NEEDS_FACTORS,
+        }
     with tempfile.TemporaryDirectory() as tmp:
         command = [
             sys.executable,

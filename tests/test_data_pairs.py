@@ -83,5 +83,7 @@ def test_datamodule_batches_hold_pairs() -> None:
 
 
 def test_pairs_on_a_dataset_without_factors_is_an_error() -> None:
-    with pytest.raises(DataError, match=r"data.pairs_k = 1 needs a dataset with ground-truth factors.*'mnist'"):
+    with pytest.raises(
+        DataError, match=r"data.pairs_k = 1 needs a dataset with ground-truth factors.*'mnist'"
+    ):
         VAEDataModule(DataConfig(name="mnist", path="/nonexistent", pairs_k=1))

@@ -159,7 +159,9 @@ class VAEDataModule(L.LightningDataModule):
         if self.config.pairs_k is None:
             return split
         try:
-            return PairedSplit(self.ground_truth, len(split), self.config.pairs_k, self.seed, self.config.name)
+            return PairedSplit(
+                self.ground_truth, len(split), self.config.pairs_k, self.seed, self.config.name
+            )
         except ValueError as err:
             raise DataError(f"data.name = {self.config.name!r}: {err}") from None
 

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from vaezoo.data.common import Batch, SplitDataset
-from vaezoo.evaluation.disentanglement.ground_truth import GroundTruth, check_ground_truth
+from vaezoo.evaluation.disentanglement.ground_truth import check_ground_truth
 
 RANDOM_K = "random"
 
@@ -29,7 +29,9 @@ def check_k(k: Any, factor_sizes: tuple[int, ...] | list[int]) -> int | str:
     """``k`` if it is a valid number of changed factors for these factor sizes, else a ValueError."""
     variable = sum(int(size) > 1 for size in factor_sizes)
     if variable < 2:
-        raise ValueError(f"pairs need at least two factors with more than one class, got factor_sizes {factor_sizes}")
+        raise ValueError(
+            f"pairs need at least two factors with more than one class, got factor_sizes {factor_sizes}"
+        )
     if k == RANDOM_K:
         return k
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < variable:
@@ -40,7 +42,9 @@ def check_k(k: Any, factor_sizes: tuple[int, ...] | list[int]) -> int | str:
     return k
 
 
-def change_factors(factors: np.ndarray, factor_sizes: np.ndarray, k: int | str, rng: np.random.Generator) -> np.ndarray:
+def change_factors(
+    factors: np.ndarray, factor_sizes: np.ndarray, k: int | str, rng: np.random.Generator
+) -> np.ndarray:
     """A copy of (B, F) ``factors`` in which k factors of each row take another class."""
     variable = np.flatnonzero(factor_sizes > 1)
     out = factors.copy()
@@ -53,7 +57,7 @@ def change_factors(factors: np.ndarray, factor_sizes: np.ndarray, k: int | str, 
 
 
 def sample_pairs(
-    ground_truth: GroundTruth, num_pairs: int, k: int | str, rng: np.random.Generator
+    ground_truth: Any, num_pairs: int, k: int | str, rng: np.random.Generator
 ) -> tuple[Tensor, Tensor]:
     """``num_pairs`` pairs: images (2B, C, H, W) and factor classes (2B, F), rows i and B+i paired."""
     sizes = np.asarray(ground_truth.factor_sizes, dtype=np.int64)

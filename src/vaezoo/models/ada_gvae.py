@@ -59,11 +59,15 @@ class AdaGVAE(VanillaVAE):
         """(B, D) True where the pair's posteriors are aggregated: the adaptive threshold of Eq. 7."""
         return adaptive_shared_mask(pair_kl(q1, q2))
 
-    def forward(self, input: Tensor, pairs: bool = False, labels: Tensor | None = None, **kwargs: Any) -> NamedTuple:
+    def forward(
+        self, input: Tensor, pairs: bool = False, labels: Tensor | None = None, **kwargs: Any
+    ) -> NamedTuple:
         if not pairs:
             return super().forward(input, **kwargs)
         posterior = self.encode(input)  # (2B, D): both images through one encoder pass
-        q1, q2 = (DiagonalGaussian(mu, log_var) for mu, log_var in zip(*map(split_pairs, posterior.as_list())))
+        q1, q2 = (
+            DiagonalGaussian(mu, log_var) for mu, log_var in zip(*map(split_pairs, posterior.as_list()))
+        )
         shared = self.shared_dimensions(q1, q2, labels)  # (B, D)
         a1, a2 = aggregate_pair(q1, q2, shared, AVERAGING[self.averaging])
         mu, log_var = torch.cat([a1.mu, a2.mu]), torch.cat([a1.log_var, a2.log_var])  # (2B, D)

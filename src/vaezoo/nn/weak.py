@@ -81,7 +81,9 @@ def aggregate_pair(
     joint = average(q1, q2)
 
     def replace(q: DiagonalGaussian) -> DiagonalGaussian:
-        return DiagonalGaussian(torch.where(shared, joint.mu, q.mu), torch.where(shared, joint.log_var, q.log_var))
+        return DiagonalGaussian(
+            torch.where(shared, joint.mu, q.mu), torch.where(shared, joint.log_var, q.log_var)
+        )
 
     return replace(q1), replace(q2)
 

@@ -75,7 +75,11 @@ class VAEModule(L.LightningModule):
     train_batches: Tensor  # long scalar buffer: training batches so far (see ``batches_seen``)
 
     def __init__(
-        self, model: BaseVAE, train: TrainConfig, run_config: dict[str, Any] | None = None, pairs: bool = False
+        self,
+        model: BaseVAE,
+        train: TrainConfig,
+        run_config: dict[str, Any] | None = None,
+        pairs: bool = False,
     ) -> None:
         """``pairs``: the batches hold pairs (data.pairs_k), rows i and B+i; the model gets ``pairs=True``."""
         super().__init__()
