@@ -62,6 +62,9 @@ class DataConfig:
     bad_files: Literal["fail", "skip"] = "fail"
     label_column: int | str | None = None  # vectors: the labels' column, a 0-based index or a CSV header name
     standardize: bool = False  # vectors: scale each feature to the training split's zero mean, unit std
+    # Weak supervision (Ada-GVAE, GroupVAE ...): batches of pairs that share all factors but this
+    # many (an integer k >= 1, or "random": k uniform per pair); null: single images. Datasets with factors only.
+    pairs_k: int | str | None = None
 
 
 @dataclass

@@ -22,11 +22,13 @@ from vaezoo.data.idx import build_idx
 from vaezoo.data.image_folder import build_image_folder
 from vaezoo.data.in_memory import build_in_memory
 from vaezoo.data.mpi3d import build_mpi3d
+from vaezoo.data.pairs import PairedSplit
 from vaezoo.data.sampler import EpochSampler, ResumableLoader
 from vaezoo.data.shapes3d import build_shapes3d
 from vaezoo.data.smallnorb import build_smallnorb
 from vaezoo.data.transforms import check_normalize, value_range
 from vaezoo.data.vectors import build_vectors
+from vaezoo.evaluation.disentanglement.ground_truth import DATASETS_WITH_FACTORS
 
 Builder = Callable[[DataConfig], DataSplits]
 
@@ -85,6 +87,11 @@ def check_config(config: DataConfig) -> None:
     for ok, key, value, expected in rules:
         if not ok:
             raise DataError(f"{key} = {value!r} must be {expected}")
+    if config.pairs_k is not None and config.name not in DATASETS_WITH_FACTORS:
+        raise DataError(
+            f"data.pairs_k = {config.pairs_k!r} needs a dataset with ground-truth factors, but data.name = "
+            f"{config.name!r} has none (datasets with factors: {', '.join(DATASETS_WITH_FACTORS)})"
+        )
 
 
 class VAEDataModule(L.LightningDataModule):
@@ -138,12 +145,25 @@ class VAEDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> ResumableLoader:
         """Shuffled batches, each process its shard; resumable part-way through an epoch."""
-        train = self.splits.train
+        train = self.paired(self.splits.train)
         sampler = EpochSampler(len(train), seed=self.seed, shuffle=True, even=True)
         return self._loader(train, self.batch_size, sampler, drop_last=len(train) > self.batch_size)
 
     def val_dataloader(self) -> ResumableLoader:
-        return self._loader(self.splits.val, self.val_batch_size, self._in_order(self.splits.val))
+        val = self.paired(self.splits.val)
+        return self._loader(val, self.val_batch_size, self._in_order(val))
+
+    def paired(self, split: SplitDataset) -> SplitDataset:
+        """With ``data.pairs_k``: as many batches of pairs from the ground truth as ``split`` has
+        images (batches of B pairs hold 2B images); else ``split`` itself."""
+        if self.config.pairs_k is None:
+            return split
+        try:
+            return PairedSplit(
+                self.ground_truth, len(split), self.config.pairs_k, self.seed, self.config.name
+            )
+        except ValueError as err:
+            raise DataError(f"data.name = {self.config.name!r}: {err}") from None
 
     def test_dataloader(self) -> ResumableLoader:
         return self._loader(self.splits.test, self.val_batch_size, self._in_order(self.splits.test))

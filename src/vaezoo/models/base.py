@@ -104,6 +104,9 @@ class BaseVAE(nn.Module):
     samples_from_prior: bool = True  # False: sample() raises NotImplementedError saying why (e.g. VQ-VAE)
     is_conditional: ClassVar[bool] = False  # True: forward/sample/generate need labels= (e.g. a CVAE)
     supports_vectors: ClassVar[bool] = False  # True: architecture="mlp" trains it on vectors (B, D)
+    # True: trained on pairs that share factors (weak supervision, e.g. Ada-GVAE); forward(x, pairs=True)
+    # reads rows i and B+i of a (2B, ...) batch as a pair, and still works on a plain batch.
+    trains_on_pairs: ClassVar[bool] = False
     # Where the latents live, for the samplers of a model's own geometry: "euclidean" (R^D),
     # "hypersphere" (the unit sphere S^{D-1}, SVAE) or "poincare_ball" (the Poincare ball, PoincareVAE).
     latent_geometry: ClassVar[str] = "euclidean"

@@ -74,8 +74,16 @@ class VAEModule(L.LightningModule):
     model: BaseVAE
     train_batches: Tensor  # long scalar buffer: training batches so far (see ``batches_seen``)
 
-    def __init__(self, model: BaseVAE, train: TrainConfig, run_config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: BaseVAE,
+        train: TrainConfig,
+        run_config: dict[str, Any] | None = None,
+        pairs: bool = False,
+    ) -> None:
+        """``pairs``: the batches hold pairs (data.pairs_k), rows i and B+i; the model gets ``pairs=True``."""
         super().__init__()
+        self.pairs = pairs
         self.model = model
         self.train_config = train
         self.run_config = run_config or {}
@@ -119,6 +127,8 @@ class VAEModule(L.LightningModule):
         if images.dim() == 4:  # NHWC is a layout of image batches; vectors (B, D) stay as they are
             images = images.contiguous(memory_format=self.memory_format)
         context = {"labels": labels, "global_step": self.batches_seen, "batch_idx": batch_idx}
+        if self.pairs:
+            context["pairs"] = True
         if model is None or model is self.model:
             output = to_float32(self._forward(images, context))
         else:

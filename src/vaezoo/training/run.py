@@ -155,6 +155,11 @@ def prepare(config: Config, splits: DataSplits | None = None, model: BaseVAE | N
             model = create_model(config.model_name, **config.model_kwargs)
         except (ValueError, TypeError) as err:
             raise ConfigError(f"model {config.model_name}: {err}") from None
+    if model.trains_on_pairs and config.data.pairs_k is None:
+        raise ConfigError(
+            f"model {config.model_name} trains on pairs of images that share factors: set data.pairs_k "
+            "(an integer k or 'random') on a dataset with factors"
+        )
     images, labels = datamodule.fixed_batch(2, split="train")
     model.eval()
     with torch.no_grad():
@@ -549,7 +554,8 @@ def train_in(
 ) -> Path:
     """The body of :func:`train`, in a run folder this process holds."""
     os.environ[RUN_DIR_ENV] = str(run_dir)
-    module = VAEModule(prepared.model, config.train, run_config=config.to_dict())
+    pairs = config.data.pairs_k is not None and prepared.model.trains_on_pairs
+    module = VAEModule(prepared.model, config.train, run_config=config.to_dict(), pairs=pairs)
     stop_on_signal = StopOnSignal(run_dir)
     trainer = build_trainer(
         config,
