@@ -50,7 +50,9 @@ class PerceptualAdversarialMixin:
         perceptual = build_perceptual(type(self).__name__, perceptual_weights, None, value_range)
         object.__setattr__(self, "perceptual", perceptual)  # not a submodule: a training-only file
         self.adversarial = (
-            AdversarialLoss(in_channels, disc_start, disc_weight, disc_width, disc_layers) if adversarial else None
+            AdversarialLoss(in_channels, disc_start, disc_weight, disc_width, disc_layers)
+            if adversarial
+            else None
         )
 
     def perceptual_loss(self, recons: Tensor, input: Tensor) -> Tensor:
@@ -59,10 +61,14 @@ class PerceptualAdversarialMixin:
             return recons.new_zeros(recons.shape[0])
         return self.perceptual_weight * self.perceptual(recons, input)
 
-    def gan_term(self, rec_loss: Tensor, output: Any, global_step: int | None) -> tuple[Tensor, dict[str, Tensor]]:
+    def gan_term(
+        self, rec_loss: Tensor, output: Any, global_step: int | None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         if self.adversarial is None:
             return rec_loss.new_zeros(()), {}
-        return self.adversarial.generator_term(rec_loss, output.recons, last_weight(self.decoder), global_step)
+        return self.adversarial.generator_term(
+            rec_loss, output.recons, last_weight(self.decoder), global_step
+        )
 
     def auxiliary_parameters(self) -> list[nn.Parameter]:
         return [] if self.adversarial is None else list(self.adversarial.parameters())

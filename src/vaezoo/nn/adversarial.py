@@ -117,4 +117,9 @@ class AdversarialLoss(nn.Module):
         real, fake = logits.chunk(2)
         factor = 1.0 if self.active(global_step) else 0.0
         loss = factor * hinge_discriminator_loss(real, fake)
-        return {"loss": loss, "D_Loss": loss.detach(), "D_Real": real.mean().detach(), "D_Fake": fake.mean().detach()}
+        return {
+            "loss": loss,
+            "D_Loss": loss.detach(),
+            "D_Real": real.mean().detach(),
+            "D_Fake": fake.mean().detach(),
+        }

@@ -30,7 +30,10 @@ class PerceptualDistance:
     VGG comes from a file on the training machine and stays out of the model's state dict)."""
 
     def __init__(
-        self, weights: str, layers: Sequence[str] = DEFAULT_PERCEPTUAL_LAYERS, value_range: tuple[float, float] = (0.0, 1.0)
+        self,
+        weights: str,
+        layers: Sequence[str] = DEFAULT_PERCEPTUAL_LAYERS,
+        value_range: tuple[float, float] = (0.0, 1.0),
     ) -> None:
         self.network = VGG19BNFeatures(layers)
         self.network.load_weights(weights)
