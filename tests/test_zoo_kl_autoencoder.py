@@ -65,7 +65,9 @@ def test_discriminator_starts_at_its_step() -> None:
     assert after["Generator_Loss"] != 0 and after["Adaptive_Weight"] > 0
     assert not torch.allclose(after["loss"], before["loss"])
     assert model.auxiliary_loss(out, global_step=3)["loss"] > 0
-    assert last_weight(model.decoder) is model.decoder[-2].weight  # the transposed conv before the sigmoid
+    decoder = model.decoder
+    assert isinstance(decoder, nn.Sequential)
+    assert last_weight(decoder) is decoder[-2].weight  # the transposed conv before the sigmoid
 
 
 def test_spatial_latent_round_trips() -> None:

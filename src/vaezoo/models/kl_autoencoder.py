@@ -27,7 +27,7 @@ class KLAutoencoderOutput(NamedTuple):
 
 def last_weight(module: nn.Module) -> nn.Parameter:
     """The weight of the last layer of ``module`` that has one (G_L of Esser et al. 2021, Eq. 7)."""
-    weights = [m.weight for m in module.modules() if isinstance(getattr(m, "weight", None), nn.Parameter)]
+    weights = [w for m in module.modules() if isinstance(w := getattr(m, "weight", None), nn.Parameter)]
     if not weights:
         raise ValueError(f"{type(module).__name__} has no layer with a weight")
     return weights[-1]

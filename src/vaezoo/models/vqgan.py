@@ -25,7 +25,7 @@ class VQGAN(PerceptualAdversarialMixin, VQVAE):
     the loss is exactly VQVAE's. Everything else (codes, sampling through a fitted prior) is VQVAE's.
     """
 
-    loss_keys = (*VQVAE.loss_keys, "Perceptual_Loss", "Generator_Loss", "Adaptive_Weight")
+    loss_keys: tuple[str, ...] = (*VQVAE.loss_keys, "Perceptual_Loss", "Generator_Loss", "Adaptive_Weight")
     training_only_arguments: ClassVar[dict[str, Any]] = {"perceptual_weights": None}
 
     def __init__(
