@@ -130,7 +130,7 @@ class VQVAE(ConvAutoencoder):
     is ``image_size``.
     """
 
-    loss_keys = (
+    loss_keys: tuple[str, ...] = (
         "loss", "Reconstruction_Loss", "VQ_Loss", "Codebook_Loss", "Commitment_Loss", "Perplexity",
         "Codebook_Usage",
     )  # fmt: skip
