@@ -163,6 +163,25 @@ def test_fused_adam_where_the_parameters_allow_it():
     assert not performance.fused_optimizer_supported([nn.Parameter(torch.zeros(1, dtype=torch.int64), False)])
 
 
+@pytest.mark.parametrize("clip", [None, 1.0])
+def test_clipping_under_mixed_precision_trains_with_the_unfused_adam(tmp_path, clip):
+    """Lightning's mixed-precision plugin refuses to clip gradients of a fused optimizer (which
+    unscales them itself): with train.gradient_clip_val under bf16-mixed the optimizer is unfused."""
+    import lightning as L
+
+    module = VAEModule(tiny_vae(), TrainConfig(scheduler="none", gradient_clip_val=clip))
+    trainer = L.Trainer(
+        max_steps=2, precision="bf16-mixed", gradient_clip_val=clip, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )  # fmt: skip
+    data = torch.utils.data.TensorDataset(torch.rand(6, 1, 4, 4), torch.zeros(6))
+    before = [p.detach().clone() for p in module.model.parameters()]
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=3))
+    assert bool(trainer.optimizers[0].defaults["fused"]) is (clip is None)
+    assert any(not torch.equal(b, p) for b, p in zip(before, module.model.parameters(), strict=True))
+
+
 def tiny_vae() -> nn.Module:
     torch.manual_seed(0)
     return create_model("VanillaVAE", 1, 2, hidden_dims=[4], image_size=4)

@@ -363,10 +363,15 @@ class VAEModule(L.LightningModule):
         return optimizers, schedulers
 
     def _optimizer_options(self, params: list[nn.Parameter], lr: float | None = None) -> dict[str, Any]:
-        """lr and weight decay; the fused (single-kernel) Adam/AdamW where the parameters allow it."""
+        """lr and weight decay; the fused (single-kernel) Adam/AdamW where the parameters allow it.
+
+        Not fused when gradients are clipped under mixed precision: a fused step unscales the
+        gradients itself, so Lightning's mixed-precision plugin refuses to clip them before it."""
         cfg = self.train_config
         options: dict[str, Any] = {"lr": lr or cfg.lr, "weight_decay": cfg.weight_decay}
-        if fused_optimizer_supported(params):
+        precision = str(self._trainer.precision) if self._trainer is not None else ""
+        clipped_in_mixed_precision = bool(cfg.gradient_clip_val) and "mixed" in precision
+        if fused_optimizer_supported(params) and not clipped_in_mixed_precision:
             options["fused"] = True
         return options
 
