@@ -42,9 +42,6 @@ from vaezoo.nn.blocks import (
 from vaezoo.nn.distributions import PointMass, Posterior
 from vaezoo.nn.likelihoods import LikelihoodName
 
-ARCHITECTURES = ("conv", "mlp")
-
-
 class ConvAutoencoder(BaseVAE):
     """Conv encoder -> head -> posterior -> z -> conv decoder -> p(x|z), for ``in_channels`` x
     ``image_size`` x ``image_size`` images (any size the stride-2 stack divides).
@@ -104,20 +101,6 @@ class ConvAutoencoder(BaseVAE):
     head: nn.Module
     default_hidden_dims: ClassVar[tuple[int, ...]] = tuple(DEFAULT_HIDDEN_DIMS)
     supports_vectors: ClassVar[bool] = True  # architecture "mlp" works: nothing here needs images
-
-    def check_architecture(self, architecture: str) -> str:
-        """``architecture`` if it is one of ARCHITECTURES and the model supports it."""
-        if architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture {architecture!r} is not one of {ARCHITECTURES}")
-        if architecture == "mlp" and not self.supports_vectors:
-            from vaezoo.registry import get_model_class, list_models
-
-            takers = [name for name in list_models() if get_model_class(name).supports_vectors]
-            raise ValueError(
-                f"{type(self).__name__} does not support architecture 'mlp' (vector data): it works on "
-                f"images only; models that take vectors: {', '.join(takers)}"
-            )
-        return architecture
 
     def build_encoder(self, in_channels: int, image_size: int) -> nn.Module:
         """Images (B, C, H, W) -> features: the stride-2 conv stack over ``hidden_dims``, flattened;

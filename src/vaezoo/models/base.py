@@ -95,6 +95,9 @@ def with_recon_params(output_cls: Any) -> Any:
     return collections.namedtuple(f"{output_cls.__name__}WithParams", fields, module=output_cls.__module__)
 
 
+ARCHITECTURES = ("conv", "mlp")  # "mlp": vector data (B, D), for models with supports_vectors
+
+
 class BaseVAE(nn.Module):
     """Common API of every vaezoo model (PyTorch-VAE's ``BaseVAE``, device-agnostic)."""
 
@@ -125,6 +128,20 @@ class BaseVAE(nn.Module):
     # Arguments that name files on the training machine and serve only the loss, with the value an
     # exported model is rebuilt with (DFCVAE's VGG weights: inference never runs the VGG).
     training_only_arguments: ClassVar[dict[str, Any]] = {}
+
+    def check_architecture(self, architecture: str) -> str:
+        """``architecture`` if it is one of ARCHITECTURES and the model supports it."""
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture {architecture!r} is not one of {ARCHITECTURES}")
+        if architecture == "mlp" and not self.supports_vectors:
+            from vaezoo.registry import get_model_class, list_models
+
+            takers = [name for name in list_models() if get_model_class(name).supports_vectors]
+            raise ValueError(
+                f"{type(self).__name__} does not support architecture 'mlp' (vector data): it works on "
+                f"images only; models that take vectors: {', '.join(takers)}"
+            )
+        return architecture
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

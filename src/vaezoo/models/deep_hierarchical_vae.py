@@ -147,8 +147,10 @@ class DeepHierarchicalVAE(BaseVAE):
         likelihood: LikelihoodName = "discretized_logistic",
         likelihood_scale: Literal["fixed", "learned"] = "learned",
         likelihood_std: float = 0.1,
+        architecture: str = "conv",
     ) -> None:
         super().__init__()
+        self.check_architecture(architecture)  # images only: "mlp" is refused, naming the models that take vectors
         self.groups = self.group_specs(image_size, groups_per_scale, latent_channels, preprocess_downsamples)
         total = sum(math.prod(spec.shape) for spec in self.groups)
         if latent_dim is not None and latent_dim != total:
