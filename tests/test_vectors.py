@@ -74,7 +74,14 @@ def train_steps(model, x: torch.Tensor, steps: int = 60, lr: float = 1e-2) -> No
 
 def test_the_image_only_models_are_the_expected_ones():
     assert set(IMAGE_ONLY) == {
-        "ConditionalVAE", "DFCVAE", "MSSIMVAE", "VQVAE", "VAEGAN", "DeepHierarchicalVAE", "KLAutoencoder", "VQGAN"
+        "ConditionalVAE",
+        "DFCVAE",
+        "MSSIMVAE",
+        "VQVAE",
+        "VAEGAN",
+        "DeepHierarchicalVAE",
+        "KLAutoencoder",
+        "VQGAN",
     }
     assert "VanillaVAE" in VECTOR_MODELS and "HVAE" in VECTOR_MODELS and "VampVAE" in VECTOR_MODELS
 

@@ -42,6 +42,7 @@ from vaezoo.nn.blocks import (
 from vaezoo.nn.distributions import PointMass, Posterior
 from vaezoo.nn.likelihoods import LikelihoodName
 
+
 class ConvAutoencoder(BaseVAE):
     """Conv encoder -> head -> posterior -> z -> conv decoder -> p(x|z), for ``in_channels`` x
     ``image_size`` x ``image_size`` images (any size the stride-2 stack divides).
