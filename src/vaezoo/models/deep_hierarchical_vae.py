@@ -150,9 +150,8 @@ class DeepHierarchicalVAE(BaseVAE):
         architecture: str = "conv",
     ) -> None:
         super().__init__()
-        self.check_architecture(
-            architecture
-        )  # images only: "mlp" is refused, naming the models that take vectors
+        # images only: architecture "mlp" is refused, naming the models that take vectors
+        self.check_architecture(architecture)
         self.groups = self.group_specs(image_size, groups_per_scale, latent_channels, preprocess_downsamples)
         total = sum(math.prod(spec.shape) for spec in self.groups)
         if latent_dim is not None and latent_dim != total:
