@@ -26,7 +26,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = {
     # dataset -> overrides on top of each model's own YAML (which trains on dSprites)
-    "dsprites": [],
+    "dsprites": ["--data.name", "dsprites"],  # a config made for other data (deep_hvae) is moved here too
     "fashion_mnist": ["--data.name", "fashion_mnist", "--data.image_size", "32", "--data.subset", "null"],
 }
 DATASETS_WITH_FACTORS = ("dsprites",)
