@@ -101,6 +101,21 @@ def generate_batch(
     return encode_factors(ground_truth, representation_fn, factors, rng, encode_batch_size), factors
 
 
+def seeded_batch(
+    ground_truth: GroundTruth,
+    representation_fn: RepresentationFn,
+    num_points: int,
+    random_state: int | np.random.Generator | None,
+    encode_batch_size: int = ENCODE_BATCH_SIZE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (codes, factors) of one sample drawn with a seeded generator after checking the ground
+    truth: what every metric on a single sample starts from."""
+    check_ground_truth(ground_truth)
+    return generate_batch(
+        ground_truth, representation_fn, num_points, make_rng(random_state), encode_batch_size
+    )
+
+
 def train_test_batches(
     ground_truth: GroundTruth,
     representation_fn: RepresentationFn,

@@ -18,11 +18,10 @@ import numpy as np
 from vaezoo.evaluation.disentanglement.common import (
     ENCODE_BATCH_SIZE,
     RepresentationFn,
-    generate_batch,
     histogram_discretize,
-    make_rng,
+    seeded_batch,
 )
-from vaezoo.evaluation.disentanglement.ground_truth import GroundTruth, check_ground_truth
+from vaezoo.evaluation.disentanglement.ground_truth import GroundTruth
 
 
 def irs_matrix(codes: np.ndarray, factors: np.ndarray, diff_quantile: float = 0.99) -> np.ndarray:
@@ -64,7 +63,5 @@ def irs(
     encode_batch_size: int = ENCODE_BATCH_SIZE,
 ) -> dict[str, float]:
     """``{"irs", "irs_num_active_dims"}`` on ``num_train`` random observations (disentanglement_lib defaults)."""
-    check_ground_truth(ground_truth)
-    rng = make_rng(random_state)
-    codes, factors = generate_batch(ground_truth, representation_fn, num_train, rng, encode_batch_size)
+    codes, factors = seeded_batch(ground_truth, representation_fn, num_train, random_state, encode_batch_size)
     return irs_from_codes(codes, factors, diff_quantile, num_bins)

@@ -13,12 +13,11 @@ from vaezoo.evaluation.disentanglement.common import (
     ENCODE_BATCH_SIZE,
     RepresentationFn,
     factor_entropy,
-    generate_batch,
     histogram_discretize,
-    make_rng,
     mutual_info_matrix,
+    seeded_batch,
 )
-from vaezoo.evaluation.disentanglement.ground_truth import GroundTruth, check_ground_truth
+from vaezoo.evaluation.disentanglement.ground_truth import GroundTruth
 
 
 def mig_from_codes(codes: np.ndarray, factors: np.ndarray, num_bins: int = 20) -> dict[str, float]:
@@ -44,7 +43,5 @@ def mig(
     encode_batch_size: int = ENCODE_BATCH_SIZE,
 ) -> dict[str, float]:
     """``{"mig"}`` on ``num_train`` random observations of ``ground_truth`` (disentanglement_lib defaults)."""
-    check_ground_truth(ground_truth)
-    rng = make_rng(random_state)
-    codes, factors = generate_batch(ground_truth, representation_fn, num_train, rng, encode_batch_size)
+    codes, factors = seeded_batch(ground_truth, representation_fn, num_train, random_state, encode_batch_size)
     return mig_from_codes(codes, factors, num_bins)

@@ -22,12 +22,11 @@ import numpy as np
 from vaezoo.evaluation.disentanglement.common import (
     ENCODE_BATCH_SIZE,
     RepresentationFn,
-    generate_batch,
     histogram_discretize,
-    make_rng,
     mutual_info_matrix,
+    seeded_batch,
 )
-from vaezoo.evaluation.disentanglement.ground_truth import GroundTruth, check_ground_truth
+from vaezoo.evaluation.disentanglement.ground_truth import GroundTruth
 
 
 def gaussian_total_correlation(cov: np.ndarray) -> float:
@@ -76,7 +75,5 @@ def unsupervised_scores(
     encode_batch_size: int = ENCODE_BATCH_SIZE,
 ) -> dict[str, float]:
     """The unsupervised scores of ``num_train`` random observations (disentanglement_lib defaults)."""
-    check_ground_truth(ground_truth)
-    rng = make_rng(random_state)
-    codes, _ = generate_batch(ground_truth, representation_fn, num_train, rng, encode_batch_size)
+    codes, _ = seeded_batch(ground_truth, representation_fn, num_train, random_state, encode_batch_size)
     return unsupervised_from_codes(codes, num_bins)
