@@ -423,3 +423,54 @@ def test_real_inception_in_channels_last_gives_the_contiguous_features():
     plain = InceptionFeatures(torch.jit.load(str(path)).eval())
     with torch.inference_mode():
         torch.testing.assert_close(load_inception(path)(images), plain(images), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
+def test_recon_fid_is_zero_for_a_perfect_autoencoder_and_stays_when_a_model_cannot_generate(tmp_path):
+    from types import SimpleNamespace
+
+    from vaezoo.evaluation.evaluate import (
+        EvaluationContext,
+        EvaluationReport,
+        EvaluationSettings,
+        sample_quality_group,
+    )
+    from vaezoo.registry import create_model
+
+    path = tmp_path / "tiny.pt"
+    torch.jit.save(torch.jit.script(nn.Sequential(nn.Conv2d(3, 6, 9, stride=8), nn.Tanh())), str(path))
+    torch.manual_seed(0)
+    images = torch.rand(24, 1, 16, 16)
+    data = SimpleNamespace(value_range=(0.0, 1.0), fixed_batch=lambda n, split: [images[:n], torch.zeros(n)])
+    settings = EvaluationSettings(fid_samples=24, inception=str(path), feature_cache=False, progress=False)
+
+    class Perfect(nn.Module):  # reconstructs every image exactly; samples noise
+        is_conditional, device = False, torch.device("cpu")
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(()))
+
+        def generate(self, x: torch.Tensor, **kwargs: object) -> torch.Tensor:
+            return x.clone()
+
+        def sample(self, n: int, device: object, **kwargs: object) -> torch.Tensor:
+            return torch.zeros(n, 1, 16, 16)
+
+    perfect = Perfect()
+    report = EvaluationReport(info={})
+    scores = sample_quality_group(EvaluationContext(perfect, data, settings), report)  # type: ignore[arg-type]
+    assert abs(scores["recon_fid"]) < 1e-6 and scores["fid"] > 0.1  # blank samples, exact recons
+    vae = create_model("VanillaVAE", 1, 4, hidden_dims=[8, 16], image_size=16)
+    noisy = sample_quality_group(EvaluationContext(vae, data, settings), EvaluationReport(info={}))
+    assert noisy["recon_fid"] > 1e-3  # an untrained VAE's reconstructions are not the images
+    vae.samples_from_prior = False  # a model with no prior (as VQ-VAE): recon_fid alone, fid said n/a
+
+    def no_prior(*args: object, **kwargs: object) -> torch.Tensor:
+        raise NotImplementedError("no prior over its codes")
+
+    vae.sample = no_prior  # type: ignore[method-assign]
+    report = EvaluationReport(info={})
+    alone = sample_quality_group(EvaluationContext(vae, data, settings), report)
+    assert set(alone) == {"recon_fid"} and alone["recon_fid"] == pytest.approx(noisy["recon_fid"])
+    assert "no prior over its codes" in report.not_applicable["sample_quality/fid"]
