@@ -130,6 +130,16 @@ def test_a_sampler_setting_it_does_not_take_is_refused_naming_the_ones_it_does(r
     assert not out.exists()
 
 
+def test_a_sampling_temperature_is_refused_for_a_model_without_one(run_dir, tmp_path, capsys):
+    out = tmp_path / "never.png"
+    assert main(["sample", str(run_dir), "--temperature", "0.7", "-o", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert (
+        "--temperature: VanillaVAE has no sampling temperature; models with one: DeepHierarchicalVAE" in error
+    )
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_benchmark_trains_evaluates_and_resumes(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
@@ -142,7 +152,7 @@ def test_benchmark_trains_evaluates_and_resumes(tmp_path, capsys, monkeypatch):
         "train": {"max_epochs": 1, "limit_train_batches": 3, "limit_val_batches": 1, "batch_size": 16},
         "logging": {"progress_bar": "none"},
         "evaluate": {"num_examples": 48, "likelihood_examples": 4, "importance_samples": 8,
-                     "disentanglement": ["mig"], "disentanglement_train": 200, "fid_samples": 0},
+                     "disentanglement": ["mig", "dcimig"], "disentanglement_train": 200, "fid_samples": 0},
         "models": [
             {"label": "VAE", "config": "configs/vae.yaml",
              "overrides": {"model.hidden_dims": [8, 16, 32], "model.latent_dim": 3}},
@@ -160,6 +170,8 @@ def test_benchmark_trains_evaluates_and_resumes(tmp_path, capsys, monkeypatch):
     assert "disentanglement/mig" in row["metrics"]
     table = (tmp_path / "results" / "results.md").read_text()
     assert "| VAE |" in table and "| IWAE k=2 |" in table and "MIG" in table
+    more = table[table.index("More disentanglement scores") :]  # the second table: DCIMIG, not MIG
+    assert "| model | DCIMIG |" in more and "| VAE |" in more and "| MIG" not in more
     assert (tmp_path / "results" / "results.png").is_file()
     capsys.readouterr()
     assert main(["benchmark", "-c", str(path), "--only", "VAE"]) == 0  # done: reused, not retrained

@@ -251,7 +251,7 @@ def test_vaezoo_udr_ranks_two_tiny_runs_and_writes_json(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_a_benchmark_suite_with_udr_scores_its_entries_against_each_other(tmp_path, monkeypatch):
+def test_a_benchmark_suite_with_udr_scores_its_entries_against_each_other(tmp_path, monkeypatch, capsys):
     from pathlib import Path
 
     import yaml
@@ -282,6 +282,13 @@ def test_a_benchmark_suite_with_udr_scores_its_entries_against_each_other(tmp_pa
     scores = [rows[slug]["metrics"]["disentanglement/udr"] for slug in ("VAE", "BetaVAE")]
     assert all(0.0 <= score <= 1.0 for score in scores)
     assert "UDR" in (tmp_path / "results" / "results.md").read_text()
+    # A run that is gone drops out of the set, and no row keeps a score from the old set.
+    (Path(rows["VAE"]["run_dir"]) / "checkpoints" / "last.ckpt").unlink()
+    capsys.readouterr()
+    assert main(["benchmark", "-c", str(path)]) == 0
+    assert "UDR leaves out VAE" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "results" / "results.json").read_text())["rows"]
+    assert not any("disentanglement/udr" in rows[slug]["metrics"] for slug in ("VAE", "BetaVAE"))
     path.write_text(yaml.safe_dump({**suite, "udr": {"pionts": 10}}))
     with pytest.raises(ConfigError, match="udr must be a mapping"):
         load_suite(path)

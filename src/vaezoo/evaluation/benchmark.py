@@ -148,7 +148,8 @@ def run_entry(suite: Suite, entry: SuiteEntry, output: Path) -> dict[str, Any]:
     train_seconds = time.perf_counter() - start
     run = load_run(run_dir / "checkpoints" / "last.ckpt")
     summary = json.loads((run_dir / "summary.json").read_text())
-    images_seen = run.global_step * config.train.batch_size
+    # A pair model's batch of B pairs holds 2B images.
+    images_seen = run.global_step * config.train.batch_size * (2 if run.model.trains_on_pairs else 1)
     row = {
         "label": entry.label,
         "model": type(run.model).__name__,
@@ -250,8 +251,13 @@ def run_suite(
             row = run_entry(suite, entry, output)
         done = save_row(results_file, suite, entry.slug, row)["rows"]
     if suite.udr is not None:
-        for slug, score in suite_udr(suite, output, done).items():
-            done[slug].setdefault("metrics", {})["disentanglement/udr"] = score
+        scores = suite_udr(suite, output, done)
+        for slug in list(done):
+            metrics = done[slug].setdefault("metrics", {})
+            if slug in scores:
+                metrics["disentanglement/udr"] = scores[slug]
+            elif metrics.pop("disentanglement/udr", None) is None:
+                continue  # UDR is relative to the set of models: a score from another set would mislead
             done = save_row(results_file, suite, slug, done[slug])["rows"]
     rows = [done[e.slug] for e in suite.models if e.slug in done]
     atomic_write_text(output / "results.md", render_results(suite, rows))
@@ -269,7 +275,10 @@ def suite_udr(suite: Suite, output: Path, done: dict[str, Any]) -> dict[str, flo
     from vaezoo.io import load_run
 
     entries = [entry for entry in suite.models if entry.slug in done]
-    runs = {e.slug: load_run(Path(done[e.slug]["run_dir"]) / "checkpoints" / "last.ckpt") for e in entries}
+    checkpoints = {e.slug: Path(done[e.slug]["run_dir"]) / "checkpoints" / "last.ckpt" for e in entries}
+    for slug in [slug for slug, checkpoint in checkpoints.items() if not checkpoint.is_file()]:
+        print(f"benchmark: UDR leaves out {slug}: its run {checkpoints.pop(slug)} is not here")
+    runs = {slug: load_run(checkpoint) for slug, checkpoint in checkpoints.items()}
     runs = {slug: run for slug, run in runs.items() if not run.model.is_conditional}
     if len(runs) < 2:
         return {}
@@ -309,28 +318,59 @@ COLUMNS = (  # (header, metric key) in the order of the table; a column is shown
     ("Modularity", "disentanglement/modularity"),
     ("UDR", "disentanglement/udr"),
     ("FID", "sample_quality/fid"),
+    ("rFID", "sample_quality/recon_fid"),
+)
+MORE_DISENTANGLEMENT = (  # a second table, so that the first stays readable
+    ("IRS", "disentanglement/irs"),
+    ("DCIMIG", "disentanglement/dcimig"),
+    ("DCI compl.", "disentanglement/dci_completeness"),
+    ("DCI inf. (test)", "disentanglement/dci_informativeness_test"),
+    ("Gaussian TC", "disentanglement/gaussian_total_correlation"),
+    ("Wasserstein corr. (norm.)", "disentanglement/gaussian_wasserstein_correlation_norm"),
+    ("MI score", "disentanglement/mutual_info_score"),
+    ("flatness", "disentanglement/flatness"),
+    ("axis ratio", "disentanglement/linearity_axis_ratio"),
 )
 
 
 def render_results(suite: Suite, rows: list[dict[str, Any]]) -> str:
-    columns = [(h, k) for h, k in COLUMNS if any(k in row["metrics"] for row in rows)]
-    head = ["model", "params", "train img/s", "val loss", *[h for h, _ in columns]]
     lines = [f"# Benchmark: {suite.name}", "", suite.description.strip(), ""]
     lines += [
         f"Produced by `vaezoo benchmark -c {suite.source}` with {torch.get_num_threads()} torch thread(s) on "
         f"{os.cpu_count()} CPU core(s); runs, per-model reports and results.json are beside this file.",
         "",
     ]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows:
-        loss = row["val_metrics"].get("val/loss")
-        cells = [row["label"], f"{row['parameters'] / 1e6:.2f}M", f"{row['train_images_per_second']:.0f}"]
-        cells.append(format_value(loss) if loss is not None else "–")
-        cells += [format_value(row["metrics"][k]) if k in row["metrics"] else "–" for _, k in columns]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += _table(rows, COLUMNS, with_training=True)
+    more = _table(rows, MORE_DISENTANGLEMENT, with_training=False)
+    if more:
+        lines += ["", "More disentanglement scores (definitions in the per-model reports):", "", *more]
     lines += ["", "– : not applicable (the reports say why) or not computed.", ""]
     lines += ["![results](results.png)", ""]
     return "\n".join(lines)
+
+
+def _table(
+    rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...], with_training: bool
+) -> list[str]:
+    """A markdown table of the columns any row has ([] if none), one line per row."""
+    present = [(h, k) for h, k in columns if any(k in row["metrics"] for row in rows)]
+    if not present and not with_training:
+        return []
+    head = [
+        "model",
+        *(["params", "train img/s", "val loss"] if with_training else []),
+        *[h for h, _ in present],
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row["label"]]
+        if with_training:
+            loss = row["val_metrics"].get("val/loss")
+            cells += [f"{row['parameters'] / 1e6:.2f}M", f"{row['train_images_per_second']:.0f}"]
+            cells.append(format_value(loss) if loss is not None else "–")
+        cells += [format_value(row["metrics"][k]) if k in row["metrics"] else "–" for _, k in present]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_results(rows: list[dict[str, Any]], path: Path) -> None:
