@@ -203,3 +203,41 @@ def test_train_max_time_is_validated_and_reaches_the_trainer(tmp_path):
     assert not any(
         type(c).__name__ == "Timer" for c in build_trainer(load_config(None), tmp_path, (0.0, 1.0)).callbacks
     )
+
+
+@pytest.mark.slow
+def test_vaezoo_sample_temperature_reaches_the_model_and_is_checked(tmp_path, capsys):
+    from pathlib import Path
+
+    from vaezoo.cli import main
+
+    repo = Path(__file__).resolve().parents[1]
+    tiny = [
+        "--model.channels", "8", "--model.groups_per_scale", "[1, 2]", "--model.latent_channels", "2",
+        "--data.name", "dsprites", "--data.image_size", "32", "--data.subset", "200",
+        "--train.batch_size", "8", "--train.max_epochs", "1", "--train.limit_train_batches", "2",
+        "--train.limit_val_batches", "1", "--logging.progress_bar", "none",
+        "--logging.save_dir", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    assert main(["train", "-c", str(repo / "configs/deep_hvae.yaml"), *tiny]) == 0
+    (run,) = sorted((tmp_path / "runs").glob("*/version_*"))
+    grids = []
+    for seed, temperature in (("1", "0"), ("2", "0"), ("1", "1")):
+        out = tmp_path / f"t{temperature}_s{seed}.png"
+        assert (
+            main(
+                ["sample", str(run), "-n", "4", "--seed", seed, "--temperature", temperature, "-o", str(out)]
+            )
+            == 0
+        )
+        grids.append(out.read_bytes())
+    assert grids[0] == grids[1] and grids[0] != grids[2]  # t = 0: the prior means, whatever the seed
+    capsys.readouterr()
+    assert main(["sample", str(run), "--temperature", "-1", "-o", str(tmp_path / "no.png")]) == 2
+    assert "--temperature must be >= 0, got -1.0" in capsys.readouterr().err
+    assert (
+        main(["sample", str(run), "--temperature", "0.5", "--sampler", "gmm", "-o", str(tmp_path / "no.png")])
+        == 2
+    )
+    assert "does not apply to --sampler gmm" in capsys.readouterr().err
+    assert not (tmp_path / "no.png").exists()

@@ -120,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--fit-examples", type=int, default=10_000, help="training images whose latents fit the sampler"
     )
+    sample.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="scale of the prior's noise (< 1: smoother, more typical samples; 0: the prior means), "
+        "for models that declare one (e.g. DeepHierarchicalVAE)",
+    )
     add_sampler_option_argument(sample)
 
     recon = commands.add_parser(
@@ -405,8 +412,23 @@ def cmd_sample(args: argparse.Namespace, overrides: list[str]) -> int:
         check_sampler_options(args.sampler, sampler_options(args.sampler_option))
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    if args.temperature is not None and args.temperature < 0:
+        raise ConfigError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.temperature is not None and args.sampler != "prior":
+        raise ConfigError(
+            f"--temperature scales the prior's noise; it does not apply to --sampler {args.sampler}"
+        )
     refuse_to_overwrite(args)
     model, config = model_from_checkpoint(args.checkpoint)
+    temperature = {} if args.temperature is None else {"temperature": args.temperature}
+    if temperature and not model.samples_with_temperature:
+        from vaezoo.registry import get_model_class, list_models
+
+        takers = [name for name in list_models() if get_model_class(name).samples_with_temperature]
+        raise ConfigError(
+            f"--temperature: {type(model).__name__} has no sampling temperature; models with one: "
+            f"{', '.join(takers)}"
+        )
     vectors = getattr(model, "architecture", "conv") == "mlp"
     if vectors:
         check_vector_output(args.output, type(model).__name__)
@@ -417,7 +439,7 @@ def cmd_sample(args: argparse.Namespace, overrides: list[str]) -> int:
     try:
         with torch.no_grad():
             if args.sampler == "prior":
-                samples = model.sample(args.num_samples, "cpu", labels=labels)
+                samples = model.sample(args.num_samples, "cpu", labels=labels, **temperature)
             else:
                 samples = _ex_post_samples(model, config, args)
     except (NotImplementedError, SamplerNotApplicableError, NotApplicable) as err:

@@ -105,6 +105,8 @@ class BaseVAE(nn.Module):
     config: dict[str, Any]
     loss_keys: tuple[str, ...] = ("loss",)  # every key loss_function returns (checked by the contract tests)
     samples_from_prior: bool = True  # False: sample() raises NotImplementedError saying why (e.g. VQ-VAE)
+    # True: sample(n, device, temperature=t) scales the prior's noise by t (NVAE's reduced temperature).
+    samples_with_temperature: ClassVar[bool] = False
     is_conditional: ClassVar[bool] = False  # True: forward/sample/generate need labels= (e.g. a CVAE)
     supports_vectors: ClassVar[bool] = False  # True: architecture="mlp" trains it on vectors (B, D)
     # True: trained on pairs that share factors (weak supervision, e.g. Ada-GVAE); forward(x, pairs=True)

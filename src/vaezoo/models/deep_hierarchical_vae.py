@@ -127,6 +127,7 @@ class DeepHierarchicalVAE(BaseVAE):
     output_cls: type[NamedTuple] = HierarchyOutput
     group_sizes: Tensor  # (L,) latents per group, a buffer
     kl_terms = ()  # KLs against the learned top-down priors, not against N(0, I)
+    samples_with_temperature = True
 
     def __init__(
         self,
