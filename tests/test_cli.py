@@ -241,6 +241,26 @@ def test_a_run_saved_at_epoch_ends_also_resumes_inside_a_cut_epoch(tmp_path, no_
     assert checkpoint_step(run / "checkpoints" / "last.ckpt") == 9  # 3 whole epochs of 3 batches
 
 
+@pytest.mark.slow
+def test_a_max_time_stop_inside_an_epoch_resumes_in_that_epoch(tmp_path, monkeypatch, capsys):
+    from lightning.pytorch.callbacks import Timer
+
+    def out_of_time_after_two_steps(self: Timer, trainer) -> None:  # the Timer, on a fake clock
+        trainer.should_stop = trainer.should_stop or trainer.global_step >= 2
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Timer, "_check_time_remaining", out_of_time_after_two_steps)
+        no_validation = ["--train.limit_val_batches", "0", "--train.max_epochs", "3"]
+        assert train(tmp_path, *no_validation, "--train.max_time", "3600") == 0
+    run = only_run_dir(tmp_path)
+    assert checkpoint_step(run / "checkpoints" / "last.ckpt") == 2  # saved where the timer stopped it
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run)]) == 0  # the same limits: finished, nothing trained
+    assert "has already finished" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--train.max_time", "7200"]) == 0  # the real clock
+    assert checkpoint_step(run / "checkpoints" / "last.ckpt") == 9  # the rest of epoch 0, then 1 and 2
+
+
 @pytest.mark.parametrize("command", ["sample", "reconstruct"])
 def test_an_existing_output_is_kept_unless_overwrite(tmp_path, capsys, command):
     existing = tmp_path / "grid.png"

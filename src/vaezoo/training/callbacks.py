@@ -171,8 +171,10 @@ def _as_tuples(value: Any) -> Any:
 
 class LastCheckpoint(ModelCheckpoint):
     """``last.ckpt``, for ``--resume``. Where it is written at epoch ends (runs that do not validate
-    every epoch), an epoch that ``max_steps`` cuts short is saved at its last batch instead: saved at
-    the epoch's end it would be recorded as a whole epoch, and a resume would skip the rest of it."""
+    every epoch), an epoch that ``max_steps`` or a stop request (``train.max_time``'s timer, which
+    Lightning runs before the checkpoint callbacks) cuts short is saved at its last batch instead:
+    saved at the epoch's end it would be recorded as a whole epoch, and a resume would skip the rest
+    of it."""
 
     def __init__(
         self, dirpath: Path, save_on_train_epoch_end: bool, every_n_train_steps: int | None = None
@@ -190,7 +192,9 @@ class LastCheckpoint(ModelCheckpoint):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         super().on_train_batch_end(trainer, pl_module, *args)
         batch_idx = args[-1]
-        stops_here = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+        stops_here = trainer.should_stop or (
+            trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+        )
         if self._save_on_train_epoch_end and stops_here and batch_idx + 1 < trainer.num_training_batches:
             self.cut_short = True
             trainer.save_checkpoint(Path(self.dirpath or ".") / "last.ckpt")

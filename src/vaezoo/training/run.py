@@ -464,12 +464,13 @@ def finished_note(run_dir: Path, config: Config, checkpoint: Path) -> str | None
     # the limits the checkpoint's run trained to (config.yaml may be a failed resume's, with new ones)
     saved = (data["vaezoo"].get("config") or {}).get("train") or {}
     train = config.train
-    if (train.max_epochs, train.max_steps) != (saved.get("max_epochs"), saved.get("max_steps")):
+    limits = (train.max_epochs, train.max_steps, train.max_time)
+    if limits != (saved.get("max_epochs"), saved.get("max_steps"), saved.get("max_time")):
         return None
     return (
         f"{run_dir} has already finished (step {step}, train.max_epochs = {saved.get('max_epochs')}, "
-        f"train.max_steps = {saved.get('max_steps')}); nothing was trained or written. To train it "
-        "further, raise them, e.g. --train.max_epochs 20"
+        f"train.max_steps = {saved.get('max_steps')}, train.max_time = {saved.get('max_time')}); "
+        "nothing was trained or written. To train it further, raise them, e.g. --train.max_epochs 20"
     )
 
 
