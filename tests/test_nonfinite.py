@@ -14,7 +14,7 @@ from helpers import TINY_RUN, fit_one_epoch
 
 from vaezoo.config import load_config
 from vaezoo.models import VanillaVAE
-from vaezoo.training.module import NonFiniteLoss
+from vaezoo.training.module import NonFiniteLoss, UpdatesAllSkipped
 from vaezoo.training.run import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +59,20 @@ def test_a_gradient_norm_above_skip_grad_norm_skips_the_update():
 
     _, loose = fit_one_epoch(tiny_model(), torch.rand(32, 1, 16, 16), skip_grad_norm=1e9)
     assert loose.skipped_updates == 0
+
+
+def test_a_run_whose_updates_are_all_skipped_stops_saying_why(monkeypatch):
+    import vaezoo.training.module as module_file
+
+    monkeypatch.setattr(module_file, "STALLED_AFTER_SKIPS", 3)
+    with pytest.raises(UpdatesAllSkipped) as caught:  # four updates, all above the limit
+        fit_one_epoch(tiny_model(), torch.rand(32, 1, 16, 16), skip_grad_norm=1e-9)
+    message = str(caught.value)
+    assert "training batch 3 (epoch 0): the last 3 updates were all skipped" in message
+    assert "> train.skip_grad_norm = 1e-09" in message and "raise train.skip_grad_norm" in message
+    monkeypatch.setattr(module_file, "STALLED_AFTER_SKIPS", 2)  # one skip, then kept updates: no stop
+    _, module = fit_one_epoch(tiny_model(), images_with_a_nan_batch(2), nonfinite="skip")
+    assert module.skipped_updates == 1 and module.skips_in_a_row == 0
 
 
 class PoisonBatch(L.Callback):

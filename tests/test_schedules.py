@@ -82,3 +82,31 @@ def test_a_kl_schedule_needs_its_length():
 
     with pytest.raises(ConfigError, match="train.kl_schedule_steps = 0 must be a positive number of batches"):
         load_config(None, ["--train.kl_schedule", "cyclical"])
+
+
+@pytest.mark.parametrize("scheduler", ["none", "exponential"])
+def test_the_lr_warms_up_linearly_and_the_scheduler_keeps_its_own_rate(scheduler):
+    import lightning as L
+    from helpers import fit_one_epoch
+
+    from vaezoo.config import ConfigError, load_config
+    from vaezoo.models import VanillaVAE
+
+    class StepRates(L.Callback):
+        def __init__(self) -> None:
+            self.rates: list[float] = []
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+            self.rates.append(optimizer.param_groups[0]["lr"])
+
+    torch.manual_seed(0)
+    model = VanillaVAE(in_channels=1, latent_dim=2, hidden_dims=[4, 8], image_size=16)
+    seen = StepRates()
+    trainer, _ = fit_one_epoch(
+        model, torch.rand(32, 1, 16, 16), [seen], lr=0.01, lr_warmup_steps=3, scheduler=scheduler
+    )
+    assert seen.rates == pytest.approx([0.01 / 3, 0.02 / 3, 0.01, 0.01])  # four batches of 8
+    gamma = 0.95 if scheduler == "exponential" else 1.0  # one epoch's decay, untouched by the warm-up
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.01 * gamma)
+    with pytest.raises(ConfigError, match="train.lr_warmup_steps = -1"):
+        load_config(None, ["--train.lr_warmup_steps", "-1"])

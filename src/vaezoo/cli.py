@@ -374,7 +374,7 @@ def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
     from vaezoo.training.interrupts import RunInterrupted
-    from vaezoo.training.module import NonFiniteLoss
+    from vaezoo.training.module import TrainingFailed
     from vaezoo.training.run import RunAlreadyFinished
 
     if args.resume and (args.run_dir or args.overwrite):
@@ -393,7 +393,7 @@ def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
     except RunAlreadyFinished as done:
         print(f"vaezoo train: {done}", file=sys.stderr)
         return 0
-    except NonFiniteLoss as err:
+    except TrainingFailed as err:  # a NaN loss, or updates that are all skipped
         print(f"vaezoo train: error: {err}", file=sys.stderr)
         return 2
     print(f"run folder: {run_dir}")

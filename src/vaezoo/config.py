@@ -76,6 +76,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     scheduler: Literal["exponential", "cosine", "none"] = "exponential"
     scheduler_gamma: float = 0.95  # exponential decay per epoch, as in PyTorch-VAE
+    # A linear learning-rate warm-up over the first lr_warmup_steps batches, times the scheduler's
+    # rate (NVAE and VDVAE warm up: Adam's first, normalised steps would move zero-initialised
+    # heads, e.g. a deep hierarchy's posteriors, too far at once). 0: none.
+    lr_warmup_steps: int = 0
     # The M_N passed to ``loss_function``: loss = reconstruction + kl_weight * KL, in train and val alike.
     kl_weight: float = 1.0
     # The KL weight over training: constant; linear (a warm-up from 0 over kl_schedule_steps
@@ -328,6 +332,7 @@ def check_values(config: Config, source: str, overridden: collections.abc.Collec
             t.scheduler_gamma,
             "in (0, 1] (0 sets the lr to 0)",
         ),
+        (t.lr_warmup_steps >= 0, "train.lr_warmup_steps", t.lr_warmup_steps, "a number of batches >= 0"),
         (t.kl_weight >= 0, "train.kl_weight", t.kl_weight, "a number >= 0"),
         (
             t.kl_schedule == "constant" or t.kl_schedule_steps > 0,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
@@ -26,9 +28,22 @@ if TYPE_CHECKING:
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
-class NonFiniteLoss(ArithmeticError):
+class TrainingFailed(ArithmeticError):
+    """Training cannot go on; the message says why and what to change, and the run's last
+    checkpoint (written before) is its last good state."""
+
+
+class NonFiniteLoss(TrainingFailed):
     """Training met a NaN or Inf loss or gradient under ``train.nonfinite: stop``; the message names
-    the step and the terms, and the run's last checkpoint (written before) is its last good state."""
+    the step and the terms."""
+
+
+class UpdatesAllSkipped(TrainingFailed):
+    """The last ``STALLED_AFTER_SKIPS`` updates were all left out (``train.skip_grad_norm`` or
+    ``train.nonfinite: skip``): the run no longer trains, so it stops instead of running on."""
+
+
+STALLED_AFTER_SKIPS = 100  # consecutive skipped updates that end a run: VDVAE skips a few in a row
 
 
 def to_float32(output: Any) -> Any:
@@ -105,6 +120,7 @@ class VAEModule(L.LightningModule):
         self.resumed = False  # loaded from a checkpoint, until the first batch after it
         # updates left out: non-finite (train.nonfinite: skip) or above train.skip_grad_norm
         self.skipped_updates = 0
+        self.skips_in_a_row = 0  # since the last update that was kept
         self.dropping_update = False  # the current step's loss was not finite: drop its gradients
         self.buffers_before: list[Tensor] = []  # train.nonfinite: skip -- the buffers before this step
         self.compiled: Any = None  # the compiled forward (train.compile), set on first use
@@ -209,6 +225,34 @@ class VAEModule(L.LightningModule):
         self._step_schedulers("step")
         return None
 
+    @contextlib.contextmanager
+    def _warmed_up_lr(self, optimizer: Any, batch: int) -> Iterator[None]:
+        """Scale ``optimizer``'s learning rates for the step of training batch ``batch`` (1, 2, ...)
+        by ``train.lr_warmup_steps``' factor min(1, batch / steps), put back afterwards, so the
+        scheduler's own (chained) rates never see it; a function of the batch count, so a resumed
+        run warms up exactly as before."""
+        steps = self.train_config.lr_warmup_steps
+        factor = min(1.0, batch / steps) if steps > 0 else 1.0
+        if factor >= 1.0:
+            yield
+            return
+        groups = optimizer.param_groups
+        rates = [group["lr"] for group in groups]
+        for group, rate in zip(groups, rates):
+            group["lr"] = rate * factor
+        try:
+            yield
+        finally:
+            for group, rate in zip(groups, rates):
+                group["lr"] = rate
+
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
+    ) -> None:  # automatic optimisation's step
+        # the closure runs training_step, which counts the batch: it is batch batches_seen + 1
+        with self._warmed_up_lr(optimizer, self.batches_seen + 1):
+            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+
     def _manual_update(self, optimizer: Any, loss: Tensor) -> None:
         optimizer.zero_grad()
         self.manual_backward(loss)
@@ -216,7 +260,8 @@ class VAEModule(L.LightningModule):
             return
         if self.train_config.gradient_clip_val:
             self.clip_gradients(optimizer, gradient_clip_val=self.train_config.gradient_clip_val)
-        optimizer.step()
+        with self._warmed_up_lr(optimizer, self.batches_seen):  # training_step has counted the batch
+            optimizer.step()
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
         # automatic optimisation: after backward, before clipping; no gradients means no update
@@ -256,13 +301,14 @@ class VAEModule(L.LightningModule):
         norm = float(torch.nn.utils.get_total_norm(grads))
         limit = self.train_config.skip_grad_norm
         if math.isfinite(norm) and (limit is None or norm <= limit):
+            self.skips_in_a_row = 0
             return True
         if not math.isfinite(norm) and getattr(self.trainer.precision_plugin, "scaler", None) is not None:
             return True  # fp16's gradient scaler skips overflowing steps itself, and lowers its scale
         if not math.isfinite(norm):
             self._skip_or_stop(f"the gradient went non-finite (norm = {norm}) although the loss was finite")
         else:  # above the limit: always skipped, as VDVAE does
-            self._count_skip()
+            self._count_skip(f"gradient norm {norm:.4g} > train.skip_grad_norm = {limit:g}")
         self._drop_update(optimizer)
         return False
 
@@ -279,7 +325,7 @@ class VAEModule(L.LightningModule):
 
     def _skip_or_stop(self, what: str) -> None:
         if self.train_config.nonfinite == "skip":
-            self._count_skip()
+            self._count_skip(f"{what} (train.nonfinite: skip)")
             return
         raise NonFiniteLoss(
             f"training batch {self.batches_seen} (epoch {self.current_epoch}): {what}. The run stops here "
@@ -287,9 +333,17 @@ class VAEModule(L.LightningModule):
             "train.gradient_clip_val, or set train.nonfinite: skip to leave such updates out."
         )
 
-    def _count_skip(self) -> None:
+    def _count_skip(self, why: str) -> None:
         self.skipped_updates += 1
+        self.skips_in_a_row += 1
         self.log("train/skipped_updates", float(self.skipped_updates), on_step=True, on_epoch=False)
+        if self.skips_in_a_row >= STALLED_AFTER_SKIPS:
+            raise UpdatesAllSkipped(
+                f"training batch {self.batches_seen} (epoch {self.current_epoch}): the last "
+                f"{self.skips_in_a_row} updates were all skipped, the last for {why}; the model no "
+                "longer trains, so the run stops here. Lower train.lr, raise train.skip_grad_norm, or "
+                "choose a likelihood that suits the data (e.g. bernoulli for binary images)."
+            )
 
     def on_train_epoch_end(self) -> None:
         self.log("train/skipped_updates", float(self.skipped_updates), on_step=False, on_epoch=True)
