@@ -74,6 +74,10 @@ class PairedSplit(SplitDataset):
     The pairs of a batch are drawn from the ground truth with a generator seeded by ``seed`` and
     the batch's positions, so an epoch's order (the loaders' EpochSampler) fixes its pairs and a
     resumed run sees the same ones. Labels are the (2B, F) factor classes, int64.
+
+    The pairs come from the whole ground truth, not from one split (Locatello et al. 2020 train and
+    score on the whole grid): a paired validation split gives the paired objective on fresh pairs.
+    Evaluation reads the held-out split's single images (``VAEDataModule.fixed_batch``).
     """
 
     def __init__(self, ground_truth: Any, length: int, k: int | str, seed: int = 0, source: str = "") -> None:
