@@ -259,3 +259,29 @@ def test_the_cli_offers_every_registered_disentanglement_metric():
     from vaezoo.evaluation.disentanglement import DISENTANGLEMENT_METRICS
 
     assert list(DISENTANGLEMENT_CHOICES) == list(DISENTANGLEMENT_METRICS)
+
+
+def test_the_second_benchmark_table_shows_the_largest_downstream_size_and_fairness():
+    from vaezoo.evaluation.benchmark import Suite, metric_value, render_results
+
+    metrics = {
+        "disentanglement/mig": 0.1,
+        "disentanglement/downstream_logreg_100_mean_test_accuracy": 0.5,
+        "disentanglement/downstream_logreg_10000_mean_test_accuracy": 0.75,
+        "disentanglement/downstream_logreg_10000_min_test_accuracy": 0.25,
+        "disentanglement/mean_fairness_mean_pred_mean_sens": 0.125,
+    }
+    assert metric_value(metrics, "disentanglement/downstream_logreg_*_mean_test_accuracy") == 0.75
+    assert metric_value(metrics, "disentanglement/downstream_gbt_*_mean_test_accuracy") is None
+    row = {
+        "label": "VAE",
+        "parameters": 1e6,
+        "train_images_per_second": 10.0,
+        "val_metrics": {},
+        "metrics": metrics,
+    }
+    other = {**row, "label": "AE", "metrics": {"disentanglement/mig": 0.2}}
+    suite = Suite("s", Path("s.yaml"), Path("out"), 0, {}, {}, {}, {}, [])
+    more = render_results(suite, [row, other]).split("More disentanglement scores")[1]
+    assert "| model | fairness | logreg acc. |" in more and "GBT" not in more
+    assert "| VAE | 0.125 | 0.75 |" in more and "| AE | – | – |" in more

@@ -330,7 +330,21 @@ MORE_DISENTANGLEMENT = (  # a second table, so that the first stays readable
     ("MI score", "disentanglement/mutual_info_score"),
     ("flatness", "disentanglement/flatness"),
     ("axis ratio", "disentanglement/linearity_axis_ratio"),
+    ("fairness", "disentanglement/mean_fairness_mean_pred_mean_sens"),
+    # downstream accuracies are keyed by their training size N: the largest N a row has is shown
+    ("logreg acc.", "disentanglement/downstream_logreg_*_mean_test_accuracy"),
+    ("GBT acc.", "disentanglement/downstream_gbt_*_mean_test_accuracy"),
 )
+
+
+def metric_value(metrics: dict[str, float], key: str) -> float | None:
+    """``metrics[key]``; for a key with ``*`` (a number, e.g. a training size), the value of the
+    matching key with the largest number; None if there is none."""
+    if "*" not in key:
+        return metrics.get(key)
+    pattern = re.compile(re.escape(key).replace(r"\*", r"(\d+)") + "$")
+    found = [(int(m.group(1)), value) for name, value in metrics.items() if (m := pattern.match(name))]
+    return max(found)[1] if found else None
 
 
 def render_results(suite: Suite, rows: list[dict[str, Any]]) -> str:
@@ -353,7 +367,7 @@ def _table(
     rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...], with_training: bool
 ) -> list[str]:
     """A markdown table of the columns any row has ([] if none), one line per row."""
-    present = [(h, k) for h, k in columns if any(k in row["metrics"] for row in rows)]
+    present = [(h, k) for h, k in columns if any(metric_value(row["metrics"], k) is not None for row in rows)]
     if not present and not with_training:
         return []
     head = [
@@ -368,7 +382,8 @@ def _table(
             loss = row["val_metrics"].get("val/loss")
             cells += [f"{row['parameters'] / 1e6:.2f}M", f"{row['train_images_per_second']:.0f}"]
             cells.append(format_value(loss) if loss is not None else "–")
-        cells += [format_value(row["metrics"][k]) if k in row["metrics"] else "–" for _, k in present]
+        values = [metric_value(row["metrics"], k) for _, k in present]
+        cells += [format_value(value) if value is not None else "–" for value in values]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
