@@ -245,19 +245,19 @@ def reconstruction_group(ctx: EvaluationContext, report: EvaluationReport) -> di
     if ctx.vectors:
         return vector_reconstruction(ctx, report)
     data_range = ctx.value_range[1] - ctx.value_range[0]
+    images, labels = ctx.examples
+    recons = reconstructions(ctx, images, labels)
     mse, psnr, ssim = [], [], []
-    torch.manual_seed(ctx.settings.seed)
-    with torch.no_grad():
-        for images, labels in ctx.batches():
-            recons = ctx.model.generate(images, **ctx.kwargs(labels)).clamp(*ctx.value_range)
-            mse.append(mse_per_image(images, recons))
-            psnr.append(psnr_per_image(images, recons, data_range))
-            ssim.append(ssim_per_image(images, recons, data_range))
+    for start in range(0, len(images), ctx.settings.batch_size):  # batch by batch: SSIM's maps are big
+        batch = slice(start, start + ctx.settings.batch_size)
+        mse.append(mse_per_image(images[batch], recons[batch]))
+        psnr.append(psnr_per_image(images[batch], recons[batch], data_range))
+        ssim.append(ssim_per_image(images[batch], recons[batch], data_range))
     return {
         "mse": torch.cat(mse).mean().item(),
         "psnr": torch.cat(psnr).mean().item(),
         "ssim": torch.cat(ssim).mean().item(),
-        "num_images": float(len(ctx.examples[0])),
+        "num_images": float(len(images)),
     }
 
 
@@ -413,8 +413,8 @@ def sample_quality_group(ctx: EvaluationContext, report: EvaluationReport) -> di
 
 
 def reconstructions(ctx: EvaluationContext, images: Tensor, labels: Tensor) -> Tensor:
-    """The model's reconstructions of ``images`` (posterior samples, seeded), clamped to the data
-    range, batch by batch."""
+    """The model's reconstructions of ``images`` (posterior samples, as ``generate`` does, drawn
+    from the evaluation seed), clamped to the data range, computed batch by batch, on the CPU."""
     out = []
     torch.manual_seed(ctx.settings.seed)
     with torch.no_grad():
