@@ -9,6 +9,7 @@ Examples::
     vaezoo evaluate runs/VanillaVAE/version_0 --metrics reconstruction likelihood -o report/
     vaezoo export runs/VanillaVAE/version_0 -o exports/vae-dsprites
     vaezoo benchmark -c benchmarks/dsprites.yaml
+    vaezoo explore runs/VanillaVAE/version_0 runs/BetaVAE/version_0
     vaezoo list
 """
 
@@ -37,10 +38,11 @@ USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, UnknownModelError)
 def _user_errors() -> tuple[type[Exception], ...]:
     from vaezoo.data import DataError
     from vaezoo.evaluation.evaluate import EvaluationError
+    from vaezoo.explore.session import NotExplorable
     from vaezoo.fileio import DiskFullError
     from vaezoo.io import CheckpointError
 
-    return (*USER_ERRORS, DataError, CheckpointError, EvaluationError, DiskFullError)
+    return (*USER_ERRORS, DataError, CheckpointError, EvaluationError, DiskFullError, NotExplorable)
 
 
 class ShowDefaults(argparse.HelpFormatter):
@@ -174,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--reevaluate", action="store_true", help="evaluate finished entries again, without retraining"
     )
     add_udr_parser(commands)
+    add_explore_parser(commands)
     commands.add_parser("list", help="list the registered models")
     commands.add_parser(
         "configs",
@@ -200,6 +203,34 @@ def add_udr_parser(commands: argparse._SubParsersAction) -> None:
     udr.add_argument("--seed", type=int, default=0, help="seed of the observations and the Lasso")
     udr.add_argument("-o", "--output", default="udr.json", help="the JSON file to write")
     udr.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+
+
+def add_explore_parser(commands: argparse._SubParsersAction) -> None:
+    explore = commands.add_parser(
+        "explore",
+        help="a local web page: drag a latent and watch the decoder answer, several models side by side",
+        description="Serve a page (on this machine only, by default) to explore trained models: pick a "
+        "validation image or upload one, move a slider per latent (sorted by KL, collapsed ones marked) and "
+        "see every model decode the same slider positions; draw prior or GMM samples; interpolate between "
+        "two images. For data with factors (dSprites), the image's factors and each latent's affinity to "
+        "them. Nothing is written. Needs the extra: pip install 'vaezoo[explore]'.",
+    )
+    explore.add_argument(
+        "checkpoints", nargs="+", metavar="RUN", help=f"one or more (side by side): {CHECKPOINT_HELP}"
+    )
+    explore.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)"
+    )
+    explore.add_argument("--port", type=int, default=0, help="port to listen on (0: a free one, printed)")
+    explore.add_argument("--gallery", type=int, default=48, help="validation images to pick from")
+    explore.add_argument(
+        "--stats-examples", type=int, default=1000, help="validation images that sort and scale the sliders"
+    )
+    explore.add_argument(
+        "--fit-examples", type=int, default=2000, help="training images that fit the GMM sampler"
+    )
+    explore.add_argument("--seed", type=int, default=0, help="seed of the GMM fit")
+    explore.add_argument("--verbose", action="store_true", help="log every request")
 
 
 def add_sampler_option_argument(command: argparse.ArgumentParser) -> None:
@@ -618,6 +649,41 @@ def cmd_udr(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def cmd_explore(args: argparse.Namespace, overrides: list[str]) -> int:
+    import json
+
+    from vaezoo.explore.server import ExtraMissing, address, bind, require_framework, server
+    from vaezoo.explore.session import ViewSettings, explorer_from_runs
+    from vaezoo.io import load_run
+
+    try:
+        require_framework()
+    except ExtraMissing as err:
+        raise ConfigError(str(err)) from None
+    for name in ("gallery", "stats_examples", "fit_examples"):
+        if getattr(args, name) < 2:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 2, got {getattr(args, name)}")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be between 0 and 65535, got {args.port}")
+    runs, shared = [], {}  # runs of the same data share one data module
+    for source in args.checkpoints:
+        run = load_run(source)
+        key = json.dumps(run.config.get("data", {}), sort_keys=True, default=str)
+        if key not in shared:
+            shared[key] = _run_data(run.model, run.config, None, overrides, source, "explore")
+        runs.append((source, run, shared[key]))
+    settings = ViewSettings(args.stats_examples, args.fit_examples, args.seed)
+    explorer = explorer_from_runs(runs, settings, gallery_size=args.gallery)
+    try:
+        sock = bind(args.host, args.port)
+    except OSError as err:
+        raise ConfigError(f"--host {args.host} --port {args.port}: {err}") from None
+    names = ", ".join(view.name for view in explorer.views.values())
+    print(f"vaezoo explore: {names} at {address(sock)} (Ctrl-C stops)", flush=True)
+    server(explorer, sock, quiet=not args.verbose).run(sockets=[sock])
+    return 0
+
+
 def cmd_export(args: argparse.Namespace, overrides: list[str]) -> int:
     from vaezoo.export import export_model
 
@@ -723,6 +789,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "export": cmd_export,
     "udr": cmd_udr,
+    "explore": cmd_explore,
     "benchmark": cmd_benchmark,
     "list": cmd_list,
     "configs": cmd_configs,

@@ -167,7 +167,7 @@ class ImagePipeline:
 
     def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
         """One image -> float (C, size, size), flipped at random if ``flip``."""
-        pixels = torch.from_numpy(np.ascontiguousarray(self.decode(image)))[None]
+        pixels = torch.from_numpy(np.array(self.decode(image)))[None]  # a copy: PIL's array is read-only
         if self.flip:
             pixels = random_hflip_batch(pixels, generator)
         return uint8_to_float(pixels, self.normalize)[0]
