@@ -547,6 +547,7 @@ def cmd_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
             writer.close()
     _print_report(report)
     print(f"report: {Path(report_dir) / 'report.md'}")
+    print(f"report: {Path(report_dir) / 'report.html'}")
     return 0
 
 
