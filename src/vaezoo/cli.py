@@ -637,6 +637,7 @@ def cmd_benchmark(args: argparse.Namespace, overrides: list[str]) -> int:
         suite, output=args.output, only=args.only, force=args.force, reevaluate=args.reevaluate
     )
     print(f"results: {results}")
+    print(f"results: {results.with_name('report.html')}")
     return 0
 
 
