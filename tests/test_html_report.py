@@ -25,6 +25,7 @@ class Parsed(HTMLParser):
         self.tables: list[list[list[tuple[str, str | None]]]] = []
         self.scripts: list[str] = []
         self._cell: list[str] | None = None
+        self._value: str | None = None
         self._in_script = False
         self.feed(page)
 
@@ -94,8 +95,8 @@ def test_evaluate_writes_a_self_contained_report_html_with_every_picture(report_
     assert {"metrics.json", "report.md", "report.html"} <= {p.name for p in report_dir.iterdir()}
     page = (report_dir / "report.html").read_text()
     parsed = assert_self_contained(page)
-    headings = [text for text in page.split("<h3>")[1:]]
-    assert [h.split("</h3>")[0] for h in headings] == [
+    headings = [part.split("</h3>")[0] for part in page.split("<h3>")[1:]]
+    assert headings == [
         "reconstructions",
         "traversals_animation",
         "kl_per_dim",
