@@ -578,6 +578,7 @@ def cmd_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
             writer.close()
     _print_report(report)
     print(f"report: {Path(report_dir) / 'report.md'}")
+    print(f"report: {Path(report_dir) / 'report.html'}")
     return 0
 
 
@@ -702,6 +703,7 @@ def cmd_benchmark(args: argparse.Namespace, overrides: list[str]) -> int:
         suite, output=args.output, only=args.only, force=args.force, reevaluate=args.reevaluate
     )
     print(f"results: {results}")
+    print(f"results: {results.with_name('report.html')}")
     return 0
 
 

@@ -29,14 +29,27 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import torch
 
 from vaezoo.config import ConfigError, from_dict, load_yaml, set_dotted
-from vaezoo.evaluation.evaluate import EvaluationSettings, evaluate, format_value
+from vaezoo.evaluation.evaluate import EvaluationSettings, evaluate, format_value, report_pictures
+from vaezoo.evaluation.html_report import (
+    Cell,
+    Table,
+    embedded_picture,
+    escape,
+    markdown_table,
+    number_cell,
+    page,
+    picture_gallery,
+    sortable_table,
+)
 from vaezoo.fileio import atomic_path, atomic_write_text
 
 SUITE_KEYS = {
@@ -62,7 +75,12 @@ class SuiteEntry:
 
     @property
     def slug(self) -> str:
-        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.label).strip("_")
+        return slugify(self.label)
+
+
+def slugify(label: str) -> str:
+    """The name of an entry's run and report folders: its label in file-name characters."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_")
 
 
 @dataclass
@@ -263,6 +281,7 @@ def run_suite(
     atomic_write_text(output / "results.md", render_results(suite, rows))
     if rows:
         plot_results(rows, output / "results.png")
+    atomic_write_text(output / "report.html", render_results_html(suite, rows, output))
     return output / "results.md"
 
 
@@ -347,45 +366,87 @@ def metric_value(metrics: dict[str, float], key: str) -> float | None:
     return max(found)[1] if found else None
 
 
-def render_results(suite: Suite, rows: list[dict[str, Any]]) -> str:
-    lines = [f"# Benchmark: {suite.name}", "", suite.description.strip(), ""]
-    lines += [
-        f"Produced by `vaezoo benchmark -c {suite.source}` with {torch.get_num_threads()} torch thread(s) on "
-        f"{os.cpu_count()} CPU core(s); runs, per-model reports and results.json are beside this file.",
-        "",
-    ]
-    lines += _table(rows, COLUMNS, with_training=True)
+PROVENANCE = (
+    "Produced by {command} with {threads} torch thread(s) on {cores} CPU core(s); "
+    "runs, per-model reports and results.json are beside this file."
+)
+MORE_TITLE = "More disentanglement scores (definitions in the per-model reports):"
+NOT_SHOWN = "– : not applicable (the reports say why) or not computed."
+
+
+def provenance(suite: Suite, code: Callable[[str], str]) -> str:
+    """How the results were made; ``code`` marks up the command (markdown backticks, HTML <code>)."""
+    command = code(f"vaezoo benchmark -c {suite.source}")
+    return PROVENANCE.format(command=command, threads=torch.get_num_threads(), cores=os.cpu_count())
+
+
+def results_tables(rows: list[dict[str, Any]]) -> tuple[Table, Table | None]:
+    """The headline table and the second disentanglement table (None if no row has its scores)."""
     more = _table(rows, MORE_DISENTANGLEMENT, with_training=False)
-    if more:
-        lines += ["", "More disentanglement scores (definitions in the per-model reports):", "", *more]
-    lines += ["", "– : not applicable (the reports say why) or not computed.", ""]
+    return _table(rows, COLUMNS, with_training=True), more if len(more.headers) > 1 else None
+
+
+def render_results(suite: Suite, rows: list[dict[str, Any]]) -> str:
+    main, more = results_tables(rows)
+    lines = [f"# Benchmark: {suite.name}", "", suite.description.strip(), ""]
+    lines += [provenance(suite, lambda command: f"`{command}`"), ""]
+    lines += markdown_table(main)
+    if more is not None:
+        lines += ["", MORE_TITLE, "", *markdown_table(more)]
+    lines += ["", NOT_SHOWN, ""]
     lines += ["![results](results.png)", ""]
     return "\n".join(lines)
 
 
-def _table(
-    rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...], with_training: bool
-) -> list[str]:
-    """A markdown table of the columns any row has ([] if none), one line per row."""
+def render_results_html(suite: Suite, rows: list[dict[str, Any]], output: Path) -> str:
+    """report.html of a suite: the tables of results.md, sortable, the plot and, per entry, a
+    collapsible section with its evaluation pictures and a link to its own report."""
+    main, more = results_tables(rows)
+    parts = [f"<p>{escape(suite.description.strip())}</p>"] if suite.description.strip() else []
+    parts += [f"<p>{provenance(suite, lambda command: f'<code>{escape(command)}</code>')}</p>"]
+    parts += ["<h2>Results</h2>", sortable_table(main)]
+    if more is not None:
+        parts += [f"<h2>{escape(MORE_TITLE.rstrip(':'))}</h2>", sortable_table(more)]
+    parts += [f'<p class="note">{escape(NOT_SHOWN)}</p>', embedded_picture("results", output / "results.png")]
+    parts += ["<h2>Models</h2>", *(entry_section(row, output) for row in rows)]
+    return page(f"Benchmark: {suite.name}", "\n".join(parts))
+
+
+def entry_section(row: dict[str, Any], output: Path) -> str:
+    """A ``<details>`` section of one entry: a link to its report and the pictures of its evaluation
+    report folder (``output/reports/<slug>``, as :func:`evaluate_entry` writes it)."""
+    slug = slugify(row["label"])
+    folder = output / "reports" / slug
+    reports = [f"reports/{slug}/{name}" for name in ("report.html", "report.md") if (folder / name).is_file()]
+    link = f'<p class="note">no evaluation report in reports/{escape(slug)}</p>'
+    if reports:  # relative, so that the folder can move as a whole
+        link = f'<p>Its evaluation report: <a href="{escape(quote(reports[0]))}">{escape(reports[0])}</a></p>'
+    pictures = report_pictures(folder)
+    gallery = picture_gallery(pictures, folder) if pictures else '<p class="note">no evaluation pictures</p>'
+    return f"<details>\n<summary>{escape(row['label'])}</summary>\n{link}\n{gallery}\n</details>"
+
+
+def _table(rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...], with_training: bool) -> Table:
+    """The table of the columns any row has, one row per model, each number kept with its text so
+    that both renderings show and sort the same."""
     present = [(h, k) for h, k in columns if any(metric_value(row["metrics"], k) is not None for row in rows)]
-    if not present and not with_training:
-        return []
     head = [
         "model",
         *(["params", "train img/s", "val loss"] if with_training else []),
         *[h for h, _ in present],
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    table = Table(head)
     for row in rows:
-        cells = [row["label"]]
+        cells = [Cell(row["label"])]
         if with_training:
-            loss = row["val_metrics"].get("val/loss")
-            cells += [f"{row['parameters'] / 1e6:.2f}M", f"{row['train_images_per_second']:.0f}"]
-            cells.append(format_value(loss) if loss is not None else "–")
-        values = [metric_value(row["metrics"], k) for _, k in present]
-        cells += [format_value(value) if value is not None else "–" for value in values]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+            cells += [
+                number_cell(row["parameters"], lambda count: f"{count / 1e6:.2f}M"),
+                number_cell(row["train_images_per_second"], lambda speed: f"{speed:.0f}"),
+                number_cell(row["val_metrics"].get("val/loss"), format_value),
+            ]
+        cells += [number_cell(metric_value(row["metrics"], k), format_value) for _, k in present]
+        table.rows.append(cells)
+    return table
 
 
 def plot_results(rows: list[dict[str, Any]], path: Path) -> None:

@@ -24,6 +24,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vaezoo.evaluation.html_report import (
+    Cell,
+    Table,
+    escape,
+    markdown_table,
+    number_cell,
+    page,
+    picture_gallery,
+    sortable_table,
+)
 from vaezoo.fileio import atomic_write_text
 from vaezoo.images import add_gif, make_grid, save_gif, save_image
 
@@ -565,10 +575,21 @@ def evaluate(
 
 
 def write_report(report: EvaluationReport, report_dir: Path) -> None:
-    """metrics.json (everything) and report.md (tables and pictures), each written atomically."""
+    """metrics.json (everything), report.md (tables and pictures) and report.html (the same, sortable,
+    the pictures inside), each written atomically."""
     payload = asdict(report)
     atomic_write_text(report_dir / "metrics.json", json.dumps(payload, indent=2, default=_jsonable) + "\n")
     atomic_write_text(report_dir / "report.md", render_markdown(report))
+    atomic_write_text(report_dir / "report.html", render_html(report, report_dir))
+
+
+def report_pictures(report_dir: Path) -> dict[str, str]:
+    """The pictures (name -> file) a report folder's metrics.json lists; {} without a readable one."""
+    try:
+        pictures = json.loads((Path(report_dir) / "metrics.json").read_text()).get("pictures", {})
+    except (OSError, ValueError, AttributeError):  # AttributeError: a JSON file that is not a mapping
+        return {}
+    return {str(name): str(file) for name, file in pictures.items()} if isinstance(pictures, dict) else {}
 
 
 def _jsonable(value: Any) -> Any:
@@ -587,24 +608,63 @@ def format_value(value: float) -> str:
     return f"{value:.4g}"
 
 
+def report_title(info: dict[str, Any]) -> str:
+    """The heading of both renderings of a report."""
+    return f"Evaluation of {info.get('model', 'a model')}"
+
+
+def header_items(info: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) of the report's header: checkpoint, step, data and date, those it has."""
+    keys = ("checkpoint", "global_step", "data", "date")
+    return [(key.replace("_", " "), str(info[key])) for key in keys if key in info]
+
+
+def metrics_table(report: EvaluationReport) -> Table:
+    """Group, metric and value, one row per metric: the rows of report.md and report.html alike."""
+    rows = [
+        [Cell(group), Cell(key), number_cell(value, format_value)]
+        for group, values in report.metrics.items()
+        for key, value in values.items()
+    ]
+    return Table(["group", "metric", "value"], rows)
+
+
+def not_applicable_table(report: EvaluationReport) -> Table:
+    """What did not apply, and why."""
+    return Table(["metric", "why"], [[Cell(name), Cell(why)] for name, why in report.not_applicable.items()])
+
+
+def timing_text(report: EvaluationReport) -> str:
+    """The time of the whole evaluation and of each group."""
+    total = sum(report.seconds.values())
+    timing = ", ".join(f"{group} {seconds:.1f} s" for group, seconds in report.seconds.items())
+    return f"Time: {total:.1f} s ({timing})."
+
+
 def render_markdown(report: EvaluationReport) -> str:
-    info = report.info
-    lines = [f"# Evaluation of {info.get('model', 'a model')}", ""]
-    for key in ("checkpoint", "global_step", "data", "date"):
-        if key in info:
-            lines.append(f"- {key.replace('_', ' ')}: `{info[key]}`")
-    lines += ["", "## Metrics", "", "| group | metric | value |", "|---|---|---|"]
-    for group, values in report.metrics.items():
-        lines += [f"| {group} | {key} | {format_value(value)} |" for key, value in values.items()]
+    """report.md: the header, the tables, links to the picture files."""
+    lines = [f"# {report_title(report.info)}", ""]
+    lines += [f"- {label}: `{value}`" for label, value in header_items(report.info)]
+    lines += ["", "## Metrics", "", *markdown_table(metrics_table(report))]
     if report.not_applicable:
-        lines += ["", "## Not applicable", "", "| metric | why |", "|---|---|"]
-        lines += [
-            f"| {name} | {reason.replace('|', '/')} |" for name, reason in report.not_applicable.items()
-        ]
+        lines += ["", "## Not applicable", "", *markdown_table(not_applicable_table(report))]
     if report.pictures:
         lines += ["", "## Pictures", ""]
         lines += [f"### {name}\n\n![{name}]({file})\n" for name, file in report.pictures.items()]
-    total = sum(report.seconds.values())
-    timing = ", ".join(f"{group} {seconds:.1f} s" for group, seconds in report.seconds.items())
-    lines += ["", f"Time: {total:.1f} s ({timing}).", ""]
+    lines += ["", timing_text(report), ""]
     return "\n".join(lines)
+
+
+def render_html(report: EvaluationReport, report_dir: Path) -> str:
+    """report.html: the header, the sortable tables, every picture of ``report_dir`` embedded."""
+    header = "".join(
+        f"<li>{escape(label)}: <code>{escape(value)}</code></li>"
+        for label, value in header_items(report.info)
+    )
+    parts = [f"<ul>{header}</ul>", "<h2>Metrics</h2>", sortable_table(metrics_table(report))]
+    if report.not_applicable:
+        parts += ["<h2>Not applicable</h2>", sortable_table(not_applicable_table(report))]
+    if report.pictures:
+        parts += ["<h2>Pictures</h2>", picture_gallery(report.pictures, report_dir)]
+    parts.append(f"<p>{escape(timing_text(report))}</p>")
+    return page(report_title(report.info), "\n".join(parts))
