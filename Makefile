@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: train test test-fast check bench install datasets clean
+.PHONY: train test test-fast check bench install datasets browser clean
 
 # The CPU wheel of torch lies on this machine's disk; installing it first keeps pip from pulling
 # a multi-GB CUDA build to satisfy the package's open torch range.
@@ -30,17 +30,27 @@ datasets:
 			|| echo "could not install dataset-fashion-mnist: its tests will skip"; \
 	fi
 
+# The browser tests (tests/test_explore_browser.py) drive Debian's chromium through chromium-driver.
+# Installed here where this user can; elsewhere those tests skip and say how (under CI=true they fail).
+CHROMEDRIVER := /usr/bin/chromedriver
+browser:
+	@if [ ! -x $(CHROMEDRIVER) ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium and chromium-driver (for the browser tests)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+			|| echo "could not install chromium: the browser tests will skip"; \
+	fi
+
 train: $(STAMP)
 	$(BIN)/vaezoo train -c configs/vae.yaml $(ARGS)
 
 # One pytest worker per core (pytest-xdist), each with one torch thread (tests/conftest.py): two
 # busy processes with two OpenMP threads each would wait on each other. PYTEST_WORKERS=0: serial.
 PYTEST_WORKERS ?= auto
-test: $(STAMP) datasets
+test: $(STAMP) datasets browser
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # The suite without the end-to-end runs marked slow (CI runs them all through `make test`).
-test-fast: $(STAMP) datasets
+test-fast: $(STAMP) datasets browser
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 # Training throughput against a plain PyTorch-VAE step, side by side in one process; writes
