@@ -6,16 +6,13 @@ Without them these tests skip, saying how to enable them; under ``CI=true`` they
 
 from __future__ import annotations
 
-import os
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from browser import chromium_driver, require_browser, wait_for
 from helpers import require_package
 from test_explore_api import SMALL, loaded, small
 from torch import nn
@@ -23,37 +20,13 @@ from torch import nn
 from vaezoo.config import DataConfig
 from vaezoo.data import VAEDataModule
 from vaezoo.evaluation.evaluate import EvaluationReport, write_report
-from vaezoo.explore.server import address, bind, server
+from vaezoo.explore.server import serving_in_background
 from vaezoo.explore.session import Explorer, explorer_from_runs
 from vaezoo.images import save_image
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-# Chromium as root in a sandbox-less container, with nothing that reaches for the network
-CHROMIUM_FLAGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-quic", "--window-size=1300,1000",
-]  # fmt: skip
-
-
-def require_browser(env: Mapping[str, str] = os.environ) -> None:
-    """Return if chromium and chromium-driver are installed; else skip (under ``CI=true`` fail) saying how."""
-    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
-    if not missing:
-        return
-    message = (
-        f"{' and '.join(missing)} not found: the browser tests drive Debian's chromium through "
-        "chromium-driver. Enable them with `sudo apt-get install chromium chromium-driver`, or run "
-        "`make test`, which installs them when it can"
-    )
-    if env.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
 
 def test_a_missing_browser_skips_saying_how_to_install_it_and_fails_under_ci(monkeypatch):
-    monkeypatch.setattr("test_explore_browser.CHROMIUM", Path("/nonexistent/chromium"))
+    monkeypatch.setattr("browser.CHROMIUM", Path("/nonexistent/chromium"))
     with pytest.raises(pytest.skip.Exception, match="apt-get install chromium chromium-driver"):
         require_browser({})
     with pytest.raises(pytest.fail.Exception, match="/nonexistent/chromium"):
@@ -63,15 +36,8 @@ def test_a_missing_browser_skips_saying_how_to_install_it_and_fails_under_ci(mon
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     require_browser()
-    webdriver = require_package("selenium.webdriver", "test")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(60)
+    require_package("selenium.webdriver", "test")
+    driver = chromium_driver()
     yield driver
     driver.quit()
 
@@ -96,36 +62,10 @@ def explorer() -> Explorer:
     return explorer_from_runs(runs, SMALL, gallery_size=12, log=lambda _: None)
 
 
-@contextmanager
-def serving(explorer: Explorer) -> Iterator[str]:
-    """The explorer served by uvicorn in a thread on a free local port; yields its address."""
-    sock = bind("127.0.0.1", 0)
-    running = server(explorer, sock)
-    thread = threading.Thread(target=running.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: running.started, "the server to start")
-        yield address(sock)
-    finally:
-        running.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def page(browser, explorer) -> Iterator[Any]:
     """The explorer's page, loaded, with its first image explored."""
-    with serving(explorer) as url:
+    with serving_in_background(explorer) as url:
         browser.get(url)
         wait_for(lambda: browser.find_element("tag name", "body").get_attribute("data-ready"), "the page")
         yield browser

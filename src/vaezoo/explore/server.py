@@ -18,7 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from importlib import resources
 from typing import Any
 
@@ -134,6 +137,9 @@ def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit it: a response's headers and body leave at once, instead of the
+    # body waiting ~40 ms for the client's delayed ACK of the headers (Nagle's algorithm)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError as err:
@@ -157,3 +163,24 @@ def server(explorer: Explorer, sock: socket.socket, quiet: bool = True) -> Any:
         create_app(explorer), log_level="warning" if quiet else "info", access_log=not quiet
     )
     return uvicorn.Server(config)
+
+
+@contextmanager
+def serving_in_background(explorer: Explorer, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve ``explorer`` from a thread while the block runs (from Python, a notebook, a test); yields
+    the address. The server stops when the block ends."""
+    sock = bind(host, port)
+    running = server(explorer, sock)
+    thread = threading.Thread(target=running.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30.0
+        while not running.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the explorer's server did not start on {address(sock)}")
+            time.sleep(0.01)
+        yield address(sock)
+    finally:
+        running.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

