@@ -651,6 +651,7 @@ def cmd_udr(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def cmd_explore(args: argparse.Namespace, overrides: list[str]) -> int:
+    import ipaddress
     import json
 
     from vaezoo.explore.server import ExtraMissing, address, bind, require_framework, server
@@ -681,6 +682,12 @@ def cmd_explore(args: argparse.Namespace, overrides: list[str]) -> int:
         raise ConfigError(f"--host {args.host} --port {args.port}: {err}") from None
     names = ", ".join(view.name for view in explorer.views.values())
     print(f"vaezoo explore: {names} at {address(sock)} (Ctrl-C stops)", flush=True)
+    if not ipaddress.ip_address(sock.getsockname()[0]).is_loopback:
+        print(
+            f"vaezoo explore: note: listening on {args.host}, not this machine only: anyone who can reach "
+            "it can use the page (it reads your runs, it never writes)",
+            flush=True,
+        )
     server(explorer, sock, quiet=not args.verbose).run(sockets=[sock])
     return 0
 
