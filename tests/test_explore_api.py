@@ -448,6 +448,23 @@ def test_the_command_refuses_bad_arguments_before_serving(run_dir, capsys):
         taken.close()
 
 
+@pytest.mark.slow
+def test_an_exported_folder_and_a_checkpoint_file_are_explored_as_the_run_is(run_dir, tmp_path):
+    from vaezoo.cli import _run_data
+    from vaezoo.export import export_model
+    from vaezoo.io import load_run
+
+    exported = export_model(run_dir, tmp_path / "export", images=False)
+    runs = []
+    for source in (run_dir, exported, run_dir / "checkpoints" / "last.ckpt"):
+        run = load_run(source)
+        runs.append((str(source), run, _run_data(run.model, run.config, None, [], str(source), "explore")))
+    explorer = explorer_from_runs(runs, SMALL, gallery_size=4, log=lambda _: None)
+    answer = explorer.encode({"image": 1})["models"]
+    assert answer["m0"]["code"] == answer["m1"]["code"] == answer["m2"]["code"]  # the same weights
+    assert answer["m0"]["png"] == answer["m1"]["png"] == answer["m2"]["png"]
+
+
 def test_without_the_web_framework_the_command_says_which_extra_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
     assert main(["explore", "some/run"]) == 2
