@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import pytest
+from helpers import skip_or_fail
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -31,9 +31,7 @@ def require_browser(env: Mapping[str, str] = os.environ) -> None:
         "chromium-driver. Enable them with `sudo apt-get install chromium chromium-driver`, or run "
         "`make test`, which installs them when it can"
     )
-    if env.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    skip_or_fail(message, env)
 
 
 def chromium_driver(width: int = 1300, height: int = 1000) -> Any:

@@ -6,6 +6,7 @@ import importlib
 import os
 from collections.abc import Mapping
 from types import ModuleType
+from typing import NoReturn
 
 import lightning as L
 import pytest
@@ -51,7 +52,16 @@ def require_package(module: str, extra: str, env: Mapping[str, str] = os.environ
     try:
         return importlib.import_module(module)
     except ImportError:
-        message = f"{module} is not installed: pip install 'vaezoo[{extra}]' (or `make test`, which installs .[dev])"
-        if env.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(
+            f"{module} is not installed: pip install 'vaezoo[{extra}]' (or `make test`, which installs .[dev])",
+            env,
+        )
+        raise  # not reached: skip_or_fail raises
+
+
+def skip_or_fail(message: str, env: Mapping[str, str] = os.environ) -> NoReturn:
+    """Skip the test saying ``message`` (how to enable it); under ``CI=true`` fail instead, so a CI
+    image that lost a package or a system install cannot pass unnoticed."""
+    if env.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)

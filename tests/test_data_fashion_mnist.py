@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import skip_or_fail
 
 from vaezoo.config import DataConfig
 from vaezoo.data import VAEDataModule
@@ -30,9 +31,7 @@ def require_fashion_mnist(folder: Path = FOLDER, env: Mapping[str, str] = os.env
         "Enable this test with `sudo apt-get install dataset-fashion-mnist`, or run `make test`, "
         "which installs it when it can"
     )
-    if env.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    skip_or_fail(message, env)
 
 
 def test_fashion_mnist_from_the_debian_package():
