@@ -55,13 +55,13 @@ def explore_screenshot(runs: list[str], path: Path) -> None:
 
 
 def report_screenshot(report_dir: Path, path: Path) -> None:
-    driver = chromium_driver(1300, 1500)
+    driver = chromium_driver(720, 1250)
     try:
         driver.get((report_dir / "report.html").resolve().as_uri())
-        driver.find_elements("css selector", "table.sortable th")[
-            2
-        ].click()  # sorted by value: shows the arrow
-        time.sleep(0.3)
+        group = driver.find_elements("css selector", "table.sortable th")[0]
+        group.click()  # sorted by group: the arrow shows
+        driver.execute_script("document.body.style.zoom = '0.55'")  # the table and the first pictures
+        time.sleep(0.5)
         driver.save_screenshot(str(path))
     finally:
         driver.quit()
