@@ -38,7 +38,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, UnknownModelError)
 def _user_errors() -> tuple[type[Exception], ...]:
     from vaezoo.data import DataError
     from vaezoo.evaluation.evaluate import EvaluationError
-    from vaezoo.explore.session import NotExplorable
+    from vaezoo.explore.view import NotExplorable
     from vaezoo.fileio import DiskFullError
     from vaezoo.io import CheckpointError
 

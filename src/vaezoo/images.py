@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,18 @@ from PIL import Image
 from torch import Tensor
 
 from vaezoo.fileio import atomic_path
+
+
+def to_unit(images: Tensor, value_range: Sequence[float] = (0.0, 1.0)) -> Tensor:
+    """Images with values in ``value_range`` -> [0, 1], clipped, float32 on the CPU."""
+    low, high = value_range
+    return ((images.detach().float().cpu() - low) / (high - low)).clamp(0.0, 1.0)
+
+
+def from_unit(images: Tensor, value_range: Sequence[float]) -> Tensor:
+    """The way back from :func:`to_unit`: [0, 1] -> ``value_range``."""
+    low, high = value_range
+    return images * (high - low) + low
 
 
 def make_grid(
@@ -30,8 +45,7 @@ def make_grid(
         images = images.unsqueeze(0)
     if images.dim() != 4:
         raise ValueError(f"make_grid expects (B, C, H, W) images, got shape {tuple(images.shape)}")
-    low, high = value_range
-    images = ((images.detach().float().cpu() - low) / (high - low)).clamp(0.0, 1.0)
+    images = to_unit(images, value_range)
     count, channels, height, width = images.shape
     nrow = nrow or max(1, math.ceil(math.sqrt(count)))
     ncol = min(nrow, count)
@@ -52,6 +66,13 @@ def to_pil(image: Tensor) -> Image.Image:
     if array.shape[0] == 1:
         return Image.fromarray(array[0], mode="L")
     return Image.fromarray(np.ascontiguousarray(array.transpose(1, 2, 0)), mode="RGB")
+
+
+def png_uri(image: Tensor) -> str:
+    """A (C, H, W) image in [0, 1] as a ``data:image/png;base64,...`` URI, for a web page."""
+    buffer = io.BytesIO()
+    to_pil(image).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def save_image(
