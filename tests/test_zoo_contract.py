@@ -162,12 +162,17 @@ def test_thirty_steps_on_a_fixed_batch_lower_the_loss(name):
     assert np.mean(history[-5:]) < np.mean(history[:5]), history
 
 
-@pytest.mark.slow  # 37 s over the registry on two CPU cores (bf16 is emulated there)
+# Where bf16 is emulated (CPUs without AVX512-BF16 / AMX) DFCVAE's five VGG stages take 1.8 s a step
+# under autocast: its first stage alone keeps the perceptual term and the test under 5 s.
+BF16_OVERRIDES: dict[str, dict[str, Any]] = {"DFCVAE": {"feature_layers": ["relu1_1"]}}
+
+
+@pytest.mark.slow  # 37 s over the registry on two cores with AMX, 85 s where bf16 is emulated
 @pytest.mark.parametrize("name", MODELS)
 def test_bf16_mixed_training_lowers_the_loss(name):
     """The trainer's bf16 path: the forward pass under bf16 autocast, its outputs cast to fp32 for
     ``loss_function`` (likelihood sums, KL, log-sum-exps stay fp32), and the loss still goes down."""
-    model = build(name)
+    model = build(name, **BF16_OVERRIDES.get(name, {}))
     module = VAEModule(model, TrainConfig())
 
     def bf16_losses(x, labels, step):
@@ -178,7 +183,7 @@ def test_bf16_mixed_training_lowers_the_loss(name):
         return output, terms
 
     # a small batch: bf16 is emulated (slow) on CPUs without AVX512-BF16 / AMX
-    history = train_on_a_fixed_batch(model, 20, bf16_losses, batch=4)
+    history = train_on_a_fixed_batch(model, 12, bf16_losses, batch=4)
     assert np.mean(history[-5:]) < np.mean(history[:5]), history
 
 
