@@ -157,8 +157,8 @@ def train_on_a_fixed_batch(
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_thirty_steps_on_a_fixed_batch_lower_the_loss(name):
-    history = train_on_a_fixed_batch(build(name), 30)
+def test_twenty_steps_on_a_fixed_batch_lower_the_loss(name):
+    history = train_on_a_fixed_batch(build(name), 20)
     assert np.mean(history[-5:]) < np.mean(history[:5]), history
 
 

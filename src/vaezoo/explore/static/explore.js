@@ -36,7 +36,8 @@ async function call(path, body) {
   if (!response.ok) throw new Error(answer.error || `${path}: HTTP ${response.status}`);
   if (answer.ms !== undefined) {
     const trip = performance.now() - started;
-    $("#latency").textContent = `decode: ${answer.ms.toFixed(1)} ms on the server, ${trip.toFixed(0)} ms round trip`;
+    const what = path.replace("/api/", "");
+    $("#latency").textContent = `${what}: ${answer.ms.toFixed(1)} ms on the server, ${trip.toFixed(0)} ms round trip`;
     $("#latency").dataset.ms = answer.ms;
   }
   showError("");
