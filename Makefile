@@ -45,15 +45,15 @@ train: $(STAMP)
 
 # One pytest worker per core (pytest-xdist), each with one torch thread (tests/conftest.py): two
 # busy processes with two OpenMP threads each would wait on each other. PYTEST_WORKERS=0: serial.
-# worksteal: a worker that runs out takes tests queued for the other, so the long end-to-end tests
-# do not leave one core idle at the end.
+# loadgroup: the files marked xdist_group run on one worker each, so a module fixture that trains a
+# run is built once, not once per worker.
 PYTEST_WORKERS ?= auto
 test: $(STAMP) datasets browser
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The suite without the end-to-end runs marked slow (CI runs them all through `make test`).
 test-fast: $(STAMP) datasets browser
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -m "not slow" $(PYTEST_ARGS)
 
 # Training throughput against a plain PyTorch-VAE step, side by side in one process; writes
 # benchmarks/results/throughput.md. Run it on an otherwise idle machine.

@@ -10,6 +10,10 @@ from PIL import Image
 
 from vaezoo.cli import main
 
+# All of this file on one worker (make test's --dist loadgroup): its module fixtures, which train
+# runs, are built once instead of once per worker.
+pytestmark = pytest.mark.xdist_group("eval_cli")
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
     "--model.hidden_dims", "[8, 16, 32]", "--model.latent_dim", "4",

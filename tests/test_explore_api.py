@@ -35,6 +35,10 @@ from vaezoo.explore.session import (
 from vaezoo.io import LoadedRun
 from vaezoo.registry import create_model
 
+# All of this file on one worker (make test's --dist loadgroup): its module fixtures, which train
+# runs, are built once instead of once per worker.
+pytestmark = pytest.mark.xdist_group("explore_api")
+
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ViewSettings(stats_examples=64, fit_examples=64)
 
