@@ -14,6 +14,7 @@ from vaezoo.cli import main
 # runs, are built once instead of once per worker.
 pytestmark = pytest.mark.xdist_group("eval_cli")
 
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
     "--model.hidden_dims", "[8, 16, 32]", "--model.latent_dim", "4",

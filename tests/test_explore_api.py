@@ -39,6 +39,7 @@ from vaezoo.registry import create_model
 # runs, are built once instead of once per worker.
 pytestmark = pytest.mark.xdist_group("explore_api")
 
+
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ViewSettings(stats_examples=64, fit_examples=64)
 

@@ -30,6 +30,11 @@ RUN = [
     "--logging.log_every_n_steps", "1", "--logging.checkpoint_every_n_steps", "4",
 ]  # fmt: skip
 
+# All of this file on one worker (make test's --dist loadgroup): its module fixtures, which train
+# runs, are built once instead of once per worker.
+pytestmark = pytest.mark.xdist_group("resume")
+
+
 # Trains RUN in save_dir and kills itself with SIGKILL at the end of batch `kill_at` (no handler,
 # no cleanup: what the OOM killer or `kill -9` does).
 KILLED_RUN = """
@@ -37,10 +42,6 @@ import os, signal, sys
 import lightning as L
 from vaezoo.config import load_config
 from vaezoo.training.run import train
-
-# All of this file on one worker (make test's --dist loadgroup): its module fixtures, which train
-# runs, are built once instead of once per worker.
-pytestmark = pytest.mark.xdist_group("resume")
 
 class KillAt(L.Callback):
     def on_train_batch_end(self, trainer, *args):
