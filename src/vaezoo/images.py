@@ -68,11 +68,16 @@ def to_pil(image: Tensor) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array.transpose(1, 2, 0)), mode="RGB")
 
 
-def png_uri(image: Tensor) -> str:
-    """A (C, H, W) image in [0, 1] as a ``data:image/png;base64,...`` URI, for a web page."""
+def png_bytes(image: Tensor) -> bytes:
+    """A (C, H, W) image in [0, 1] as the bytes of a PNG file."""
     buffer = io.BytesIO()
     to_pil(image).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def png_uri(image: Tensor) -> str:
+    """A (C, H, W) image in [0, 1] as a ``data:image/png;base64,...`` URI, for a web page."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")
 
 
 def save_image(

@@ -24,7 +24,7 @@ from vaezoo.evaluation.evaluate import NotApplicable
 from vaezoo.evaluation.samplers import SamplerNotApplicableError
 from vaezoo.explore.requests import ExploreError, ModelCannot, bounded_int, field, numbers, timed
 from vaezoo.explore.view import MAX_SLIDERS, SLIDER_LIMIT, ModelView, NotExplorable, ViewSettings
-from vaezoo.images import png_uri, to_pil, to_unit
+from vaezoo.images import png_bytes, png_uri, to_unit
 from vaezoo.io import LoadedRun
 
 __all__ = [
@@ -104,9 +104,7 @@ class Explorer:
             raise ExploreError(
                 f"no gallery image {index}: there are {len(self.gallery)} (0 to {len(self.gallery) - 1})", 404
             )
-        buffer = io.BytesIO()
-        to_pil(self.gallery[index]).save(buffer, format="PNG")
-        return buffer.getvalue()
+        return png_bytes(self.gallery[index])
 
     def upload(self, data: bytes) -> dict[str, Any]:
         image = read_upload(data, self.channels, self.image_size)
